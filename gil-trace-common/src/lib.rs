@@ -1,0 +1,308 @@
+//! The ABI between the eBPF programs (`gil-trace-ebpf`) and userspace (`gil-trace`).
+//!
+//! Everything here is integer-only `#[repr(C)]` so both sides agree on the layout; kinds are
+//! stable `u32` values (never transmute a raw value into [`EventKind`]: use `TryFrom`).
+//! Changing a layout or a kind value is an ABI change: bump [`ABI_VERSION`].
+#![no_std]
+
+/// Bumped whenever [`RawEvent`], [`EventKind`] or [`ProbeConfig`] change meaning.
+pub const ABI_VERSION: u32 = 1;
+
+/// Length of a kernel task name (`TASK_COMM_LEN`).
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Number of slots in the per-CPU drop counter array: one per [`EventKind`] value plus
+/// [`DROP_SLOT_FILTER_FULL`].
+pub const DROP_SLOTS: u32 = 16;
+
+/// Drop slot counting threads that could not be added to the traced set because the
+/// `TRACED_TIDS` map was full (their events are then missing, not just one event).
+pub const DROP_SLOT_FILTER_FULL: u32 = 0;
+
+/// Maximum number of threads traced at once (size of the in-kernel filter map).
+pub const MAX_TRACED_THREADS: u32 = 32768;
+
+/// Maximum number of UDP sockets whose queued-datagram arrival times are remembered (LRU).
+pub const MAX_TRACKED_SOCKETS: u32 = 8192;
+
+/// Arrival times remembered per socket (a power of two); more queued datagrams than this and
+/// the oldest times are overwritten (those datagrams then report no arrival time).
+pub const ARRIVAL_QUEUE_LEN: usize = 16;
+
+/// IPPROTO_UDP, as in the sock tracepoints' `protocol` field.
+pub const IPPROTO_UDP: u16 = 17;
+
+/// Per-socket FIFO of datagram arrival times: pushed at `sock:sk_data_ready`, popped when a
+/// traced thread's `sock:sock_recv_length` says it took one datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ArrivalQueue {
+    pub head: u32,
+    pub tail: u32,
+    pub ts: [u64; ARRIVAL_QUEUE_LEN],
+}
+
+const _: () = assert!(ARRIVAL_QUEUE_LEN.is_power_of_two());
+
+/// Maximum number of syscall numbers the syscall classifier map holds.
+pub const MAX_CLASSIFIED_SYSCALLS: u32 = 64;
+
+/// What a [`RawEvent`] describes. Values are stable: they are written into trace files.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// `sched:sched_switch`. `tid`/`tgid` = previous task (current), `args[0]` = next tid,
+    /// `args[1]` = prev_state, `args[2]` = next task's prio, `args[3]` = bit 0: previous task
+    /// is traced, bit 1: next task is traced (the event is emitted when either is).
+    SchedSwitch = 1,
+    /// `sched:sched_waking`, in the waker's context. `tid`/`tgid` = waker (maybe untraced),
+    /// `args[0]` = wakee tid (always traced), `args[1]` = target cpu.
+    SchedWaking = 2,
+    /// `sched:sched_process_fork`. `tid`/`tgid` = parent, `args[0]` = child tid.
+    ProcessFork = 3,
+    /// `sched:sched_process_exit`. `tid`/`tgid` = exiting task, `args[0]` = group_dead.
+    ProcessExit = 4,
+    /// A thread's name: `args[0..2]` hold the 16 comm bytes (little endian),
+    /// `args[2]` = [`CommSource`].
+    Comm = 5,
+    /// Futex-family syscall entry. `args[0]` = uaddr, `args[1]` = op | val << 32,
+    /// `args[2]` = uaddr2 (or the futex_waitv array), `args[3]` = val3 | has_timeout << 32 |
+    /// syscall class << 40.
+    FutexEnter = 6,
+    /// Futex-family syscall exit. `args[0]` = return value (i64), `args[1]` = syscall class.
+    FutexExit = 7,
+    /// recv*/read-like syscall entry. `args[0]` = syscall nr, `args[1]` = fd, `args[2]` = len.
+    RecvEnter = 8,
+    /// recv* exit. `args[0]` = return value (i64), `args[1]` = syscall nr.
+    RecvExit = 9,
+    /// send* entry. Same layout as [`EventKind::RecvEnter`].
+    SendEnter = 10,
+    /// send* exit. Same layout as [`EventKind::RecvExit`].
+    SendExit = 11,
+    /// poll/select/epoll wait entry. `args[0]` = syscall nr, `args[1]` = first argument.
+    PollEnter = 12,
+    /// poll/select/epoll wait exit. `args[0]` = return value, `args[1]` = syscall nr.
+    PollExit = 13,
+    /// `sock:sock_recv_length` in a traced thread on a UDP socket: one datagram was received.
+    /// `args[0]` = its arrival time at the socket (`sock:sk_data_ready`; 0 = not seen),
+    /// `args[1]` = socket address, `args[2]` = bytes received, `args[3]` = datagrams still
+    /// queued on the socket (as far as arrivals were seen).
+    NetRecv = 14,
+}
+
+impl EventKind {
+    /// Every kind, in value order.
+    pub const ALL: [EventKind; 14] = [
+        EventKind::SchedSwitch,
+        EventKind::SchedWaking,
+        EventKind::ProcessFork,
+        EventKind::ProcessExit,
+        EventKind::Comm,
+        EventKind::FutexEnter,
+        EventKind::FutexExit,
+        EventKind::RecvEnter,
+        EventKind::RecvExit,
+        EventKind::SendEnter,
+        EventKind::SendExit,
+        EventKind::PollEnter,
+        EventKind::PollExit,
+        EventKind::NetRecv,
+    ];
+
+    /// Stable snake_case name, used in reports and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::SchedSwitch => "sched_switch",
+            EventKind::SchedWaking => "sched_waking",
+            EventKind::ProcessFork => "process_fork",
+            EventKind::ProcessExit => "process_exit",
+            EventKind::Comm => "comm",
+            EventKind::FutexEnter => "futex_enter",
+            EventKind::FutexExit => "futex_exit",
+            EventKind::RecvEnter => "recv_enter",
+            EventKind::RecvExit => "recv_exit",
+            EventKind::SendEnter => "send_enter",
+            EventKind::SendExit => "send_exit",
+            EventKind::PollEnter => "poll_enter",
+            EventKind::PollExit => "poll_exit",
+            EventKind::NetRecv => "net_recv",
+        }
+    }
+}
+
+/// The raw value is not a known [`EventKind`] (e.g. written by a newer gil-trace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownKind(pub u32);
+
+impl TryFrom<u32> for EventKind {
+    type Error = UnknownKind;
+    fn try_from(v: u32) -> Result<Self, UnknownKind> {
+        match v {
+            1 => Ok(EventKind::SchedSwitch),
+            2 => Ok(EventKind::SchedWaking),
+            3 => Ok(EventKind::ProcessFork),
+            4 => Ok(EventKind::ProcessExit),
+            5 => Ok(EventKind::Comm),
+            6 => Ok(EventKind::FutexEnter),
+            7 => Ok(EventKind::FutexExit),
+            8 => Ok(EventKind::RecvEnter),
+            9 => Ok(EventKind::RecvExit),
+            10 => Ok(EventKind::SendEnter),
+            11 => Ok(EventKind::SendExit),
+            12 => Ok(EventKind::PollEnter),
+            13 => Ok(EventKind::PollExit),
+            14 => Ok(EventKind::NetRecv),
+            other => Err(UnknownKind(other)),
+        }
+    }
+}
+
+/// Where a [`EventKind::Comm`] name came from.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommSource {
+    /// Read from /proc by userspace when tracing started.
+    Initial = 0,
+    /// `sched:sched_process_exec` (the new program's name).
+    Exec = 1,
+    /// `task:task_rename` (prctl(PR_SET_NAME), pthread_setname_np).
+    Rename = 2,
+    /// The parent's name, inherited at fork.
+    Fork = 3,
+}
+
+/// How the syscall classifier map (`SYSCALL_CLASS`) labels a syscall number.
+/// Userspace fills the map with its architecture's numbers, so the eBPF side stays arch-neutral.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallClass {
+    /// futex(2).
+    Futex = 1,
+    /// futex_waitv(2) (Linux 5.16+).
+    FutexWaitv = 2,
+    /// futex_wake(2) (Linux 6.7+).
+    FutexWake = 3,
+    /// futex_wait(2) (Linux 6.7+).
+    FutexWait = 4,
+    /// futex_requeue(2) (Linux 6.7+).
+    FutexRequeue = 5,
+    /// recvfrom/recvmsg/recvmmsg.
+    Recv = 6,
+    /// sendto/sendmsg/sendmmsg.
+    Send = 7,
+    /// poll/ppoll/select/pselect6/epoll_wait/epoll_pwait/epoll_pwait2.
+    Poll = 8,
+}
+
+impl TryFrom<u8> for SyscallClass {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Self, u8> {
+        match v {
+            1 => Ok(SyscallClass::Futex),
+            2 => Ok(SyscallClass::FutexWaitv),
+            3 => Ok(SyscallClass::FutexWake),
+            4 => Ok(SyscallClass::FutexWait),
+            5 => Ok(SyscallClass::FutexRequeue),
+            6 => Ok(SyscallClass::Recv),
+            7 => Ok(SyscallClass::Send),
+            8 => Ok(SyscallClass::Poll),
+            other => Err(other),
+        }
+    }
+}
+
+impl SyscallClass {
+    /// True for the futex family.
+    pub const fn is_futex(self) -> bool {
+        (self as u8) <= SyscallClass::FutexRequeue as u8
+    }
+}
+
+/// One event as the eBPF programs write it into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RawEvent {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// Thread id of the task the event is about (see each kind).
+    pub tid: u32,
+    /// Thread-group (process) id of that task, 0 when unknown.
+    pub tgid: u32,
+    /// CPU the event was observed on.
+    pub cpu: u32,
+    /// Kind-specific arguments (see [`EventKind`]).
+    pub args: [u64; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
+const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
+
+/// Field offsets of the tracepoints, read by userspace from tracefs `format` files at load
+/// time and written into the programs' read-only global `PROBE_CONFIG`, so another kernel
+/// layout keeps working.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProbeConfig {
+    pub sched_switch_prev_pid: u32,
+    pub sched_switch_prev_state: u32,
+    pub sched_switch_next_pid: u32,
+    pub sched_switch_next_prio: u32,
+    pub sched_waking_pid: u32,
+    pub sched_waking_target_cpu: u32,
+    pub fork_child_pid: u32,
+    pub exit_group_dead: u32,
+    pub rename_pid: u32,
+    pub rename_newcomm: u32,
+    pub sk_data_ready_skaddr: u32,
+    pub sk_data_ready_protocol: u32,
+    pub recv_length_sk: u32,
+    pub recv_length_protocol: u32,
+    pub recv_length_ret: u32,
+    pub recv_length_flags: u32,
+    pub sys_enter_id: u32,
+    pub sys_enter_args: u32,
+    pub sys_exit_id: u32,
+    pub sys_exit_ret: u32,
+    /// Ring-buffer fill level (bytes) above which a submit wakes userspace; below it the
+    /// events wait for userspace's periodic poll (fewer wakeups under load).
+    pub wakeup_threshold_bytes: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 84);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, integer-only repr(C) structs without padding.
+    unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::ArrivalQueue {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_raw_value() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::try_from(kind as u32), Ok(kind));
+        }
+        assert_eq!(EventKind::try_from(0), Err(UnknownKind(0)));
+        assert_eq!(EventKind::try_from(99), Err(UnknownKind(99)));
+        assert!((EventKind::NetRecv as u32) < DROP_SLOTS);
+    }
+
+    #[test]
+    fn syscall_classes_round_trip_and_futex_family_is_contiguous() {
+        for v in 1..=8u8 {
+            let class = SyscallClass::try_from(v).unwrap();
+            assert_eq!(class as u8, v);
+            assert_eq!(class.is_futex(), v <= 5);
+        }
+        assert_eq!(SyscallClass::try_from(0), Err(0));
+        assert_eq!(SyscallClass::try_from(9), Err(9));
+    }
+}

@@ -1,0 +1,457 @@
+//! gil-trace's eBPF programs.
+//!
+//! Every program follows the same shape: `fn <category>_<tracepoint>(ctx) -> u32` calls
+//! `try_…(ctx) -> Result<u32, i64>` and ignores its error (a failed kernel read loses one event;
+//! a full ring buffer is counted in `DROPS`).
+//!
+//! Filtering happens here, in the kernel: only threads in `TRACED_TIDS` produce events. Userspace
+//! seeds that map with the command it starts (or the process it attaches to); the fork/exit
+//! handlers keep it current as threads and child processes come and go.
+//!
+//! Field offsets are not hard-coded: userspace reads them from tracefs `format` files and writes
+//! them into `PROBE_CONFIG` before loading.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_AVAIL_DATA},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::{map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use gil_trace_common::{
+    ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
+    DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_CLASSIFIED_SYSCALLS, MAX_TRACED_THREADS,
+    MAX_TRACKED_SOCKETS,
+};
+
+/// Tracepoint field offsets and tuning, written by userspace at load time.
+#[no_mangle]
+static PROBE_CONFIG: ProbeConfig = ProbeConfig {
+    sched_switch_prev_pid: 0,
+    sched_switch_prev_state: 0,
+    sched_switch_next_pid: 0,
+    sched_switch_next_prio: 0,
+    sched_waking_pid: 0,
+    sched_waking_target_cpu: 0,
+    fork_child_pid: 0,
+    exit_group_dead: 0,
+    rename_pid: 0,
+    rename_newcomm: 0,
+    sk_data_ready_skaddr: 0,
+    sk_data_ready_protocol: 0,
+    recv_length_sk: 0,
+    recv_length_protocol: 0,
+    recv_length_ret: 0,
+    recv_length_flags: 0,
+    sys_enter_id: 0,
+    sys_enter_args: 0,
+    sys_exit_id: 0,
+    sys_exit_ret: 0,
+    wakeup_threshold_bytes: 0,
+};
+
+/// Event stream to userspace; its size is set at load time (`--buffer-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4096 * 1024, 0);
+
+/// Threads being traced (tid → tgid).
+#[map]
+static TRACED_TIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED_THREADS, 0);
+
+/// Syscall number → `SyscallClass`, filled by userspace for its architecture.
+#[map]
+static SYSCALL_CLASS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_CLASSIFIED_SYSCALLS, 0);
+
+/// UDP socket → arrival times of its queued datagrams. Every UDP socket on the host passes
+/// here (its owner is unknown until it reads); LRU so idle sockets age out by themselves.
+#[map]
+static SOCKET_ARRIVALS: LruHashMap<u64, ArrivalQueue> = LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
+
+/// Events lost, per CPU and per slot (`EventKind` value, or `DROP_SLOT_FILTER_FULL`).
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
+
+#[inline(always)]
+fn config(field: &u32) -> usize {
+    // Volatile: the value is patched into .rodata after compilation.
+    unsafe { core::ptr::read_volatile(field) as usize }
+}
+
+#[inline(always)]
+fn probe_config() -> &'static ProbeConfig {
+    &PROBE_CONFIG
+}
+
+/// Not inlined on purpose: inlined, LLVM merges two lookups into `ptr_a | ptr_b`, which the
+/// verifier rejects ("pointer |= pointer prohibited"); as a subprogram it returns a scalar.
+#[inline(never)]
+fn is_traced(tid: u32) -> bool {
+    // SAFETY: the value is a plain u32 copied out immediately.
+    unsafe { TRACED_TIDS.get(&tid).is_some() }
+}
+
+#[inline(always)]
+fn count_drop(slot: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Reserves, fills and submits one event; counts it as dropped when the ring buffer is full.
+#[inline(always)]
+fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    match EVENTS.reserve::<RawEvent>(0) {
+        Some(mut entry) => {
+            entry.write(RawEvent {
+                ts_ns,
+                kind: kind as u32,
+                tid,
+                tgid,
+                cpu: unsafe { bpf_get_smp_processor_id() },
+                args,
+            });
+            // Wake the reader only when enough has piled up; it also polls on a timer.
+            let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+            let flags = if pending >= config(&probe_config().wakeup_threshold_bytes) as u64 {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(flags as u64);
+        }
+        None => count_drop(kind as u32),
+    }
+}
+
+#[inline(always)]
+fn current() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (pid_tgid as u32, (pid_tgid >> 32) as u32)
+}
+
+#[inline(always)]
+fn comm_args(comm: &[u8; 16], source: CommSource) -> [u64; 4] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&comm[..8]);
+    hi.copy_from_slice(&comm[8..]);
+    [u64::from_le_bytes(lo), u64::from_le_bytes(hi), source as u64, 0]
+}
+
+// ---------------------------------------------------------------------------------------------
+// sched
+
+#[tracepoint]
+pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_sched_switch(&ctx);
+    0
+}
+
+fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
+    let c = probe_config();
+    let prev: i32 = unsafe { ctx.read_at(config(&c.sched_switch_prev_pid))? };
+    let next: i32 = unsafe { ctx.read_at(config(&c.sched_switch_next_pid))? };
+    let prev = prev as u32;
+    let next = next as u32;
+    let prev_traced = is_traced(prev);
+    let next_traced = is_traced(next);
+    if !prev_traced && !next_traced {
+        return Ok(0);
+    }
+    let prev_state: i64 = unsafe { ctx.read_at(config(&c.sched_switch_prev_state))? };
+    let next_prio: i32 = unsafe { ctx.read_at(config(&c.sched_switch_next_prio))? };
+    let (_, tgid) = current();
+    emit(
+        EventKind::SchedSwitch,
+        prev,
+        tgid,
+        [next as u64, prev_state as u64, next_prio as u64, prev_traced as u64 | (next_traced as u64) << 1],
+    );
+    Ok(0)
+}
+
+/// `sched_waking` rather than `sched_wakeup`: it always runs in the waker's context, so the
+/// current task *is* the waker (`sched_wakeup` may run on the target CPU from an IPI).
+#[tracepoint]
+pub fn sched_sched_waking(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_sched_waking(&ctx);
+    0
+}
+
+fn try_sched_sched_waking(ctx: &TracePointContext) -> Result<u32, i64> {
+    let c = probe_config();
+    let wakee: i32 = unsafe { ctx.read_at(config(&c.sched_waking_pid))? };
+    let wakee = wakee as u32;
+    if !is_traced(wakee) {
+        return Ok(0);
+    }
+    let target_cpu: i32 = unsafe { ctx.read_at(config(&c.sched_waking_target_cpu))? };
+    let (tid, tgid) = current();
+    emit(EventKind::SchedWaking, tid, tgid, [wakee as u64, target_cpu as u64, 0, 0]);
+    Ok(0)
+}
+
+/// A traced task's new thread or child process is traced too.
+#[tracepoint]
+pub fn sched_sched_process_fork(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_sched_process_fork(&ctx);
+    0
+}
+
+fn try_sched_sched_process_fork(ctx: &TracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    let child: i32 = unsafe { ctx.read_at(config(&probe_config().fork_child_pid))? };
+    let child = child as u32;
+    // The child's tgid is not in the tracepoint; events from the child carry it.
+    if TRACED_TIDS.insert(&child, &0, 0).is_err() {
+        count_drop(DROP_SLOT_FILTER_FULL);
+    }
+    emit(EventKind::ProcessFork, tid, tgid, [child as u64, 0, 0, 0]);
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sched_sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_sched_process_exit(&ctx);
+    0
+}
+
+fn try_sched_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    // Offset 0 means this kernel's tracepoint has no group_dead field.
+    let offset = config(&probe_config().exit_group_dead);
+    let group_dead: u8 = if offset == 0 { 0 } else { unsafe { ctx.read_at(offset)? } };
+    emit(EventKind::ProcessExit, tid, tgid, [group_dead as u64, 0, 0, 0]);
+    // The exiting task still runs (and switches out) after this; its final sched_switch is
+    // caught through the next task or lost — harmless, it is the end of its timeline.
+    let _ = TRACED_TIDS.remove(&tid);
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sched_sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let (tid, tgid) = current();
+    if is_traced(tid) {
+        if let Ok(comm) = bpf_get_current_comm() {
+            emit(EventKind::Comm, tid, tgid, comm_args(&comm, CommSource::Exec));
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn task_task_rename(ctx: TracePointContext) -> u32 {
+    let _ = try_task_task_rename(&ctx);
+    0
+}
+
+fn try_task_task_rename(ctx: &TracePointContext) -> Result<u32, i64> {
+    let c = probe_config();
+    let renamed: i32 = unsafe { ctx.read_at(config(&c.rename_pid))? };
+    let renamed = renamed as u32;
+    if !is_traced(renamed) {
+        return Ok(0);
+    }
+    let comm: [u8; 16] = unsafe { ctx.read_at(config(&c.rename_newcomm))? };
+    let (_, tgid) = current();
+    emit(EventKind::Comm, renamed, tgid, comm_args(&comm, CommSource::Rename));
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// syscalls: one pair of programs on raw_syscalls, classified through SYSCALL_CLASS, because
+// the per-syscall tracepoints are dispatched from the same hook anyway.
+
+#[inline(always)]
+fn syscall_class(nr: i64) -> Option<SyscallClass> {
+    if nr < 0 {
+        return None;
+    }
+    // SAFETY: plain u8 copied out.
+    let raw = unsafe { *SYSCALL_CLASS.get(&(nr as u32))? };
+    SyscallClass::try_from(raw).ok()
+}
+
+#[tracepoint]
+pub fn raw_syscalls_sys_enter(ctx: TracePointContext) -> u32 {
+    let _ = try_raw_syscalls_sys_enter(&ctx);
+    0
+}
+
+fn try_raw_syscalls_sys_enter(ctx: &TracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    let c = probe_config();
+    let nr: i64 = unsafe { ctx.read_at(config(&c.sys_enter_id))? };
+    let Some(class) = syscall_class(nr) else {
+        return Ok(0);
+    };
+    let args = config(&c.sys_enter_args);
+    let arg = |i: usize| -> Result<u64, i64> { Ok(unsafe { ctx.read_at::<u64>(args + 8 * i)? }) };
+    match class {
+        SyscallClass::Recv | SyscallClass::Send | SyscallClass::Poll => {
+            let kind = match class {
+                SyscallClass::Recv => EventKind::RecvEnter,
+                SyscallClass::Send => EventKind::SendEnter,
+                _ => EventKind::PollEnter,
+            };
+            emit(kind, tid, tgid, [nr as u64, arg(0)?, arg(2)?, 0]);
+        }
+        _ => {
+            // futex(uaddr, op, val, timeout|val2, uaddr2, val3) and the 6.7+ family;
+            // for futex_wait/futex_wake the word size flags sit where op is.
+            let uaddr = arg(0)?;
+            let (op, val, timeout, uaddr2, val3) = match class {
+                SyscallClass::Futex => (arg(1)?, arg(2)?, arg(3)?, arg(4)?, arg(5)?),
+                // futex_wake(uaddr, mask, nr, flags)
+                SyscallClass::FutexWake => (arg(3)?, arg(2)?, 0, 0, arg(1)?),
+                // futex_wait(uaddr, val, mask, flags, timeout, clockid)
+                SyscallClass::FutexWait => (arg(3)?, arg(1)?, arg(4)?, 0, arg(2)?),
+                // futex_waitv(waiters, nr, flags, timeout, clockid)
+                SyscallClass::FutexWaitv => (arg(2)?, arg(1)?, arg(3)?, uaddr, 0),
+                // futex_requeue(waiters, flags, nr_wake, nr_requeue)
+                _ => (arg(1)?, arg(2)?, 0, uaddr, arg(3)?),
+            };
+            let has_timeout = (timeout != 0) as u64;
+            emit(
+                EventKind::FutexEnter,
+                tid,
+                tgid,
+                [
+                    uaddr,
+                    (op & 0xffff_ffff) | (val << 32),
+                    uaddr2,
+                    (val3 & 0xffff_ffff) | (has_timeout << 32) | ((class as u64) << 40),
+                ],
+            );
+        }
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn raw_syscalls_sys_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_raw_syscalls_sys_exit(&ctx);
+    0
+}
+
+fn try_raw_syscalls_sys_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    let c = probe_config();
+    let nr: i64 = unsafe { ctx.read_at(config(&c.sys_exit_id))? };
+    let Some(class) = syscall_class(nr) else {
+        return Ok(0);
+    };
+    let ret: i64 = unsafe { ctx.read_at(config(&c.sys_exit_ret))? };
+    let (kind, detail) = match class {
+        SyscallClass::Recv => (EventKind::RecvExit, nr as u64),
+        SyscallClass::Send => (EventKind::SendExit, nr as u64),
+        SyscallClass::Poll => (EventKind::PollExit, nr as u64),
+        _ => (EventKind::FutexExit, class as u64),
+    };
+    emit(kind, tid, tgid, [ret as u64, detail, 0, 0]);
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP receive: a datagram's arrival at its socket (`sk_data_ready`, in the delivering context)
+// is joined with the traced thread that takes it (`sock_recv_length`, in the receiver's
+// context) through a per-socket FIFO: UDP sockets hand out datagrams in arrival order.
+
+const MSG_PEEK: i32 = 2;
+
+#[tracepoint]
+pub fn sock_sk_data_ready(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_sk_data_ready(&ctx);
+    0
+}
+
+fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
+    let c = probe_config();
+    let protocol: u16 = unsafe { ctx.read_at(config(&c.sk_data_ready_protocol))? };
+    if protocol != IPPROTO_UDP {
+        return Ok(0);
+    }
+    let sk: u64 = unsafe { ctx.read_at(config(&c.sk_data_ready_skaddr))? };
+    let now = unsafe { bpf_ktime_get_ns() };
+    match SOCKET_ARRIVALS.get_ptr_mut(&sk) {
+        Some(queue) => {
+            // SAFETY: map value pointer; concurrent deliveries to one socket on two CPUs may
+            // race here, which at worst misattributes one arrival time.
+            let queue = unsafe { &mut *queue };
+            if queue.tail.wrapping_sub(queue.head) as usize >= ARRIVAL_QUEUE_LEN {
+                queue.head = queue.head.wrapping_add(1);
+            }
+            queue.ts[queue.tail as usize & (ARRIVAL_QUEUE_LEN - 1)] = now;
+            queue.tail = queue.tail.wrapping_add(1);
+        }
+        None => {
+            let mut queue = ArrivalQueue { head: 0, tail: 1, ts: [0; ARRIVAL_QUEUE_LEN] };
+            queue.ts[0] = now;
+            let _ = SOCKET_ARRIVALS.insert(&sk, &queue, 0);
+        }
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sock_sock_recv_length(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_sock_recv_length(&ctx);
+    0
+}
+
+fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    let c = probe_config();
+    let protocol: u16 = unsafe { ctx.read_at(config(&c.recv_length_protocol))? };
+    let ret: i32 = unsafe { ctx.read_at(config(&c.recv_length_ret))? };
+    let flags: i32 = unsafe { ctx.read_at(config(&c.recv_length_flags))? };
+    if protocol != IPPROTO_UDP || ret < 0 || flags & MSG_PEEK != 0 {
+        return Ok(0);
+    }
+    let sk: u64 = unsafe { ctx.read_at(config(&c.recv_length_sk))? };
+    let (arrival, left) = match SOCKET_ARRIVALS.get_ptr_mut(&sk) {
+        Some(queue) => {
+            // SAFETY: map value pointer (see try_sock_sk_data_ready).
+            let queue = unsafe { &mut *queue };
+            if queue.tail != queue.head {
+                let ts = queue.ts[queue.head as usize & (ARRIVAL_QUEUE_LEN - 1)];
+                queue.head = queue.head.wrapping_add(1);
+                (ts, queue.tail.wrapping_sub(queue.head))
+            } else {
+                (0, 0)
+            }
+        }
+        None => (0, 0),
+    };
+    emit(EventKind::NetRecv, tid, tgid, [arrival, sk, ret as u64, left as u64]);
+    Ok(0)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,140 @@
+//! The report's base: what was recorded, how much, what was lost, and per-thread totals.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    model::{ThreadStats, ThreadTracker},
+    trace::{
+        format::ExitInfo, Event, EventData, IoClass, LostCounts, TraceError, TraceMeta,
+        TraceTrailer,
+    },
+};
+
+/// Header facts for the report (`meta` in JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct SummaryMeta {
+    pub command: Vec<String>,
+    pub root_pid: u32,
+    pub attached: bool,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub duration_ns: u64,
+    pub kernel_release: String,
+    pub hostname: String,
+    pub cpu_count: u32,
+    pub clock: String,
+    pub format_version: u32,
+    pub gil_trace_version: String,
+    pub buffer_size_bytes: u64,
+    pub stop_reason: String,
+    pub exit: Option<ExitInfo>,
+    pub missing_tracepoints: Vec<String>,
+}
+
+/// Semantic event counts (`counts` in JSON; keys are stable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub sched_switch: u64,
+    pub sched_wakeup: u64,
+    /// futex-family syscalls (entries).
+    pub futex: u64,
+    /// Datagrams (packets) received by traced threads.
+    pub udp_recv: u64,
+    /// send* syscalls that succeeded.
+    pub udp_send: u64,
+    pub fork: u64,
+    pub exit: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub meta: SummaryMeta,
+    pub counts: Counts,
+    /// Events written, by raw kind.
+    pub event_counts: BTreeMap<String, u64>,
+    /// Total events lost in the kernel.
+    pub lost: u64,
+    pub lost_detail: LostCounts,
+    pub threads: Vec<ThreadStats>,
+    pub warnings: Vec<String>,
+}
+
+/// Streams the events once and builds the summary.
+pub fn summarize(
+    meta: &TraceMeta,
+    trailer: &TraceTrailer,
+    events: impl Iterator<Item = Result<Event, TraceError>>,
+) -> Result<Summary, TraceError> {
+    let mut counts = Counts::default();
+    let mut threads = ThreadTracker::default();
+    let mut unknown = 0u64;
+    for ev in events {
+        let ev = ev?;
+        match ev.data {
+            EventData::Switch { .. } => counts.sched_switch += 1,
+            EventData::Waking { .. } => counts.sched_wakeup += 1,
+            EventData::FutexEnter(_) => counts.futex += 1,
+            EventData::NetRecv { .. } => counts.udp_recv += 1,
+            EventData::IoExit {
+                class: IoClass::Send,
+                ret,
+                ..
+            } if ret >= 0 => counts.udp_send += 1,
+            EventData::Fork { .. } => counts.fork += 1,
+            EventData::Exit { .. } => counts.exit += 1,
+            EventData::Unknown { .. } => unknown += 1,
+            _ => {}
+        }
+        threads.observe(&ev);
+    }
+    let mut warnings = Vec::new();
+    if trailer.lost.total > 0 {
+        warnings.push(format!(
+            "{} events were lost in the kernel (ring buffer full); numbers below are incomplete — record again with a larger --buffer-size",
+            trailer.lost.total
+        ));
+    }
+    if trailer.lost.threads_not_followed > 0 {
+        warnings.push(format!(
+            "{} new threads could not be followed (filter map full)",
+            trailer.lost.threads_not_followed
+        ));
+    }
+    if unknown > 0 {
+        warnings.push(format!("{unknown} events of kinds unknown to this gil-trace were skipped (recorded by a newer version?)"));
+    }
+    for missing in &meta.missing_tracepoints {
+        warnings.push(format!(
+            "this kernel lacks {missing}; the data it gives is absent"
+        ));
+    }
+    Ok(Summary {
+        meta: SummaryMeta {
+            command: meta.command.clone(),
+            root_pid: meta.root_pid,
+            attached: meta.attached,
+            start_ns: meta.start_monotonic_ns,
+            end_ns: trailer.end_monotonic_ns,
+            duration_ns: trailer
+                .end_monotonic_ns
+                .saturating_sub(meta.start_monotonic_ns),
+            kernel_release: meta.kernel_release.clone(),
+            hostname: meta.hostname.clone(),
+            cpu_count: meta.cpu_count,
+            clock: meta.clock.clone(),
+            format_version: meta.format_version,
+            gil_trace_version: meta.gil_trace_version.clone(),
+            buffer_size_bytes: meta.buffer_size_bytes,
+            stop_reason: trailer.stop_reason.clone(),
+            exit: trailer.exit.clone(),
+            missing_tracepoints: meta.missing_tracepoints.clone(),
+        },
+        counts,
+        event_counts: trailer.counts.clone(),
+        lost: trailer.lost.total,
+        lost_detail: trailer.lost.clone(),
+        threads: threads.finish(&trailer.threads),
+        warnings,
+    })
+}

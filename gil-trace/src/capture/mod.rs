@@ -1,0 +1,11 @@
+//! Capture: load the eBPF programs, follow the traced process tree, stream events to a trace
+//! file. Needs root (or CAP_BPF + CAP_PERFMON); nothing else in the crate does.
+pub mod child;
+pub mod error;
+pub mod privileges;
+pub mod probes;
+pub mod recorder;
+pub mod tracefs;
+
+pub use error::CaptureError;
+pub use recorder::{record, RecordOptions, RecordOutcome, Target};

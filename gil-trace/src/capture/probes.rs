@@ -1,0 +1,351 @@
+//! The eBPF programs: which tracepoints, their field offsets, loading and attaching.
+use std::path::Path;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use gil_trace_common::{EventKind, ProbeConfig, SyscallClass, DROP_SLOTS, DROP_SLOT_FILTER_FULL};
+
+use super::{tracefs, CaptureError};
+use crate::trace::LostCounts;
+
+/// One program and the tracepoint it attaches to.
+pub struct Probe {
+    pub program: &'static str,
+    pub category: &'static str,
+    pub name: &'static str,
+    /// Without a required tracepoint recording refuses to start; an optional one only loses
+    /// the data it gives (listed in the trace's `missing_tracepoints`).
+    pub required: bool,
+}
+
+pub const PROBES: &[Probe] = &[
+    Probe {
+        program: "sched_sched_switch",
+        category: "sched",
+        name: "sched_switch",
+        required: true,
+    },
+    Probe {
+        program: "sched_sched_waking",
+        category: "sched",
+        name: "sched_waking",
+        required: true,
+    },
+    Probe {
+        program: "sched_sched_process_fork",
+        category: "sched",
+        name: "sched_process_fork",
+        required: true,
+    },
+    Probe {
+        program: "sched_sched_process_exit",
+        category: "sched",
+        name: "sched_process_exit",
+        required: true,
+    },
+    Probe {
+        program: "sched_sched_process_exec",
+        category: "sched",
+        name: "sched_process_exec",
+        required: false,
+    },
+    Probe {
+        program: "task_task_rename",
+        category: "task",
+        name: "task_rename",
+        required: false,
+    },
+    Probe {
+        program: "raw_syscalls_sys_enter",
+        category: "raw_syscalls",
+        name: "sys_enter",
+        required: true,
+    },
+    Probe {
+        program: "raw_syscalls_sys_exit",
+        category: "raw_syscalls",
+        name: "sys_exit",
+        required: true,
+    },
+    Probe {
+        program: "sock_sk_data_ready",
+        category: "sock",
+        name: "sk_data_ready",
+        required: false,
+    },
+    Probe {
+        program: "sock_sock_recv_length",
+        category: "sock",
+        name: "sock_recv_length",
+        required: false,
+    },
+];
+
+/// Syscall numbers of this architecture and how the programs classify them.
+pub fn syscall_table() -> Vec<(u32, SyscallClass)> {
+    use SyscallClass::*;
+    #[cfg(target_arch = "x86_64")]
+    let table = vec![
+        (202, Futex),
+        (449, FutexWaitv),
+        (454, FutexWake),
+        (455, FutexWait),
+        (456, FutexRequeue),
+        (45, Recv),
+        (47, Recv),
+        (299, Recv),
+        (44, Send),
+        (46, Send),
+        (307, Send),
+        (7, Poll),
+        (23, Poll),
+        (271, Poll),
+        (270, Poll),
+        (232, Poll),
+        (281, Poll),
+        (441, Poll),
+    ];
+    #[cfg(target_arch = "aarch64")]
+    let table = vec![
+        (98, Futex),
+        (449, FutexWaitv),
+        (454, FutexWake),
+        (455, FutexWait),
+        (456, FutexRequeue),
+        (207, Recv),
+        (212, Recv),
+        (243, Recv),
+        (206, Send),
+        (211, Send),
+        (269, Send),
+        (73, Poll),
+        (72, Poll),
+        (22, Poll),
+        (441, Poll),
+    ];
+    table
+}
+
+/// Reads every tracepoint's layout into a [`ProbeConfig`]; returns it with the optional
+/// tracepoints (or fields) this kernel lacks.
+pub fn probe_config(
+    root: &Path,
+    wakeup_threshold_bytes: u32,
+) -> Result<(ProbeConfig, Vec<String>), CaptureError> {
+    let mut missing = Vec::new();
+    let mut formats = std::collections::HashMap::new();
+    for probe in PROBES {
+        match tracefs::format(root, probe.category, probe.name) {
+            Some(f) => {
+                formats.insert(probe.name, f);
+            }
+            None if probe.required => {
+                return Err(CaptureError::TracepointMissing {
+                    name: format!("{}:{}", probe.category, probe.name),
+                })
+            }
+            None => missing.push(format!("{}:{}", probe.category, probe.name)),
+        }
+    }
+    // Required field of a present tracepoint; 0 for an absent optional tracepoint.
+    let field = |tp: &'static str, name: &str| -> Result<u32, CaptureError> {
+        match formats.get(tp) {
+            None => Ok(0),
+            Some(f) => f.offset(name).ok_or_else(|| CaptureError::FieldMissing {
+                tracepoint: tp.to_string(),
+                field: name.to_string(),
+            }),
+        }
+    };
+    // sched_process_exit.group_dead is recent; without it exits just say "not known".
+    let group_dead = formats
+        .get("sched_process_exit")
+        .and_then(|f| f.offset("group_dead"))
+        .unwrap_or_else(|| {
+            missing.push("sched:sched_process_exit.group_dead".into());
+            0
+        });
+    let config = ProbeConfig {
+        sched_switch_prev_pid: field("sched_switch", "prev_pid")?,
+        sched_switch_prev_state: field("sched_switch", "prev_state")?,
+        sched_switch_next_pid: field("sched_switch", "next_pid")?,
+        sched_switch_next_prio: field("sched_switch", "next_prio")?,
+        sched_waking_pid: field("sched_waking", "pid")?,
+        sched_waking_target_cpu: field("sched_waking", "target_cpu")?,
+        fork_child_pid: field("sched_process_fork", "child_pid")?,
+        exit_group_dead: group_dead,
+        rename_pid: field("task_rename", "pid")?,
+        rename_newcomm: field("task_rename", "newcomm")?,
+        sk_data_ready_skaddr: field("sk_data_ready", "skaddr")?,
+        sk_data_ready_protocol: field("sk_data_ready", "protocol")?,
+        recv_length_sk: field("sock_recv_length", "sk")?,
+        recv_length_protocol: field("sock_recv_length", "protocol")?,
+        recv_length_ret: field("sock_recv_length", "ret")?,
+        recv_length_flags: field("sock_recv_length", "flags")?,
+        sys_enter_id: field("sys_enter", "id")?,
+        sys_enter_args: field("sys_enter", "args")?,
+        sys_exit_id: field("sys_exit", "id")?,
+        sys_exit_ret: field("sys_exit", "ret")?,
+        wakeup_threshold_bytes,
+    };
+    Ok((config, missing))
+}
+
+/// The embedded eBPF object, if this binary has one.
+pub fn ebpf_object() -> Option<&'static [u8]> {
+    #[cfg(gil_trace_embedded_ebpf)]
+    {
+        Some(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/gil-trace-ebpf.o"
+        )))
+    }
+    #[cfg(not(gil_trace_embedded_ebpf))]
+    {
+        None
+    }
+}
+
+/// One line for the user; the full verifier log only with GIL_TRACE_VERIFIER_LOG=1.
+fn attach_error(tracepoint: &str, source: aya::programs::ProgramError) -> CaptureError {
+    let full = source.to_string();
+    if std::env::var_os("GIL_TRACE_VERIFIER_LOG").is_some() {
+        eprintln!("{full}");
+    }
+    let mut detail = full.lines().next().unwrap_or_default().to_string();
+    if let Some(cut) = detail.find(". Verifier output") {
+        detail.truncate(cut);
+        detail.push_str(" (the verifier rejected it; GIL_TRACE_VERIFIER_LOG=1 prints its log)");
+    }
+    CaptureError::Attach {
+        tracepoint: tracepoint.to_string(),
+        detail,
+    }
+}
+
+/// Loaded and attached programs with the maps userspace uses.
+pub struct Probes {
+    /// Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    /// Taken by the recorder (it registers the fd with its event loop).
+    pub ring: Option<RingBuf<MapData>>,
+    pub traced: HashMap<MapData, u32, u32>,
+    drops: PerCpuArray<MapData, u64>,
+    pub attached: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
+    move |source| CaptureError::Map { map, source }
+}
+
+impl Probes {
+    /// Loads the programs with this kernel's offsets, sizes the ring buffer, fills the syscall
+    /// classifier and attaches every available tracepoint.
+    pub fn load(buffer_size: u32) -> Result<Probes, CaptureError> {
+        let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
+        let root = tracefs::root()?;
+        // Wake the reader once an eighth of the buffer is used; it also polls every few ms.
+        let (config, missing) = probe_config(&root, buffer_size / 8)?;
+        // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
+        let _ = nix::sys::resource::setrlimit(
+            nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+            nix::sys::resource::RLIM_INFINITY,
+            nix::sys::resource::RLIM_INFINITY,
+        );
+        let mut ebpf = EbpfLoader::new()
+            .override_global("PROBE_CONFIG", &config, true)
+            .map_max_entries("EVENTS", buffer_size)
+            .load(object)?;
+
+        let mut classes: HashMap<_, u32, u8> =
+            HashMap::try_from(ebpf.map_mut("SYSCALL_CLASS").expect("SYSCALL_CLASS map"))
+                .map_err(map_err("SYSCALL_CLASS"))?;
+        for (nr, class) in syscall_table() {
+            classes
+                .insert(nr, class as u8, 0)
+                .map_err(map_err("SYSCALL_CLASS"))?;
+        }
+
+        let mut attached = Vec::new();
+        for probe in PROBES {
+            let name = format!("{}:{}", probe.category, probe.name);
+            if missing.contains(&name) {
+                continue;
+            }
+            let attach_err = |source: aya::programs::ProgramError| attach_error(&name, source);
+            let program: &mut TracePoint = ebpf
+                .program_mut(probe.program)
+                .unwrap_or_else(|| panic!("eBPF object lacks program {}", probe.program))
+                .try_into()
+                .map_err(attach_err)?;
+            program.load().map_err(attach_err)?;
+            program
+                .attach(probe.category, probe.name)
+                .map_err(attach_err)?;
+            attached.push(name);
+        }
+
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map"))
+            .map_err(map_err("EVENTS"))?;
+        let traced = HashMap::try_from(ebpf.take_map("TRACED_TIDS").expect("TRACED_TIDS map"))
+            .map_err(map_err("TRACED_TIDS"))?;
+        let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map"))
+            .map_err(map_err("DROPS"))?;
+        Ok(Probes {
+            _ebpf: ebpf,
+            ring: Some(ring),
+            traced,
+            drops,
+            attached,
+            missing,
+        })
+    }
+
+    /// Adds a thread to the in-kernel filter.
+    pub fn trace_thread(&mut self, tid: u32, tgid: u32) -> Result<(), CaptureError> {
+        self.traced
+            .insert(tid, tgid, 0)
+            .map_err(map_err("TRACED_TIDS"))
+    }
+
+    /// Empties the filter: no new events from here on (used before the final drain).
+    pub fn stop_tracing(&mut self) {
+        let tids: Vec<u32> = self.traced.keys().filter_map(Result::ok).collect();
+        for tid in tids {
+            let _ = self.traced.remove(&tid);
+        }
+    }
+
+    /// Events lost in the kernel so far, per CPU and kind.
+    pub fn lost(&self) -> LostCounts {
+        let mut lost = LostCounts::default();
+        for slot in 0..DROP_SLOTS {
+            let Ok(per_cpu) = self.drops.get(&slot, 0) else {
+                continue;
+            };
+            if lost.by_cpu.len() < per_cpu.len() {
+                lost.by_cpu.resize(per_cpu.len(), Default::default());
+            }
+            for (cpu, &n) in per_cpu.iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                if slot == DROP_SLOT_FILTER_FULL {
+                    lost.threads_not_followed += n;
+                    continue;
+                }
+                let name = EventKind::try_from(slot)
+                    .map(|k| k.name().to_string())
+                    .unwrap_or_else(|_| format!("kind_{slot}"));
+                *lost.by_kind.entry(name.clone()).or_default() += n;
+                *lost.by_cpu[cpu].entry(name).or_default() += n;
+                lost.total += n;
+            }
+        }
+        lost
+    }
+}

@@ -1,0 +1,436 @@
+//! `gil-trace record`: the event loop that drains the ring buffer into the trace file until
+//! the command exits, the duration ends, or a signal says stop.
+use std::{
+    ffi::OsString,
+    io::IsTerminal,
+    os::fd::AsFd,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use gil_trace_common::{CommSource, EventKind, RawEvent, ABI_VERSION};
+use nix::{
+    sys::{
+        signal::{kill, Signal},
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    },
+    unistd::Pid,
+};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use super::{
+    child::{spawn_paused, Identity},
+    privileges,
+    probes::Probes,
+    CaptureError,
+};
+use crate::trace::{
+    format::{ExitInfo, CLOCK_NAME, FORMAT_VERSION},
+    TraceMeta, TraceTrailer, TraceWriter,
+};
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start this command (argv) and trace it and its descendants.
+    Command(Vec<OsString>),
+    /// Attach to a running process (all its threads, and what it forks from now on).
+    Pid(u32),
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub output: PathBuf,
+    pub target: Target,
+    pub duration: Option<Duration>,
+    /// Ring-buffer size in bytes (a power of two, at least one page).
+    pub buffer_size: u32,
+    /// Print a one-line live status on stderr (only when it is a terminal).
+    pub live_status: bool,
+}
+
+/// How a recording ended.
+#[derive(Clone, Debug)]
+pub struct RecordOutcome {
+    pub path: PathBuf,
+    pub events: u64,
+    pub lost: u64,
+    pub stop_reason: String,
+    /// The spawned command's exit (None with `-p`, or if it was still running).
+    pub exit: Option<ExitInfo>,
+}
+
+/// Grace period for the command to exit after a forwarded signal or `--duration`.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The reader also drains on this period: the programs only wake it when the buffer fills up.
+const DRAIN_PERIOD: Duration = Duration::from_millis(10);
+
+pub fn monotonic_ns() -> u64 {
+    let ts =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn comm_event(tid: u32, tgid: u32, name: &str, ts_ns: u64) -> RawEvent {
+    let mut bytes = [0u8; 16];
+    let n = name.len().min(15);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    RawEvent {
+        ts_ns,
+        kind: EventKind::Comm as u32,
+        tid,
+        tgid,
+        cpu: 0,
+        args: [
+            u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+            u64::from_le_bytes(bytes[8..].try_into().unwrap()),
+            CommSource::Initial as u64,
+            0,
+        ],
+    }
+}
+
+/// Adds every thread of `pid` to the filter, re-listing until no new thread appears (a thread
+/// created while we list is caught either by the listing or by the fork tracepoint).
+fn seed_process(
+    probes: &mut Probes,
+    writer: &mut TraceWriter,
+    pid: u32,
+) -> Result<(), CaptureError> {
+    let task_dir = PathBuf::from(format!("/proc/{pid}/task"));
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let entries =
+            std::fs::read_dir(&task_dir).map_err(|_| CaptureError::ProcessNotFound { pid })?;
+        let mut new = 0;
+        for entry in entries.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !seen.insert(tid) {
+                continue;
+            }
+            new += 1;
+            probes.trace_thread(tid, pid)?;
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            writer.push(&comm_event(tid, pid, name.trim_end(), monotonic_ns()))?;
+        }
+        if new == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn read_host() -> (String, String) {
+    let uts = nix::sys::utsname::uname().ok();
+    let release = uts
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let host = uts
+        .as_ref()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (release, host)
+}
+
+/// Records until the target ends; the trace is finalized in every case that returns Ok.
+pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
+    privileges::check()?;
+    let identity = match &opts.target {
+        Target::Command(_) => Identity::from_sudo()?,
+        Target::Pid(_) => None,
+    };
+    // Fail on a missing command or process before loading anything.
+    match &opts.target {
+        Target::Command(argv) => {
+            super::child::resolve(argv.first().ok_or(CaptureError::CommandNotFound {
+                command: String::new(),
+            })?)?;
+        }
+        Target::Pid(pid) => {
+            if *pid == 0 || !PathBuf::from(format!("/proc/{pid}/task")).is_dir() {
+                return Err(CaptureError::ProcessNotFound { pid: *pid });
+            }
+        }
+    }
+    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(CaptureError::Output {
+                path: opts.output.clone(),
+                reason: format!("{} is not a directory", dir.display()),
+            });
+        }
+    }
+
+    let mut probes = Probes::load(opts.buffer_size)?;
+    let (kernel_release, hostname) = read_host();
+    let meta = TraceMeta {
+        format_version: FORMAT_VERSION,
+        abi_version: ABI_VERSION,
+        clock: CLOCK_NAME.into(),
+        gil_trace_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release,
+        hostname,
+        cpu_count: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        command: match &opts.target {
+            Target::Command(argv) => argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            Target::Pid(pid) => std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    b.split(|&c| c == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        root_pid: 0,
+        attached: matches!(opts.target, Target::Pid(_)),
+        start_monotonic_ns: monotonic_ns(),
+        start_unix_ns: unix_ns(),
+        buffer_size_bytes: opts.buffer_size as u64,
+        tracepoints: probes.attached.clone(),
+        missing_tracepoints: probes.missing.clone(),
+    };
+    let mut meta = meta;
+    let (child, root_pid) = match &opts.target {
+        Target::Command(argv) => {
+            let paused = spawn_paused(argv, identity.as_ref())?;
+            let pid = paused.pid().as_raw() as u32;
+            (Some(paused), pid)
+        }
+        Target::Pid(pid) => (None, *pid),
+    };
+    meta.root_pid = root_pid;
+    let mut writer = TraceWriter::create(&opts.output, &meta)?;
+    let child_pid = match child {
+        Some(paused) => {
+            probes.trace_thread(root_pid, root_pid)?;
+            Some(paused.release()?)
+        }
+        None => {
+            seed_process(&mut probes, &mut writer, root_pid)?;
+            None
+        }
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CaptureError::Io {
+            what: "starting the event loop".into(),
+            source,
+        })?;
+    let ring = probes.ring.take().expect("ring buffer present");
+    let result = runtime.block_on(event_loop(
+        &mut probes,
+        ring,
+        &mut writer,
+        child_pid,
+        root_pid,
+        &opts,
+    ));
+    let (stop_reason, exit) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(pid) = child_pid {
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+            return Err(e);
+        }
+    };
+    let lost = probes.lost();
+    let lost_total = lost.total;
+    let events = writer.events();
+    let trailer = TraceTrailer {
+        end_monotonic_ns: monotonic_ns(),
+        lost,
+        stop_reason: stop_reason.clone(),
+        exit: exit.clone(),
+        ..Default::default()
+    };
+    let path = writer.finish(trailer)?;
+    if let Some(id) = &identity {
+        let _ = nix::unistd::chown(&path, Some(id.uid), Some(id.gid));
+    }
+    Ok(RecordOutcome {
+        path,
+        events,
+        lost: lost_total,
+        stop_reason,
+        exit,
+    })
+}
+
+/// Copies everything available in the ring buffer into the writer.
+fn drain(ring: &mut RingBuf<MapData>, writer: &mut TraceWriter) -> Result<usize, CaptureError> {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<RawEvent>() {
+            continue;
+        }
+        // SAFETY: the programs write whole RawEvents; read_unaligned copes with any alignment.
+        let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        drop(item);
+        writer.push(&raw)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn exit_info(status: WaitStatus) -> Option<ExitInfo> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(ExitInfo {
+            code: Some(code),
+            signal: None,
+        }),
+        WaitStatus::Signaled(_, sig, _) => Some(ExitInfo {
+            code: None,
+            signal: Some(sig as i32),
+        }),
+        _ => None,
+    }
+}
+
+async fn event_loop(
+    probes: &mut Probes,
+    ring: RingBuf<MapData>,
+    writer: &mut TraceWriter,
+    child: Option<Pid>,
+    root_pid: u32,
+    opts: &RecordOptions,
+) -> Result<(String, Option<ExitInfo>), CaptureError> {
+    let io_err = |what: &str| {
+        let what = what.to_string();
+        move |source| CaptureError::Io { what, source }
+    };
+    // SAFETY: the ring buffer's fd stays open for the AsyncFd's whole life (it owns it).
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
+            CaptureError::Io {
+                what: "watching the ring buffer".into(),
+                source: e.into(),
+            }
+        })?;
+    let _ = ring.get_ref().as_fd();
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(io_err("installing a SIGINT handler"))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing a SIGHUP handler"))?;
+    let mut sigchld =
+        signal(SignalKind::child()).map_err(io_err("installing a SIGCHLD handler"))?;
+    let mut drain_tick = tokio::time::interval(DRAIN_PERIOD);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let show_status = opts.live_status && std::io::stderr().is_terminal();
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let started = Instant::now();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut stop_reason: Option<String> = None;
+    let mut exit: Option<ExitInfo> = None;
+    // Forward SIGINT only when it cannot have come from the terminal (which already sent it
+    // to the command, in the same foreground process group).
+    let forward_sigint = !std::io::stdin().is_terminal();
+    let mut last_events = 0u64;
+
+    loop {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
+        let signal_received: Option<(Signal, &str)> = tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(io_err("waiting for the ring buffer"))?;
+                drain(guard.get_inner_mut(), writer)?;
+                guard.clear_ready();
+                None
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), writer)?;
+                None
+            }
+            _ = status_tick.tick(), if show_status => {
+                let events = writer.events();
+                let lost = probes.lost().total;
+                eprint!("\r\x1b[K[gil-trace] {:.1}s  {} events  {}/s  {} lost", started.elapsed().as_secs_f64(), events, events - last_events, lost);
+                last_events = events;
+                None
+            }
+            _ = sigchld.recv(), if child.is_some() => None,
+            _ = sigint.recv() => Some((Signal::SIGINT, "signal SIGINT")),
+            _ = sigterm.recv() => Some((Signal::SIGTERM, "signal SIGTERM")),
+            _ = sighup.recv() => Some((Signal::SIGHUP, "signal SIGHUP")),
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop_reason.is_none() => {
+                stop_reason = Some("duration".into());
+                match child {
+                    Some(pid) => {
+                        let _ = kill(pid, Signal::SIGTERM);
+                        stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                    }
+                    None => break,
+                }
+                None
+            }
+            _ = tokio::time::sleep_until(stop_deadline.unwrap_or(far)), if stop_deadline.is_some() => break,
+        };
+        if let Some((sig, reason)) = signal_received {
+            if stop_reason.is_some() {
+                // Second signal: stop now; what was recorded is still finalized.
+                break;
+            }
+            stop_reason = Some(reason.to_string());
+            match child {
+                Some(pid) => {
+                    if sig != Signal::SIGINT || forward_sigint {
+                        let _ = kill(pid, sig);
+                    }
+                    stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                }
+                None => break,
+            }
+        }
+        match child {
+            Some(pid) => {
+                if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    if let Some(info) = exit_info(status) {
+                        exit = Some(info);
+                        stop_reason.get_or_insert_with(|| "exit".into());
+                        break;
+                    }
+                }
+            }
+            None => {
+                if !PathBuf::from(format!("/proc/{root_pid}")).exists() {
+                    stop_reason.get_or_insert_with(|| "exit".into());
+                    break;
+                }
+            }
+        }
+    }
+    if show_status {
+        eprintln!();
+    }
+    // Let the last events land, stop the kernel side producing, then take everything left.
+    drain(ring.get_mut(), writer)?;
+    probes.stop_tracing();
+    drain(ring.get_mut(), writer)?;
+    Ok((stop_reason.unwrap_or_else(|| "exit".into()), exit))
+}

@@ -1,0 +1,5 @@
+//! Model: state rebuilt from the time-ordered event stream, one tracker per concern.
+//! Trackers see each event once (streaming); memory grows with threads, not events.
+pub mod threads;
+
+pub use threads::{ThreadStats, ThreadTracker};

@@ -1,0 +1,200 @@
+//! Per-thread totals: on-CPU time, context switches, futex calls, datagrams.
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::trace::{Event, EventData, IoClass, ThreadInfo};
+
+/// What one traced thread did over the trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ThreadStats {
+    pub tid: u32,
+    pub tgid: u32,
+    pub name: String,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Time on a CPU, from sched_switch pairs (time before the first switch-in is not counted
+    /// unless the thread was seen starting).
+    pub on_cpu_ns: u64,
+    /// Times the thread was switched out.
+    pub switches: u64,
+    /// Of those, while still runnable (preempted).
+    pub preemptions: u64,
+    /// Times it was woken.
+    pub wakeups: u64,
+    pub futex_calls: u64,
+    pub futex_waits: u64,
+    pub futex_wakes: u64,
+    /// Datagrams (packets) copied to this thread by recv*.
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+    /// send* calls that succeeded, and their bytes.
+    pub sends: u64,
+    pub bytes_sent: u64,
+}
+
+#[derive(Default)]
+struct Tracked {
+    stats: ThreadStats,
+    running_since: Option<u64>,
+}
+
+/// Builds [`ThreadStats`] from the event stream.
+#[derive(Default)]
+pub struct ThreadTracker {
+    threads: HashMap<u32, Tracked>,
+    last_ns: u64,
+}
+
+impl ThreadTracker {
+    fn thread(&mut self, tid: u32, ts: u64) -> &mut Tracked {
+        let t = self.threads.entry(tid).or_default();
+        if t.stats.first_ns == 0 {
+            t.stats.tid = tid;
+            t.stats.first_ns = ts;
+        }
+        t.stats.last_ns = ts;
+        t
+    }
+
+    pub fn observe(&mut self, ev: &Event) {
+        let ts = ev.ts_ns;
+        self.last_ns = self.last_ns.max(ts);
+        match ev.data {
+            EventData::Switch {
+                next_tid,
+                prev_state,
+                prev_traced,
+                next_traced,
+                ..
+            } => {
+                if prev_traced {
+                    let t = self.thread(ev.tid, ts);
+                    if let Some(since) = t.running_since.take() {
+                        t.stats.on_cpu_ns += ts.saturating_sub(since);
+                    }
+                    t.stats.switches += 1;
+                    // TASK_RUNNING (0) when switched out = preempted.
+                    if prev_state & 0xff == 0 {
+                        t.stats.preemptions += 1;
+                    }
+                    if ev.tgid != 0 {
+                        t.stats.tgid = ev.tgid;
+                    }
+                }
+                if next_traced {
+                    self.thread(next_tid, ts).running_since = Some(ts);
+                }
+            }
+            EventData::Waking { wakee, .. } => self.thread(wakee, ts).stats.wakeups += 1,
+            EventData::FutexEnter(call) => {
+                let s = &mut self.thread(ev.tid, ts).stats;
+                s.futex_calls += 1;
+                s.futex_waits += call.is_wait() as u64;
+                s.futex_wakes += call.is_wake() as u64;
+            }
+            EventData::NetRecv { len, .. } => {
+                let s = &mut self.thread(ev.tid, ts).stats;
+                s.datagrams_received += 1;
+                s.bytes_received += len as u64;
+            }
+            EventData::IoExit {
+                class: IoClass::Send,
+                ret,
+                ..
+            } if ret >= 0 => {
+                let s = &mut self.thread(ev.tid, ts).stats;
+                s.sends += 1;
+                s.bytes_sent += ret as u64;
+            }
+            // An exiting task's last switch-out is not traced (it left the filter): close its
+            // on-CPU interval at the exit.
+            EventData::Exit { .. } => {
+                let t = self.thread(ev.tid, ts);
+                if let Some(since) = t.running_since.take() {
+                    t.stats.on_cpu_ns += ts.saturating_sub(since);
+                }
+            }
+            EventData::Unknown { .. } => {}
+            EventData::Comm { .. } => {}
+            _ => {
+                self.thread(ev.tid, ts);
+            }
+        }
+    }
+
+    /// Final per-thread stats, by tid, with names (and processes) from the trace's thread table.
+    pub fn finish(mut self, table: &[ThreadInfo]) -> Vec<ThreadStats> {
+        let end = self.last_ns;
+        for t in self.threads.values_mut() {
+            if let Some(since) = t.running_since.take() {
+                t.stats.on_cpu_ns += end.saturating_sub(since);
+            }
+        }
+        let mut out: Vec<ThreadStats> = self.threads.into_values().map(|t| t.stats).collect();
+        for info in table {
+            if let Some(s) = out.iter_mut().find(|s| s.tid == info.tid) {
+                s.name = info.name.clone();
+                if info.tgid != 0 {
+                    s.tgid = info.tgid;
+                }
+            }
+        }
+        out.sort_by_key(|s| s.tid);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn switch(
+        ts: u64,
+        prev: u32,
+        next: u32,
+        state: u64,
+        prev_traced: bool,
+        next_traced: bool,
+    ) -> Event {
+        Event {
+            ts_ns: ts,
+            tid: prev,
+            tgid: 100,
+            cpu: 0,
+            data: EventData::Switch {
+                next_tid: next,
+                prev_state: state,
+                next_prio: 120,
+                prev_traced,
+                next_traced,
+            },
+        }
+    }
+
+    #[test]
+    fn on_cpu_time_sums_switch_in_to_switch_out() {
+        let mut t = ThreadTracker::default();
+        t.observe(&switch(1_000, 0, 101, 0, false, true));
+        t.observe(&switch(3_000, 101, 102, 0, true, true)); // 101 preempted after 2 µs
+        t.observe(&switch(4_000, 102, 101, 1, true, true)); // 102 sleeps after 1 µs
+        t.observe(&switch(9_000, 101, 0, 1, true, false)); // 101 runs 5 µs more
+        let stats = t.finish(&[ThreadInfo {
+            tid: 101,
+            tgid: 100,
+            name: "echo".into(),
+        }]);
+        let a = stats.iter().find(|s| s.tid == 101).unwrap();
+        let b = stats.iter().find(|s| s.tid == 102).unwrap();
+        assert_eq!(a.on_cpu_ns, 7_000);
+        assert_eq!(a.switches, 2);
+        assert_eq!(a.preemptions, 1);
+        assert_eq!(a.name, "echo");
+        assert_eq!(b.on_cpu_ns, 1_000);
+        assert_eq!(b.preemptions, 0);
+        assert!(
+            stats.iter().all(|s| s.tid != 0),
+            "untraced idle task must not appear"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Byte layout of a trace file (documented in `docs/trace-format.md`).
+//!
+//! ```text
+//! header : "GILTRACE" | version u32 | meta_len u32 | meta_crc32 u32 | meta (JSON)
+//! block* : tag u8 | payload_len u32 | payload_crc32 u32 | payload
+//!          tag 'E': count u32 | base_ts u64 | `count` records
+//!          tag 'Z': trailer (JSON), always the last block
+//! footer : trailer_offset u64 | "GILTEND\0"
+//! record : kind varint | ts zigzag-varint delta | tid, tgid, cpu varints |
+//!          arg mask u8 | the non-zero args as varints
+//! ```
+//! All integers little endian. Records are in arrival order (per-CPU reservations interleave
+//! slightly); the reader sorts them with a bounded window.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 8] = b"GILTRACE";
+pub const FOOTER_MAGIC: &[u8; 8] = b"GILTEND\0";
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_FIXED_LEN: u64 = 8 + 4 + 4 + 4;
+pub const BLOCK_HEADER_LEN: u64 = 1 + 4 + 4;
+pub const FOOTER_LEN: u64 = 16;
+pub const TAG_EVENTS: u8 = b'E';
+pub const TAG_TRAILER: u8 = b'Z';
+/// Writers close a block at this size; readers reject larger blocks (no allocation sized by
+/// an untrusted length beyond this).
+pub const BLOCK_TARGET_LEN: usize = 256 * 1024;
+pub const MAX_BLOCK_LEN: u32 = 4 * 1024 * 1024;
+pub const MAX_META_LEN: u32 = 1024 * 1024;
+/// Smallest possible encoded record: kind, ts, tid, tgid, cpu, mask.
+pub const MIN_RECORD_LEN: usize = 6;
+pub const CLOCK_NAME: &str = "CLOCK_MONOTONIC";
+
+/// What the header says about the recording.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceMeta {
+    pub format_version: u32,
+    /// Kernel↔user event ABI version of the recorder (`gil_trace_common::ABI_VERSION`).
+    pub abi_version: u32,
+    /// Clock of every timestamp: always CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    pub clock: String,
+    pub gil_trace_version: String,
+    pub kernel_release: String,
+    pub hostname: String,
+    pub cpu_count: u32,
+    /// The traced command line (empty when attached with `-p`).
+    pub command: Vec<String>,
+    /// The root process: the spawned command, or the `-p` target.
+    pub root_pid: u32,
+    /// True when attached to a running process.
+    pub attached: bool,
+    pub start_monotonic_ns: u64,
+    pub start_unix_ns: u64,
+    pub buffer_size_bytes: u64,
+    /// Tracepoints attached.
+    pub tracepoints: Vec<String>,
+    /// Optional tracepoints this kernel lacks (the data they give is absent).
+    pub missing_tracepoints: Vec<String>,
+}
+
+/// Events lost in the kernel (ring buffer full) or threads not followed (filter map full).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostCounts {
+    pub total: u64,
+    /// Kind name → events lost.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Per CPU: kind name → events lost (only non-zero entries).
+    pub by_cpu: Vec<BTreeMap<String, u64>>,
+    /// New threads that could not be added to the in-kernel filter (map full).
+    pub threads_not_followed: u64,
+}
+
+/// One traced thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    pub tid: u32,
+    /// Process id; 0 when no event revealed it.
+    pub tgid: u32,
+    pub name: String,
+}
+
+/// How the traced command ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// What the trailer says: written last, so it holds totals.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceTrailer {
+    pub end_monotonic_ns: u64,
+    pub events: u64,
+    /// Kind name → events written.
+    pub counts: BTreeMap<String, u64>,
+    pub lost: LostCounts,
+    pub threads: Vec<ThreadInfo>,
+    /// Why recording stopped: "exit", "duration", "signal SIGINT", ...
+    pub stop_reason: String,
+    pub exit: Option<ExitInfo>,
+}
+
+// --- varints ------------------------------------------------------------------------------
+
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[inline]
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Reads a varint at `*pos`; `None` if the input ends or the varint is over-long.
+#[inline]
+pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        if shift == 63 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            u32::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            let mut pos = 0;
+            assert_eq!(get_varint(&buf, &mut pos), Some(v));
+            assert_eq!(pos, buf.len());
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX, -123456] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+    }
+
+    #[test]
+    fn overlong_or_cut_varints_are_rejected() {
+        let mut pos = 0;
+        assert_eq!(get_varint(&[0x80, 0x80], &mut pos), None);
+        let eleven = [0xffu8; 11];
+        let mut pos = 0;
+        assert_eq!(get_varint(&eleven, &mut pos), None);
+        // 10th byte may only carry the top bit.
+        let mut too_big = vec![0xffu8; 9];
+        too_big.push(0x02);
+        let mut pos = 0;
+        assert_eq!(get_varint(&too_big, &mut pos), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! The trace file: format, writer and reader. Everything after capture reads this.
+//!
+//! See `docs/trace-format.md` for the byte layout.
+pub mod error;
+pub mod event;
+pub mod format;
+pub mod reader;
+pub mod sort;
+pub mod writer;
+
+pub use error::TraceError;
+pub use event::{Event, EventData, FutexCall, IoClass};
+pub use format::{LostCounts, ThreadInfo, TraceMeta, TraceTrailer};
+pub use reader::TraceReader;
+pub use writer::TraceWriter;

@@ -1,0 +1,302 @@
+//! Streams events to disk in checksummed blocks; the file appears under its final name only
+//! once complete (written to a temporary name, synced, renamed).
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use gil_trace_common::{CommSource, EventKind, RawEvent, DROP_SLOTS};
+
+use super::{
+    event::{Event, EventData},
+    format::*,
+    TraceError,
+};
+
+/// Thread names and processes learned from the event stream (for the trailer's table).
+#[derive(Debug, Default)]
+pub struct ThreadTable {
+    threads: BTreeMap<u32, ThreadInfo>,
+}
+
+impl ThreadTable {
+    /// Learns from one event. Only traced threads enter the table: a switch names untraced
+    /// tasks too (its flags say which side is traced) and a waker may be any task.
+    pub fn observe(&mut self, ev: &Event) {
+        let subject_traced = match ev.data {
+            EventData::Comm { name, source } => {
+                let entry = self.entry(ev.tid);
+                entry.name = Event::comm_name(&name);
+                if source != CommSource::Rename && ev.tgid != 0 {
+                    entry.tgid = ev.tgid;
+                }
+                return;
+            }
+            EventData::Fork { child } => {
+                let parent_name = self
+                    .threads
+                    .get(&ev.tid)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default();
+                let child = self.entry(child);
+                if child.name.is_empty() {
+                    child.name = parent_name;
+                }
+                true
+            }
+            EventData::Switch {
+                next_tid,
+                prev_traced,
+                next_traced,
+                ..
+            } => {
+                if next_traced {
+                    self.entry(next_tid);
+                }
+                prev_traced
+            }
+            EventData::Waking { wakee, .. } => {
+                self.entry(wakee);
+                false
+            }
+            EventData::Unknown { .. } => false,
+            _ => true,
+        };
+        if subject_traced && ev.tid != 0 {
+            let tgid = ev.tgid;
+            let entry = self.entry(ev.tid);
+            if tgid != 0 {
+                entry.tgid = tgid;
+            }
+        }
+    }
+
+    fn entry(&mut self, tid: u32) -> &mut ThreadInfo {
+        self.threads.entry(tid).or_insert_with(|| ThreadInfo {
+            tid,
+            ..Default::default()
+        })
+    }
+
+    pub fn into_vec(self) -> Vec<ThreadInfo> {
+        self.threads.into_values().collect()
+    }
+}
+
+/// Writes one trace file. Dropping it without [`TraceWriter::finish`] removes the temporary file.
+pub struct TraceWriter {
+    out: Option<BufWriter<File>>,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    block: Vec<u8>,
+    block_events: u32,
+    block_base_ts: u64,
+    prev_ts: u64,
+    counts: [u64; DROP_SLOTS as usize],
+    unknown_kinds: u64,
+    events: u64,
+    offset: u64,
+    threads: ThreadTable,
+}
+
+impl TraceWriter {
+    /// Creates `<dir>/.<name>.tmp-<pid>` and writes the header.
+    pub fn create(final_path: &Path, meta: &TraceMeta) -> Result<TraceWriter, TraceError> {
+        let dir = final_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp_path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&tmp_path).map_err(|source| TraceError::Io {
+            path: final_path.to_path_buf(),
+            what: "cannot create the output file",
+            source,
+        })?;
+        let mut writer = TraceWriter {
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp_path,
+            final_path: final_path.to_path_buf(),
+            block: Vec::with_capacity(BLOCK_TARGET_LEN + 1024),
+            block_events: 0,
+            block_base_ts: 0,
+            prev_ts: 0,
+            counts: [0; DROP_SLOTS as usize],
+            unknown_kinds: 0,
+            events: 0,
+            offset: 0,
+            threads: ThreadTable::default(),
+        };
+        let meta_json = serde_json::to_vec(meta).expect("meta serializes");
+        let mut header = Vec::with_capacity(meta_json.len() + 20);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+        header.extend_from_slice(&crc32fast::hash(&meta_json).to_le_bytes());
+        header.extend_from_slice(&meta_json);
+        writer.write_all(&header)?;
+        Ok(writer)
+    }
+
+    /// The final path the trace will have.
+    pub fn path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
+        let out = self.out.as_mut().expect("writer is open");
+        out.write_all(bytes).map_err(|source| TraceError::Io {
+            path: self.final_path.clone(),
+            what: "writing the trace failed",
+            source,
+        })?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends one event.
+    pub fn push(&mut self, raw: &RawEvent) -> Result<(), TraceError> {
+        if self.block_events == 0 {
+            self.block_base_ts = raw.ts_ns;
+            self.prev_ts = raw.ts_ns;
+        }
+        let b = &mut self.block;
+        put_varint(b, raw.kind as u64);
+        put_varint(b, zigzag(raw.ts_ns.wrapping_sub(self.prev_ts) as i64));
+        put_varint(b, raw.tid as u64);
+        put_varint(b, raw.tgid as u64);
+        put_varint(b, raw.cpu as u64);
+        let mask = raw
+            .args
+            .iter()
+            .enumerate()
+            .fold(0u8, |m, (i, &a)| m | (((a != 0) as u8) << i));
+        b.push(mask);
+        for &a in raw.args.iter().filter(|&&a| a != 0) {
+            put_varint(b, a);
+        }
+        self.prev_ts = raw.ts_ns;
+        self.block_events += 1;
+        self.events += 1;
+        match EventKind::try_from(raw.kind) {
+            Ok(kind) => self.counts[kind as usize] += 1,
+            Err(_) => self.unknown_kinds += 1,
+        }
+        self.threads.observe(&Event::from(*raw));
+        if self.block.len() >= BLOCK_TARGET_LEN {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    fn write_block(&mut self, tag: u8, payload_parts: &[&[u8]]) -> Result<(), TraceError> {
+        let len: usize = payload_parts.iter().map(|p| p.len()).sum();
+        let mut hasher = crc32fast::Hasher::new();
+        for part in payload_parts {
+            hasher.update(part);
+        }
+        let mut header = [0u8; BLOCK_HEADER_LEN as usize];
+        header[0] = tag;
+        header[1..5].copy_from_slice(&(len as u32).to_le_bytes());
+        header[5..9].copy_from_slice(&hasher.finalize().to_le_bytes());
+        self.write_all(&header)?;
+        for part in payload_parts {
+            self.write_all(part)?;
+        }
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> Result<(), TraceError> {
+        if self.block_events == 0 {
+            return Ok(());
+        }
+        let mut prefix = [0u8; 12];
+        prefix[..4].copy_from_slice(&self.block_events.to_le_bytes());
+        prefix[4..].copy_from_slice(&self.block_base_ts.to_le_bytes());
+        let block = std::mem::take(&mut self.block);
+        let result = self.write_block(TAG_EVENTS, &[&prefix, &block]);
+        self.block = block;
+        self.block.clear();
+        self.block_events = 0;
+        result
+    }
+
+    /// Per-kind counts of what was written (kind name → n), for the trailer and live status.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        let mut map: BTreeMap<String, u64> = EventKind::ALL
+            .iter()
+            .map(|k| (k.name().to_string(), self.counts[*k as usize]))
+            .collect();
+        if self.unknown_kinds > 0 {
+            map.insert("unknown".into(), self.unknown_kinds);
+        }
+        map
+    }
+
+    /// Writes the trailer and footer, syncs, and renames the file into place.
+    /// `trailer.counts`, `.events` and `.threads` are filled in here.
+    pub fn finish(mut self, mut trailer: TraceTrailer) -> Result<PathBuf, TraceError> {
+        self.flush_block()?;
+        trailer.counts = self.counts();
+        trailer.events = self.events;
+        let mut threads = std::mem::take(&mut self.threads).into_vec();
+        // Userspace-known threads (e.g. from /proc) may be richer: keep the stream's view but
+        // fill blanks from what the caller passed.
+        for known in &trailer.threads {
+            if let Some(t) = threads.iter_mut().find(|t| t.tid == known.tid) {
+                if t.name.is_empty() {
+                    t.name = known.name.clone();
+                }
+                if t.tgid == 0 {
+                    t.tgid = known.tgid;
+                }
+            } else {
+                threads.push(known.clone());
+            }
+        }
+        threads.sort_by_key(|t| t.tid);
+        trailer.threads = threads;
+        let trailer_offset = self.offset;
+        let json = serde_json::to_vec(&trailer).expect("trailer serializes");
+        self.write_block(TAG_TRAILER, &[&json])?;
+        let mut footer = [0u8; FOOTER_LEN as usize];
+        footer[..8].copy_from_slice(&trailer_offset.to_le_bytes());
+        footer[8..].copy_from_slice(FOOTER_MAGIC);
+        self.write_all(&footer)?;
+        let io_err = |what, source| TraceError::Io {
+            path: self.final_path.clone(),
+            what,
+            source,
+        };
+        let out = self.out.as_mut().expect("writer is open");
+        out.flush()
+            .map_err(|e| io_err("writing the trace failed", e))?;
+        out.get_ref()
+            .sync_all()
+            .map_err(|e| io_err("syncing the trace failed", e))?;
+        fs::rename(&self.tmp_path, &self.final_path)
+            .map_err(|e| io_err("renaming the finished trace failed", e))?;
+        // Renamed: from here on Drop must not remove anything.
+        self.out = None;
+        Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for TraceWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            // Not finished: never leave a partial file behind.
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `cargo xtask …`: everything that is more than one cargo command.
+//!
+//! - `setup`: bring a fresh machine to a working eBPF toolchain (idempotent).
+//! - `build`: build the eBPF object, then the userspace binaries that embed it.
+//! - `test`:  setup + build + the whole test suite (root-only tests included when root).
+//! - `demo`:  setup + build + record the bundled GIL lab + report.
+mod build;
+mod demo;
+mod setup;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "gil-trace development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what a fresh machine lacks: rust-src, bpf-linker (against rustc's libLLVM), tracefs.
+    Setup,
+    /// Build the eBPF object and the userspace binaries embedding it.
+    Build {
+        /// Build userspace in release mode (the eBPF object is always release).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup + build + run every test (root-only eBPF tests need root).
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup + build + record the bundled GIL lab under gil-trace + report.
+    Demo {
+        /// Where traces and reports go.
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => {
+            setup::ensure_path();
+            build::build_all(release)
+        }
+        Command::Test { args } => {
+            setup::run()?;
+            build::build_all(true)?;
+            build::test_all(&args)
+        }
+        Command::Demo { out } => {
+            setup::run()?;
+            build::build_all(true)?;
+            demo::run(&out)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}

@@ -1,0 +1,199 @@
+//! `cargo xtask setup`: a Rust port of the project's eBPF toolchain recipe.
+//!
+//! bpf-linker needs a libLLVM with the LLVM C API and the BPF backend, of the same major
+//! version as rustc's. Debian 12 has no LLVM 22 and prebuilt bpf-linker downloads are not
+//! reachable, but rustc's sysroot ships exactly such a library. We copy it into a private
+//! prefix and build bpf-linker from crates.io against it (`LLVM_PREFIX`). Every step checks
+//! first, so a second run does nothing.
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[setup] {}", msg.as_ref());
+}
+
+pub fn run() -> Result<()> {
+    ensure_path();
+    ensure_tracefs();
+    ensure_rust_src()?;
+    let prefix = ensure_llvm_prefix()?;
+    ensure_bpf_linker(&prefix)?;
+    Ok(())
+}
+
+fn home() -> PathBuf {
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cargo"))
+        .join("bin")
+}
+
+/// rustc runs `bpf-linker` by name: make sure cargo's bin dir is on PATH for every child.
+pub fn ensure_path() {
+    let bin = cargo_bin_dir();
+    let path = env::var_os("PATH").unwrap_or_default();
+    if !env::split_paths(&path).any(|p| p == bin) {
+        let mut paths: Vec<PathBuf> = env::split_paths(&path).collect();
+        paths.push(bin);
+        // SAFETY (edition 2024 wording): xtask is single-threaded here.
+        env::set_var(
+            "PATH",
+            env::join_paths(paths).expect("PATH entries are valid"),
+        );
+    }
+}
+
+fn ensure_tracefs() {
+    let events = Path::new("/sys/kernel/tracing/events/sched/sched_switch/id");
+    if events.exists() {
+        return;
+    }
+    log("mounting tracefs on /sys/kernel/tracing (aya attaches tracepoints through it)");
+    let ok = Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok || !events.exists() {
+        log("WARNING: tracefs is not available; recording will fail until it is mounted (as root: mount -t tracefs tracefs /sys/kernel/tracing)");
+    }
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed"]))
+        .context("rustup is required (the eBPF build needs the rust-src component)")?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    log("adding rust-src (needed for -Z build-std=core)");
+    let status = Command::new("rustup")
+        .args(["component", "add", "rust-src"])
+        .status()?;
+    if !status.success() {
+        bail!("rustup component add rust-src failed");
+    }
+    Ok(())
+}
+
+/// Copies rustc's own libLLVM into a private prefix; returns the prefix.
+fn ensure_llvm_prefix() -> Result<PathBuf> {
+    let sysroot = PathBuf::from(output(Command::new("rustc").args(["--print", "sysroot"]))?.trim());
+    let version = output(Command::new("rustc").arg("-vV"))?;
+    let llvm_version = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc -vV prints no LLVM version")?
+        .to_string();
+    let major = llvm_version
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if !matches!(major.as_str(), "21" | "22" | "23") {
+        bail!("bpf-linker {BPF_LINKER_VERSION} has no llvm-{major} feature (rustc's LLVM is {llvm_version})");
+    }
+    let lib_dir = sysroot.join("lib");
+    // The real library is libLLVM.so.<ver>; libLLVM-<maj>-rust-*.so is a linker script.
+    let libllvm = fs::read_dir(&lib_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib_dir.display()))?;
+    let suffix = libllvm.trim_start_matches("libLLVM.so.");
+    let prefix = env::var_os("BPF_LLVM_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".local/share/bpf-llvm"))
+        .join(suffix);
+    let src = lib_dir.join(&libllvm);
+    let dst = prefix.join("lib").join(&libllvm);
+    let same = match (fs::metadata(&src), fs::metadata(&dst)) {
+        (Ok(a), Ok(b)) => a.len() == b.len(),
+        _ => false,
+    };
+    if !same {
+        log(format!(
+            "creating LLVM prefix {} from {} (LLVM {llvm_version})",
+            prefix.display(),
+            src.display()
+        ));
+        fs::create_dir_all(prefix.join("lib"))?;
+        // Copy, not symlink: a toolchain update must not pull the library from under bpf-linker.
+        let tmp = dst.with_extension("tmp");
+        fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+        fs::rename(&tmp, &dst)?;
+    }
+    let link = prefix.join("lib/libLLVM.so");
+    if fs::read_link(&link).ok().as_deref() != Some(Path::new(&libllvm)) {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)?;
+    }
+    // Remember the major for the feature flag.
+    fs::write(prefix.join("llvm-major"), &major)?;
+    Ok(prefix)
+}
+
+fn ensure_bpf_linker(prefix: &Path) -> Result<()> {
+    let bin = cargo_bin_dir().join("bpf-linker");
+    let libllvm = fs::read_dir(prefix.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .context("LLVM prefix has no libLLVM.so.*")?;
+    let runpath = prefix.join("lib");
+    let good = bin.exists()
+        && output(Command::new(&bin).arg("--version"))
+            .map(|v| v.trim().ends_with(BPF_LINKER_VERSION))
+            .unwrap_or(false)
+        && output(Command::new("readelf").arg("-d").arg(&bin))
+            .map(|d| {
+                d.contains(&format!("[{libllvm}]"))
+                    && d.contains(&format!("[{}]", runpath.display()))
+            })
+            .unwrap_or(false);
+    if good {
+        return Ok(());
+    }
+    let major = fs::read_to_string(prefix.join("llvm-major"))?;
+    log(format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against {} (~1-2 min)",
+        prefix.display()
+    ));
+    let status = Command::new("cargo")
+        .args(["install", "--locked", "--force"])
+        .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+        .args(["--no-default-features", "--features"])
+        .arg(format!("llvm-{}", major.trim()))
+        .env("LLVM_PREFIX", prefix)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTFLAGS")
+        .status()?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed");
+    }
+    Ok(())
+}
