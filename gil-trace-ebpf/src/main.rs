@@ -14,8 +14,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_AVAIL_DATA},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -67,7 +69,8 @@ static SYSCALL_CLASS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_CLASSIFIE
 /// UDP socket → arrival times of its queued datagrams. Every UDP socket on the host passes
 /// here (its owner is unknown until it reads); LRU so idle sockets age out by themselves.
 #[map]
-static SOCKET_ARRIVALS: LruHashMap<u64, ArrivalQueue> = LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
+static SOCKET_ARRIVALS: LruHashMap<u64, ArrivalQueue> =
+    LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
 
 /// Events lost, per CPU and per slot (`EventKind` value, or `DROP_SLOT_FILTER_FULL`).
 #[map]
@@ -139,7 +142,12 @@ fn comm_args(comm: &[u8; 16], source: CommSource) -> [u64; 4] {
     let mut hi = [0u8; 8];
     lo.copy_from_slice(&comm[..8]);
     hi.copy_from_slice(&comm[8..]);
-    [u64::from_le_bytes(lo), u64::from_le_bytes(hi), source as u64, 0]
+    [
+        u64::from_le_bytes(lo),
+        u64::from_le_bytes(hi),
+        source as u64,
+        0,
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,7 +177,12 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
         EventKind::SchedSwitch,
         prev,
         tgid,
-        [next as u64, prev_state as u64, next_prio as u64, prev_traced as u64 | (next_traced as u64) << 1],
+        [
+            next as u64,
+            prev_state as u64,
+            next_prio as u64,
+            prev_traced as u64 | (next_traced as u64) << 1,
+        ],
     );
     Ok(0)
 }
@@ -191,7 +204,12 @@ fn try_sched_sched_waking(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     let target_cpu: i32 = unsafe { ctx.read_at(config(&c.sched_waking_target_cpu))? };
     let (tid, tgid) = current();
-    emit(EventKind::SchedWaking, tid, tgid, [wakee as u64, target_cpu as u64, 0, 0]);
+    emit(
+        EventKind::SchedWaking,
+        tid,
+        tgid,
+        [wakee as u64, target_cpu as u64, 0, 0],
+    );
     Ok(0)
 }
 
@@ -230,8 +248,17 @@ fn try_sched_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     // Offset 0 means this kernel's tracepoint has no group_dead field.
     let offset = config(&probe_config().exit_group_dead);
-    let group_dead: u8 = if offset == 0 { 0 } else { unsafe { ctx.read_at(offset)? } };
-    emit(EventKind::ProcessExit, tid, tgid, [group_dead as u64, 0, 0, 0]);
+    let group_dead: u8 = if offset == 0 {
+        0
+    } else {
+        unsafe { ctx.read_at(offset)? }
+    };
+    emit(
+        EventKind::ProcessExit,
+        tid,
+        tgid,
+        [group_dead as u64, 0, 0, 0],
+    );
     // The exiting task still runs (and switches out) after this; its final sched_switch is
     // caught through the next task or lost — harmless, it is the end of its timeline.
     let _ = TRACED_TIDS.remove(&tid);
@@ -243,7 +270,12 @@ pub fn sched_sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (tid, tgid) = current();
     if is_traced(tid) {
         if let Ok(comm) = bpf_get_current_comm() {
-            emit(EventKind::Comm, tid, tgid, comm_args(&comm, CommSource::Exec));
+            emit(
+                EventKind::Comm,
+                tid,
+                tgid,
+                comm_args(&comm, CommSource::Exec),
+            );
         }
     }
     0
@@ -264,7 +296,12 @@ fn try_task_task_rename(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     let comm: [u8; 16] = unsafe { ctx.read_at(config(&c.rename_newcomm))? };
     let (_, tgid) = current();
-    emit(EventKind::Comm, renamed, tgid, comm_args(&comm, CommSource::Rename));
+    emit(
+        EventKind::Comm,
+        renamed,
+        tgid,
+        comm_args(&comm, CommSource::Rename),
+    );
     Ok(0)
 }
 
@@ -401,7 +438,11 @@ fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
             queue.tail = queue.tail.wrapping_add(1);
         }
         None => {
-            let mut queue = ArrivalQueue { head: 0, tail: 1, ts: [0; ARRIVAL_QUEUE_LEN] };
+            let mut queue = ArrivalQueue {
+                head: 0,
+                tail: 1,
+                ts: [0; ARRIVAL_QUEUE_LEN],
+            };
             queue.ts[0] = now;
             let _ = SOCKET_ARRIVALS.insert(&sk, &queue, 0);
         }
@@ -442,7 +483,12 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
         }
         None => (0, 0),
     };
-    emit(EventKind::NetRecv, tid, tgid, [arrival, sk, ret as u64, left as u64]);
+    emit(
+        EventKind::NetRecv,
+        tid,
+        tgid,
+        [arrival, sk, ret as u64, left as u64],
+    );
     Ok(0)
 }
 
