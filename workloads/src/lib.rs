@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod echo;
 pub mod experiment;
+pub mod fixture;
 pub mod gil;
 pub mod spinner;
 pub mod stats;

@@ -69,6 +69,16 @@ enum Sub {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// A small known program for gil-trace's tests: threads contending on one futex word and
+    /// a UDP ping-pong; prints the futex address, threads and counts as JSON.
+    Pingpong {
+        #[arg(long, default_value_t = 4)]
+        lockers: usize,
+        #[arg(long, default_value_t = 200)]
+        rounds: u64,
+        #[arg(long, default_value_t = 100)]
+        datagrams: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -109,6 +119,17 @@ fn run(cli: Cli) -> Result<()> {
     {
         let report = echo::client(server, messages, size, Duration::from_millis(timeout_ms))
             .context("echo client")?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if let Some(Sub::Pingpong {
+        lockers,
+        rounds,
+        datagrams,
+    }) = cli.command
+    {
+        let report =
+            gil_lab::fixture::run(lockers.max(1), rounds, datagrams).context("pingpong")?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }

@@ -1,0 +1,177 @@
+//! `workload pingpong`: a small, fully known program for the tracer's own tests.
+//!
+//! Threads contend on one raw futex word (a Drepper-style mutex, so every contended lock and
+//! unlock is a FUTEX_WAIT/FUTEX_WAKE on that word), and two threads exchange UDP datagrams on
+//! 127.0.0.1. Prints what a tracer must find, as JSON: the word's address, every thread's
+//! tid and name, and the datagram count.
+use std::{
+    net::UdpSocket,
+    sync::{
+        atomic::{AtomicU32, Ordering::SeqCst},
+        Arc, Barrier,
+    },
+    time::Duration,
+};
+
+use serde::Serialize;
+
+use crate::clock::gettid;
+
+/// 0 unlocked, 1 locked, 2 locked with waiters.
+pub struct FutexMutex {
+    word: AtomicU32,
+}
+
+fn futex(word: &AtomicU32, op: i32, val: u32) -> i64 {
+    // SAFETY: the word outlives the call; op is FUTEX_WAIT/FUTEX_WAKE (private), no timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            0usize,
+            0usize,
+            0u32,
+        )
+    }
+}
+
+impl FutexMutex {
+    pub const fn new() -> FutexMutex {
+        FutexMutex {
+            word: AtomicU32::new(0),
+        }
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.word.as_ptr() as u64
+    }
+
+    pub fn lock(&self) {
+        if self.word.compare_exchange(0, 1, SeqCst, SeqCst).is_ok() {
+            return;
+        }
+        while self.word.swap(2, SeqCst) != 0 {
+            futex(&self.word, libc::FUTEX_WAIT, 2);
+        }
+    }
+
+    pub fn unlock(&self) {
+        if self.word.swap(0, SeqCst) == 2 {
+            futex(&self.word, libc::FUTEX_WAKE, 1);
+        }
+    }
+}
+
+impl Default for FutexMutex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Serialize)]
+pub struct ThreadId {
+    pub tid: u32,
+    pub name: String,
+}
+
+#[derive(Serialize)]
+pub struct PingPongReport {
+    pub pid: u32,
+    pub futex_addr: u64,
+    pub lock_rounds: u64,
+    pub datagrams: u64,
+    pub threads: Vec<ThreadId>,
+}
+
+pub fn run(lockers: usize, rounds: u64, datagrams: u64) -> std::io::Result<PingPongReport> {
+    let mutex = Arc::new(FutexMutex::new());
+    let shared = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let register = |name: &str, shared: &std::sync::Mutex<Vec<ThreadId>>| {
+        shared.lock().unwrap().push(ThreadId {
+            tid: gettid(),
+            name: name.to_string(),
+        });
+    };
+    // The main thread's kernel name is the program's.
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+    register(comm.trim_end(), &shared);
+    let start = Arc::new(Barrier::new(lockers));
+    let mut handles = Vec::new();
+    for i in 0..lockers {
+        let (mutex, shared, start) = (mutex.clone(), shared.clone(), start.clone());
+        let name = format!("locker-{}", i + 1);
+        handles.push(
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    register(&name, &shared);
+                    start.wait();
+                    let mut x = 0u64;
+                    for _ in 0..rounds {
+                        mutex.lock();
+                        // Hold it a while (sleeping, so the others surely pile up on the word).
+                        std::thread::sleep(Duration::from_micros(50));
+                        for j in 0..2_000u64 {
+                            x = std::hint::black_box(
+                                x.wrapping_mul(6364136223846793005).wrapping_add(j),
+                            );
+                        }
+                        mutex.unlock();
+                    }
+                    std::hint::black_box(x);
+                })?,
+        );
+    }
+    let server = UdpSocket::bind("127.0.0.1:0")?;
+    server.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let server_addr = server.local_addr()?;
+    let server_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("udp-server".into())
+            .spawn(move || -> std::io::Result<()> {
+                register("udp-server", &shared);
+                let mut buf = [0u8; 2048];
+                for _ in 0..datagrams {
+                    let (n, peer) = server.recv_from(&mut buf)?;
+                    server.send_to(&buf[..n], peer)?;
+                }
+                Ok(())
+            })?
+    };
+    let client_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("udp-client".into())
+            .spawn(move || -> std::io::Result<()> {
+                register("udp-client", &shared);
+                let socket = UdpSocket::bind("127.0.0.1:0")?;
+                socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+                socket.connect(server_addr)?;
+                let mut buf = [0u8; 2048];
+                for i in 0..datagrams {
+                    socket.send(&[i as u8; 512])?;
+                    socket.recv(&mut buf)?;
+                }
+                Ok(())
+            })?
+    };
+    for h in handles {
+        h.join().expect("locker thread");
+    }
+    let io = |r: std::thread::Result<std::io::Result<()>>| {
+        r.unwrap_or_else(|_| Err(std::io::Error::other("thread panicked")))
+    };
+    io(server_thread.join())?;
+    io(client_thread.join())?;
+    let threads = std::mem::take(&mut *shared.lock().unwrap());
+    Ok(PingPongReport {
+        pid: std::process::id(),
+        futex_addr: mutex.addr(),
+        lock_rounds: rounds * lockers as u64,
+        datagrams,
+        threads,
+    })
+}
