@@ -85,3 +85,13 @@ pub fn test_all(extra: &[String]) -> Result<()> {
 pub fn release_bin(name: &str) -> PathBuf {
     workspace_root().join("target/release").join(name)
 }
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace (and fmt for the
+/// eBPF crate, which is outside it).
+pub fn lint() -> Result<()> {
+    run(cargo_userspace(&["fmt", "--all", "--", "--check"]).env_remove("GIL_TRACE_EBPF_OBJECT"))?;
+    let mut fmt_ebpf = Command::new("cargo");
+    fmt_ebpf.current_dir(workspace_root().join("gil-trace-ebpf")).args(["fmt", "--", "--check"]);
+    run(&mut fmt_ebpf)?;
+    run(&mut cargo_userspace(&["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))
+}

@@ -6,6 +6,7 @@
 //! - `demo`:  setup + build + record the bundled GIL lab + report.
 mod build;
 mod demo;
+mod lab;
 mod setup;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -36,6 +37,14 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the GIL lab for every policy x 0/1/2/4 spinners; write docs/lab-table.md.
+    LabTable {
+        /// Datagrams per run.
+        #[arg(long, default_value_t = 200)]
+        messages: u32,
+    },
+    /// Check formatting and clippy (-D warnings) for the whole workspace.
+    Lint,
     /// Setup + build + record the bundled GIL lab under gil-trace + report.
     Demo {
         /// Where traces and reports go.
@@ -67,6 +76,12 @@ fn run() -> Result<()> {
             build::build_all(true)?;
             build::test_all(&args)
         }
+        Command::LabTable { messages } => {
+            setup::ensure_path();
+            build::build_all(true)?;
+            lab::run(messages)
+        }
+        Command::Lint => build::lint(),
         Command::Demo { out } => {
             setup::run()?;
             build::build_all(true)?;
