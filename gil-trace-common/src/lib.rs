@@ -88,11 +88,14 @@ pub enum EventKind {
     /// `args[1]` = socket address, `args[2]` = bytes received, `args[3]` = datagrams still
     /// queued on the socket (as far as arrivals were seen).
     NetRecv = 14,
+    /// Written by userspace, not the kernel: the kernel dropped `args[0]` events somewhere in
+    /// [`args[1]`, `ts_ns`] (drop counters are polled every drain). `tid` = 0.
+    Lost = 15,
 }
 
 impl EventKind {
     /// Every kind, in value order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::SchedSwitch,
         EventKind::SchedWaking,
         EventKind::ProcessFork,
@@ -107,6 +110,7 @@ impl EventKind {
         EventKind::PollEnter,
         EventKind::PollExit,
         EventKind::NetRecv,
+        EventKind::Lost,
     ];
 
     /// Stable snake_case name, used in reports and JSON.
@@ -126,6 +130,7 @@ impl EventKind {
             EventKind::PollEnter => "poll_enter",
             EventKind::PollExit => "poll_exit",
             EventKind::NetRecv => "net_recv",
+            EventKind::Lost => "lost",
         }
     }
 }
@@ -152,6 +157,7 @@ impl TryFrom<u32> for EventKind {
             12 => Ok(EventKind::PollEnter),
             13 => Ok(EventKind::PollExit),
             14 => Ok(EventKind::NetRecv),
+            15 => Ok(EventKind::Lost),
             other => Err(UnknownKind(other)),
         }
     }
@@ -292,7 +298,7 @@ mod tests {
         }
         assert_eq!(EventKind::try_from(0), Err(UnknownKind(0)));
         assert_eq!(EventKind::try_from(99), Err(UnknownKind(99)));
-        assert!((EventKind::NetRecv as u32) < DROP_SLOTS);
+        assert!((EventKind::Lost as u32) < DROP_SLOTS);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::{ffi::OsString, io::Write, path::PathBuf, process::ExitCode, time::Dura
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gil_trace::{
-    analysis::summarize,
+    analysis::{analyze, ReportOptions},
     capture::{self, RecordOptions, Target},
     render,
     trace::TraceReader,
@@ -58,6 +58,63 @@ struct ReportArgs {
     /// JSON instead of text (schema: docs/report-json.md).
     #[arg(long)]
     json: bool,
+    /// With --json: per-datagram (io_ops) and per-acquisition (handoff_events) arrays.
+    #[arg(long)]
+    detail: bool,
+    /// Only this time window, relative to the trace start: A..B with units ns/us/ms/s
+    /// (default s), either side may be empty (e.g. 1.5..3, 200ms.., ..2s).
+    #[arg(long, value_name = "A..B")]
+    window: Option<String>,
+    /// Only this thread's rows.
+    #[arg(long)]
+    tid: Option<u32>,
+    /// Treat the lock containing this futex address (hex 0x… or decimal) as the primary lock.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    lock: Option<u64>,
+    /// Lock wait after I/O above which a datagram counts as convoyed (units as --window).
+    #[arg(long, default_value = "1ms", value_parser = parse_duration_ns)]
+    convoy_threshold: u64,
+}
+
+fn parse_addr(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("not an address: {s:?} (e.g. 0x7f12a4c0)"))
+}
+
+/// "1.5", "200ms", "10us", "500ns", "2s" -> ns.
+fn parse_duration_ns(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(v) = s.strip_suffix("ns") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix("us").or_else(|| s.strip_suffix("µs")) {
+        (v, 1e3)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e6)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1e9)
+    } else {
+        (s, 1e9)
+    };
+    let x: f64 = num.trim().parse().map_err(|_| format!("not a duration: {s:?} (e.g. 1.5, 200ms, 10us)"))?;
+    if !(x.is_finite() && x >= 0.0) {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok((x * mult) as u64)
+}
+
+fn parse_window(s: &str) -> Result<(Option<u64>, Option<u64>), String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("--window wants A..B, got {s:?}"))?;
+    let side = |v: &str| if v.trim().is_empty() { Ok(None) } else { parse_duration_ns(v).map(Some) };
+    let (a, b) = (side(a)?, side(b)?);
+    if let (Some(a), Some(b)) = (a, b) {
+        if a > b {
+            return Err(format!("--window {s}: start is after end"));
+        }
+    }
+    Ok((a, b))
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
@@ -136,15 +193,25 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
 }
 
 fn report(args: ReportArgs) -> Result<ExitCode> {
+    let window = args.window.as_deref().map(parse_window).transpose().map_err(anyhow::Error::msg)?;
     let reader = TraceReader::open(&args.trace)?;
     let meta = reader.meta().clone();
     let trailer = reader.trailer().clone();
-    let summary = summarize(&meta, &trailer, reader.events())?;
-    let bytes = if args.json {
-        render::json::to_json(&summary)
-    } else {
-        render::text::summary(&summary).into_bytes()
+    let start = meta.start_monotonic_ns;
+    let opts = ReportOptions {
+        window: window.map(|(a, b)| (start + a.unwrap_or(0), b.map_or(u64::MAX, |b| start + b))),
+        tid: args.tid,
+        lock: args.lock,
+        convoy_threshold_ns: args.convoy_threshold,
+        detail: args.detail,
     };
+    let mut first = Some(reader);
+    let open = || match first.take() {
+        Some(r) => Ok(r.events()),
+        None => TraceReader::open(&args.trace).map(|r| r.events()),
+    };
+    let report = analyze(&meta, &trailer, open, opts, |_| {})?;
+    let bytes = if args.json { render::json::to_json(&report) } else { render::text::report(&report).into_bytes() };
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&bytes)

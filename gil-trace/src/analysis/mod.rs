@@ -1,4 +1,8 @@
 //! Analysis: pure computations over the time-ordered event stream (no I/O of its own).
+pub mod contention;
+pub mod histogram;
+pub mod report;
 pub mod summary;
 
+pub use report::{analyze, Report, ReportOptions};
 pub use summary::{summarize, Counts, Summary, SummaryMeta};

@@ -5,10 +5,7 @@ use serde::Serialize;
 
 use crate::{
     model::{ThreadStats, ThreadTracker},
-    trace::{
-        format::ExitInfo, Event, EventData, IoClass, LostCounts, TraceError, TraceMeta,
-        TraceTrailer,
-    },
+    trace::{format::ExitInfo, Event, EventData, IoClass, LostCounts, TraceError, TraceMeta, TraceTrailer},
 };
 
 /// Header facts for the report (`meta` in JSON).
@@ -60,81 +57,89 @@ pub struct Summary {
     pub warnings: Vec<String>,
 }
 
+/// Streaming builder of a [`Summary`].
+#[derive(Default)]
+pub struct SummaryBuilder {
+    counts: Counts,
+    threads: ThreadTracker,
+    unknown: u64,
+}
+
+impl SummaryBuilder {
+    pub fn observe(&mut self, ev: &Event) {
+        let c = &mut self.counts;
+        match ev.data {
+            EventData::Switch { .. } => c.sched_switch += 1,
+            EventData::Waking { .. } => c.sched_wakeup += 1,
+            EventData::FutexEnter(_) => c.futex += 1,
+            EventData::NetRecv { .. } => c.udp_recv += 1,
+            EventData::IoExit { class: IoClass::Send, ret, .. } if ret >= 0 => c.udp_send += 1,
+            EventData::Fork { .. } => c.fork += 1,
+            EventData::Exit { .. } => c.exit += 1,
+            EventData::Unknown { .. } => self.unknown += 1,
+            _ => {}
+        }
+        self.threads.observe(ev);
+    }
+
+    pub fn finish(self, meta: &TraceMeta, trailer: &TraceTrailer) -> Summary {
+        let mut warnings = Vec::new();
+        if trailer.lost.total > 0 {
+            warnings.push(format!(
+                "{} events were lost in the kernel (ring buffer full); affected spans are marked and numbers may be incomplete — record again with a larger --buffer-size",
+                trailer.lost.total
+            ));
+        }
+        if trailer.lost.threads_not_followed > 0 {
+            warnings.push(format!("{} new threads could not be followed (filter map full)", trailer.lost.threads_not_followed));
+        }
+        if self.unknown > 0 {
+            warnings.push(format!(
+                "{} events of kinds unknown to this gil-trace were skipped (recorded by a newer version?)",
+                self.unknown
+            ));
+        }
+        for missing in &meta.missing_tracepoints {
+            warnings.push(format!("this kernel lacks {missing}; the data it gives is absent"));
+        }
+        Summary {
+            meta: SummaryMeta {
+                command: meta.command.clone(),
+                root_pid: meta.root_pid,
+                attached: meta.attached,
+                start_ns: meta.start_monotonic_ns,
+                end_ns: trailer.end_monotonic_ns,
+                duration_ns: trailer.end_monotonic_ns.saturating_sub(meta.start_monotonic_ns),
+                kernel_release: meta.kernel_release.clone(),
+                hostname: meta.hostname.clone(),
+                cpu_count: meta.cpu_count,
+                clock: meta.clock.clone(),
+                format_version: meta.format_version,
+                gil_trace_version: meta.gil_trace_version.clone(),
+                buffer_size_bytes: meta.buffer_size_bytes,
+                stop_reason: trailer.stop_reason.clone(),
+                exit: trailer.exit.clone(),
+                missing_tracepoints: meta.missing_tracepoints.clone(),
+            },
+            counts: self.counts,
+            event_counts: trailer.counts.clone(),
+            lost: trailer.lost.total,
+            lost_detail: trailer.lost.clone(),
+            threads: self.threads.finish(&trailer.threads),
+            warnings,
+        }
+    }
+}
+
 /// Streams the events once and builds the summary.
 pub fn summarize(
     meta: &TraceMeta,
     trailer: &TraceTrailer,
     events: impl Iterator<Item = Result<Event, TraceError>>,
 ) -> Result<Summary, TraceError> {
-    let mut counts = Counts::default();
-    let mut threads = ThreadTracker::default();
-    let mut unknown = 0u64;
+    let mut b = SummaryBuilder::default();
     for ev in events {
-        let ev = ev?;
-        match ev.data {
-            EventData::Switch { .. } => counts.sched_switch += 1,
-            EventData::Waking { .. } => counts.sched_wakeup += 1,
-            EventData::FutexEnter(_) => counts.futex += 1,
-            EventData::NetRecv { .. } => counts.udp_recv += 1,
-            EventData::IoExit {
-                class: IoClass::Send,
-                ret,
-                ..
-            } if ret >= 0 => counts.udp_send += 1,
-            EventData::Fork { .. } => counts.fork += 1,
-            EventData::Exit { .. } => counts.exit += 1,
-            EventData::Unknown { .. } => unknown += 1,
-            _ => {}
-        }
-        threads.observe(&ev);
+        b.observe(&ev?);
     }
-    let mut warnings = Vec::new();
-    if trailer.lost.total > 0 {
-        warnings.push(format!(
-            "{} events were lost in the kernel (ring buffer full); numbers below are incomplete — record again with a larger --buffer-size",
-            trailer.lost.total
-        ));
-    }
-    if trailer.lost.threads_not_followed > 0 {
-        warnings.push(format!(
-            "{} new threads could not be followed (filter map full)",
-            trailer.lost.threads_not_followed
-        ));
-    }
-    if unknown > 0 {
-        warnings.push(format!("{unknown} events of kinds unknown to this gil-trace were skipped (recorded by a newer version?)"));
-    }
-    for missing in &meta.missing_tracepoints {
-        warnings.push(format!(
-            "this kernel lacks {missing}; the data it gives is absent"
-        ));
-    }
-    Ok(Summary {
-        meta: SummaryMeta {
-            command: meta.command.clone(),
-            root_pid: meta.root_pid,
-            attached: meta.attached,
-            start_ns: meta.start_monotonic_ns,
-            end_ns: trailer.end_monotonic_ns,
-            duration_ns: trailer
-                .end_monotonic_ns
-                .saturating_sub(meta.start_monotonic_ns),
-            kernel_release: meta.kernel_release.clone(),
-            hostname: meta.hostname.clone(),
-            cpu_count: meta.cpu_count,
-            clock: meta.clock.clone(),
-            format_version: meta.format_version,
-            gil_trace_version: meta.gil_trace_version.clone(),
-            buffer_size_bytes: meta.buffer_size_bytes,
-            stop_reason: trailer.stop_reason.clone(),
-            exit: trailer.exit.clone(),
-            missing_tracepoints: meta.missing_tracepoints.clone(),
-        },
-        counts,
-        event_counts: trailer.counts.clone(),
-        lost: trailer.lost.total,
-        lost_detail: trailer.lost.clone(),
-        threads: threads.finish(&trailer.threads),
-        warnings,
-    })
+    Ok(b.finish(meta, trailer))
 }

@@ -298,6 +298,26 @@ fn drain(ring: &mut RingBuf<MapData>, writer: &mut TraceWriter) -> Result<usize,
     Ok(n)
 }
 
+/// Writes a `Lost` marker when the kernel's drop counters grew since the last check, so the
+/// analysis can tell which time span is incomplete (to the drain period's resolution).
+fn mark_losses(probes: &Probes, writer: &mut TraceWriter, seen: &mut u64, checked_ns: &mut u64) -> Result<(), CaptureError> {
+    let now = monotonic_ns();
+    let total = probes.lost().total;
+    if total > *seen {
+        writer.push(&RawEvent {
+            ts_ns: now,
+            kind: EventKind::Lost as u32,
+            tid: 0,
+            tgid: 0,
+            cpu: 0,
+            args: [total - *seen, *checked_ns, 0, 0],
+        })?;
+        *seen = total;
+    }
+    *checked_ns = now;
+    Ok(())
+}
+
 fn exit_info(status: WaitStatus) -> Option<ExitInfo> {
     match status {
         WaitStatus::Exited(_, code) => Some(ExitInfo {
@@ -353,6 +373,8 @@ async fn event_loop(
     // to the command, in the same foreground process group).
     let forward_sigint = !std::io::stdin().is_terminal();
     let mut last_events = 0u64;
+    let mut lost_seen = 0u64;
+    let mut lost_checked_ns = monotonic_ns();
 
     loop {
         let far = tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
@@ -365,6 +387,7 @@ async fn event_loop(
             }
             _ = drain_tick.tick() => {
                 drain(ring.get_mut(), writer)?;
+                mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
                 None
             }
             _ = status_tick.tick(), if show_status => {
@@ -432,5 +455,6 @@ async fn event_loop(
     drain(ring.get_mut(), writer)?;
     probes.stop_tracing();
     drain(ring.get_mut(), writer)?;
+    mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
     Ok((stop_reason.unwrap_or_else(|| "exit".into()), exit))
 }

@@ -31,6 +31,9 @@ pub struct ThreadStats {
     /// send* calls that succeeded, and their bytes.
     pub sends: u64,
     pub bytes_sent: u64,
+    /// Time per state (filled by the full report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub states: Option<crate::model::timeline::StateTotals>,
 }
 
 #[derive(Default)]
@@ -115,8 +118,7 @@ impl ThreadTracker {
                     t.stats.on_cpu_ns += ts.saturating_sub(since);
                 }
             }
-            EventData::Unknown { .. } => {}
-            EventData::Comm { .. } => {}
+            EventData::Unknown { .. } | EventData::Lost { .. } | EventData::Comm { .. } => {}
             _ => {
                 self.thread(ev.tid, ts);
             }

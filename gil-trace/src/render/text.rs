@@ -1,37 +1,36 @@
 //! Human-readable report.
 use std::fmt::Write;
 
-use crate::analysis::Summary;
+use crate::analysis::{contention::COMPONENTS, histogram::Distribution, Report, Summary};
 
 pub fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
 }
 
+fn us(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.1}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1}µs", ns as f64 / 1e3)
+    }
+}
+
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", 100.0 * part as f64 / whole as f64)
+    }
+}
+
+/// Header, counts, losses and threads.
 pub fn summary(s: &Summary) -> String {
     let mut out = String::new();
     let m = &s.meta;
     let _ = writeln!(out, "gil-trace report");
-    let _ = writeln!(
-        out,
-        "  command   : {}",
-        if m.command.is_empty() {
-            "?".into()
-        } else {
-            m.command.join(" ")
-        }
-    );
-    let _ = writeln!(
-        out,
-        "  pid       : {}{}",
-        m.root_pid,
-        if m.attached { " (attached)" } else { "" }
-    );
-    let _ = writeln!(
-        out,
-        "  duration  : {} (stopped: {})",
-        ms(m.duration_ns),
-        m.stop_reason
-    );
+    let _ = writeln!(out, "  command   : {}", if m.command.is_empty() { "?".into() } else { m.command.join(" ") });
+    let _ = writeln!(out, "  pid       : {}{}", m.root_pid, if m.attached { " (attached)" } else { "" });
+    let _ = writeln!(out, "  duration  : {} (stopped: {})", ms(m.duration_ns), m.stop_reason);
     if let Some(exit) = &m.exit {
         match (exit.code, exit.signal) {
             (Some(code), _) => _ = writeln!(out, "  exit      : status {code}"),
@@ -39,11 +38,7 @@ pub fn summary(s: &Summary) -> String {
             _ => {}
         }
     }
-    let _ = writeln!(
-        out,
-        "  host      : {} (kernel {}, {} CPUs)",
-        m.hostname, m.kernel_release, m.cpu_count
-    );
+    let _ = writeln!(out, "  host      : {} (kernel {}, {} CPUs)", m.hostname, m.kernel_release, m.cpu_count);
     let _ = writeln!(out, "  clock     : {} ns, start {}", m.clock, m.start_ns);
     let c = &s.counts;
     let _ = writeln!(out, "\nevents");
@@ -75,27 +70,127 @@ pub fn summary(s: &Summary) -> String {
     let _ = writeln!(out, "\nthreads");
     let _ = writeln!(
         out,
-        "  {:>8} {:>8} {:<16} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "tid", "pid", "name", "on-cpu", "switches", "preempt", "futex", "dgrams", "sends"
+        "  {:>8} {:>8} {:<16} {:>12} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "tid", "pid", "name", "on-cpu", "switches", "futex", "dgrams", "run", "runq", "lock", "io"
     );
     for t in &s.threads {
+        let st = t.states.unwrap_or_default();
+        let life = st.total();
         let _ = writeln!(
             out,
-            "  {:>8} {:>8} {:<16} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "  {:>8} {:>8} {:<16} {:>12} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}",
             t.tid,
             t.tgid,
             t.name,
             ms(t.on_cpu_ns),
             t.switches,
-            t.preemptions,
             t.futex_calls,
             t.datagrams_received,
-            t.sends
+            pct(st.running, life),
+            pct(st.runnable, life),
+            pct(st.lock_wait, life),
+            pct(st.io_wait, life),
         );
     }
-    if !s.warnings.is_empty() {
+    out
+}
+
+fn dist_row(out: &mut String, name: &str, d: &Distribution) {
+    let _ = writeln!(
+        out,
+        "    {name:<16} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        d.count,
+        us(d.p50_ns),
+        us(d.p90_ns),
+        us(d.p99_ns),
+        us(d.max_ns)
+    );
+}
+
+fn dist_header(out: &mut String) {
+    let _ = writeln!(out, "    {:<16} {:>8} {:>10} {:>10} {:>10} {:>10}", "", "n", "p50", "p90", "p99", "max");
+}
+
+/// The full report as text.
+pub fn report(r: &Report) -> String {
+    let mut out = summary(&r.summary);
+    let name = |tid: u32| {
+        r.summary.threads.iter().find(|t| t.tid == tid).map(|t| format!("{}({tid})", t.name)).unwrap_or(format!("{tid}"))
+    };
+
+    let _ = writeln!(out, "\nlocks (identified from futex traffic, most contended first)");
+    if r.locks.is_empty() {
+        let _ = writeln!(out, "  none: no futex word was waited on by one thread and used by another");
+    }
+    for lock in r.locks.iter().take(5) {
+        let words: Vec<String> = lock.words.iter().map(|w| format!("0x{:x}", w.addr)).collect();
+        let _ = writeln!(
+            out,
+            "  #{} lock {} (pid {}): {} waits by {} threads ({} waiting), {} timeouts, {} wakes; words {}",
+            lock.id,
+            lock.name(),
+            lock.tgid,
+            lock.waits,
+            lock.waiting_threads,
+            ms(lock.wait_ns),
+            lock.timeouts,
+            lock.wakes,
+            words.join(" ")
+        );
+        for why in &lock.grouped_because {
+            let _ = writeln!(out, "      grouped: {why}");
+        }
+    }
+
+    for h in r.handoffs.iter().filter(|h| h.acquisitions > 0).take(3) {
+        let _ = writeln!(
+            out,
+            "\nhandoffs on lock {}: {} contended acquisitions, {} handoffs, {} failed wakeups, {} wait timeouts",
+            h.lock, h.acquisitions, h.handoffs, h.failed_wakeups, h.timeouts
+        );
+        dist_header(&mut out);
+        dist_row(&mut out, "release→wake", &h.release_to_wake);
+        dist_row(&mut out, "wake→on cpu", &h.wake_to_run);
+        dist_row(&mut out, "on cpu→acquire", &h.run_to_acquire);
+        dist_row(&mut out, "total wait", &h.wait);
+        let mut pairs: Vec<(u32, u32, u64)> =
+            h.matrix.iter().flat_map(|(f, tos)| tos.iter().map(move |(t, n)| (*f, *t, *n))).collect();
+        pairs.sort_by(|a, b| b.2.cmp(&a.2));
+        if !pairs.is_empty() {
+            let _ = writeln!(out, "    from → to (most frequent)");
+            for (f, t, n) in pairs.iter().take(8) {
+                let _ = writeln!(out, "      {:<24} → {:<24} {n:>8}", name(*f), name(*t));
+            }
+        }
+    }
+
+    let io = &r.io_stalls;
+    let _ = writeln!(out, "\nI/O stalls: {} datagrams received ({} with arrival time)", io.datagrams, io.with_arrival);
+    if io.datagrams > 0 {
+        dist_header(&mut out);
+        dist_row(&mut out, "arrival→reply", &io.stall);
+        for (i, d) in [&io.queue, &io.wakeup, &io.runnable, &io.lock_wait, &io.work].into_iter().enumerate() {
+            let share = io.share.get(COMPONENTS[i]).copied().unwrap_or(0.0);
+            dist_row(&mut out, &format!("{} {:.0}%", COMPONENTS[i], share * 100.0), d);
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\nconvoy episodes (lock wait after I/O > {}, ≥ 2 datagrams in a row): {}",
+        us(r.convoy_threshold_ns),
+        r.convoys.len()
+    );
+    for (c, v) in r.convoys.iter().zip(&r.verdicts).take(10) {
+        let _ = writeln!(out, "  {:>12} .. {:<12} {}", ms(c.start_ns.saturating_sub(r.summary.meta.start_ns)), ms(c.end_ns.saturating_sub(r.summary.meta.start_ns)), v.text);
+    }
+    if r.convoys.len() > 10 {
+        let _ = writeln!(out, "  … {} more (see --json)", r.convoys.len() - 10);
+    }
+
+    if !r.summary.warnings.is_empty() {
         let _ = writeln!(out, "\nwarnings");
-        for w in &s.warnings {
+        for w in &r.summary.warnings {
             let _ = writeln!(out, "  ! {w}");
         }
     }

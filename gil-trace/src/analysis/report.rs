@@ -1,0 +1,189 @@
+//! The full report: two streaming passes over the trace.
+//! Pass 1 identifies locks; pass 2 runs every tracker with the locks known.
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{
+    contention::{ContentionOptions, ContentionTracker, ConvoyEpisode, HandoffEvent, IoOp, IoStallSummary, LockHandoffs},
+    summary::{Summary, SummaryBuilder},
+};
+use crate::{
+    model::{
+        locks::{Lock, LockFinder},
+        timeline::{StateSpan, TimelineTracker},
+    },
+    trace::{Event, EventData, TraceError, TraceMeta, TraceTrailer},
+};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReportOptions {
+    /// Only events in [start, end] (CLOCK_MONOTONIC ns).
+    pub window: Option<(u64, u64)>,
+    /// Only this thread's rows (threads, I/O, convoys, handoffs to it).
+    pub tid: Option<u32>,
+    /// Use the lock containing this futex address as the primary lock.
+    pub lock: Option<u64>,
+    pub convoy_threshold_ns: u64,
+    pub detail: bool,
+}
+
+/// A time span in which the kernel dropped events.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct LostSpan {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub events: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub tid: u32,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub locks: Vec<Lock>,
+    pub handoffs: Vec<LockHandoffs>,
+    pub io_stalls: IoStallSummary,
+    pub convoys: Vec<ConvoyEpisode>,
+    pub lost_spans: Vec<LostSpan>,
+    pub verdicts: Vec<Verdict>,
+    pub convoy_threshold_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_ops: Option<Vec<IoOp>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff_events: Option<Vec<HandoffEvent>>,
+    /// Events delivered later than the reader's sort window allowed.
+    pub late_events: u64,
+}
+
+/// Builds the report. `open` yields a fresh time-ordered event stream (called twice).
+pub fn analyze<I, F>(
+    meta: &TraceMeta,
+    trailer: &TraceTrailer,
+    mut open: F,
+    opts: ReportOptions,
+    mut on_span: impl FnMut(&StateSpan),
+) -> Result<Report, TraceError>
+where
+    I: Iterator<Item = Result<Event, TraceError>>,
+    F: FnMut() -> Result<I, TraceError>,
+{
+    let in_window = |ev: &Event| opts.window.is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b);
+
+    let mut finder = LockFinder::default();
+    for ev in open()? {
+        let ev = ev?;
+        if in_window(&ev) {
+            finder.observe(&ev);
+        }
+    }
+    let locks = finder.finish(opts.lock);
+
+    let mut summary = SummaryBuilder::default();
+    let mut timeline = TimelineTracker::new(&locks);
+    let mut contention = ContentionTracker::new(
+        &locks,
+        ContentionOptions { convoy_threshold_ns: opts.convoy_threshold_ns, detail: opts.detail },
+    );
+    let mut lost_spans = Vec::new();
+    let mut late = 0;
+    let mut last_ts = 0;
+    for ev in open()? {
+        let ev = ev?;
+        if ev.ts_ns < last_ts {
+            late += 1;
+        }
+        last_ts = last_ts.max(ev.ts_ns);
+        if !in_window(&ev) {
+            continue;
+        }
+        if let EventData::Lost { count, since_ns } = ev.data {
+            lost_spans.push(LostSpan { start_ns: since_ns, end_ns: ev.ts_ns, events: count });
+        }
+        summary.observe(&ev);
+        timeline.observe(&ev, &mut |span| {
+            contention.observe_span(&span);
+            on_span(&span);
+        });
+        contention.observe(&ev);
+    }
+    let totals = timeline.finish(&mut |span| on_span(&span));
+    let mut result = contention.finish();
+    let mut summary = summary.finish(meta, trailer);
+
+    // Confidence: whatever overlaps a lost span is marked.
+    let overlaps = |a: u64, b: u64| lost_spans.iter().any(|l: &LostSpan| a <= l.end_ns && l.start_ns <= b);
+    for c in &mut result.convoys {
+        c.incomplete = overlaps(c.start_ns, c.end_ns);
+    }
+    if trailer.lost.total > 0 && lost_spans.is_empty() {
+        // Older traces without markers: everything is suspect.
+        for c in &mut result.convoys {
+            c.incomplete = true;
+        }
+    }
+
+    let names: HashMap<u32, String> = summary.threads.iter().map(|t| (t.tid, t.name.clone())).collect();
+    let label = |tid: u32| match names.get(&tid) {
+        Some(n) if !n.is_empty() => format!("{n} ({tid})"),
+        _ => format!("tid {tid}"),
+    };
+    let verdicts = result
+        .convoys
+        .iter()
+        .map(|c| {
+            let holders: Vec<String> = c.holders.iter().take(4).map(|(h, _)| label(*h)).collect();
+            Verdict {
+                tid: c.tid,
+                text: format!(
+                    "{} lost {:.0}% of {:.1} ms waiting for lock {} over {} datagrams{}{}",
+                    label(c.tid),
+                    c.lost_share * 100.0,
+                    (c.end_ns - c.start_ns) as f64 / 1e6,
+                    c.lock.as_deref().unwrap_or("?"),
+                    c.ops,
+                    if holders.is_empty() { String::new() } else { format!(", held by {}", holders.join(", ")) },
+                    if c.incomplete { " (incomplete: events were lost)" } else { "" }
+                ),
+            }
+        })
+        .collect::<Vec<_>>();
+
+    for t in &mut summary.threads {
+        t.states = Some(totals.get(&t.tid).copied().unwrap_or_default());
+    }
+    if let Some(tid) = opts.tid {
+        summary.threads.retain(|t| t.tid == tid);
+        result.convoys.retain(|c| c.tid == tid);
+        result.io_ops.retain(|o| o.tid == tid);
+        result.handoff_events.retain(|h| h.to_tid == tid);
+    }
+    let verdicts = verdicts.into_iter().filter(|v| opts.tid.is_none_or(|t| t == v.tid)).collect();
+    if late > 0 {
+        summary.warnings.push(format!("{late} events arrived later than the sort window; their times were raised"));
+    }
+    if !lost_spans.is_empty() {
+        summary.warnings.push(format!(
+            "events were lost in {} span(s); convoy episodes overlapping them are marked incomplete",
+            lost_spans.len()
+        ));
+    }
+    Ok(Report {
+        summary,
+        locks: locks.locks.clone(),
+        handoffs: result.handoffs,
+        io_stalls: result.io_stalls,
+        convoys: result.convoys,
+        lost_spans,
+        verdicts,
+        convoy_threshold_ns: opts.convoy_threshold_ns,
+        io_ops: opts.detail.then_some(result.io_ops),
+        handoff_events: opts.detail.then_some(result.handoff_events),
+        late_events: late,
+    })
+}

@@ -1,0 +1,345 @@
+//! Lock identification from futex traffic alone (no symbols).
+//!
+//! Pass 1 over the trace: statistics per futex word (per process: private futexes are
+//! per address space), and how often one thread touches two words in quick succession.
+//! Words are then grouped into locks when they sit close together in memory and are used by
+//! the same threads (a glibc condvar's signal words next to its mutex, as CPython's GIL lays
+//! them out), or when threads keep using them together (a condvar and the mutex it releases,
+//! wherever they live). Locks are ranked by contention.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::trace::{Event, EventData};
+
+/// A futex word: (process, address).
+pub type WordKey = (u32, u64);
+
+pub const ETIMEDOUT: i64 = -110;
+pub const EAGAIN: i64 = -11;
+
+/// Two words within this many bytes may be one lock (CPython's GIL: cond, mutex,
+/// switch_cond, switch_mutex span ~180 bytes; adjacent words are 4–80 bytes apart).
+pub const ADJACENT_BYTES: u64 = 128;
+/// Ops of one thread on two words closer than this in time count as "used together".
+pub const TOGETHER_NS: u64 = 50_000;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WordStats {
+    pub tgid: u32,
+    pub addr: u64,
+    pub waits: u64,
+    pub wait_ns: u64,
+    pub timeouts: u64,
+    pub wakes: u64,
+    /// Threads woken by wakes on this word (sum of the wake calls' return values).
+    pub woken: u64,
+    #[serde(skip)]
+    pub waiters: BTreeSet<u32>,
+    #[serde(skip)]
+    pub users: BTreeSet<u32>,
+}
+
+/// An identified lock: one or more futex words.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lock {
+    /// Rank (0 = most contended).
+    pub id: usize,
+    pub tgid: u32,
+    /// Lowest word address, the lock's name in reports ("lock 0x…").
+    pub addr: u64,
+    pub words: Vec<WordStats>,
+    /// Why these words were grouped (one line each).
+    pub grouped_because: Vec<String>,
+    pub waits: u64,
+    pub wait_ns: u64,
+    pub timeouts: u64,
+    pub wakes: u64,
+    /// Distinct threads that waited on it.
+    pub waiting_threads: usize,
+    /// Distinct threads that used it at all.
+    pub threads: Vec<u32>,
+}
+
+impl Lock {
+    pub fn name(&self) -> String {
+        format!("0x{:x}", self.addr)
+    }
+}
+
+#[derive(Default)]
+struct PerThread {
+    /// The futex call in progress: word, is_wait, enter time.
+    current: Option<(WordKey, bool, u64)>,
+    /// Last finished futex op: word and exit time.
+    last: Option<(WordKey, u64)>,
+}
+
+/// Pass 1: collects futex statistics.
+#[derive(Default)]
+pub struct LockFinder {
+    words: HashMap<WordKey, WordStats>,
+    together: HashMap<(WordKey, WordKey), u64>,
+    threads: HashMap<u32, PerThread>,
+    tgid_of: HashMap<u32, u32>,
+}
+
+/// All identified locks, most contended first.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LockSet {
+    pub locks: Vec<Lock>,
+    #[serde(skip)]
+    word_to_lock: HashMap<WordKey, usize>,
+}
+
+impl LockSet {
+    /// The lock a word belongs to, if any.
+    pub fn lock_of(&self, key: WordKey) -> Option<usize> {
+        self.word_to_lock.get(&key).copied()
+    }
+
+    /// The most contended lock (the GIL, for a Python program).
+    pub fn primary(&self) -> Option<&Lock> {
+        self.locks.first()
+    }
+}
+
+impl LockFinder {
+    pub fn observe(&mut self, ev: &Event) {
+        if ev.tgid != 0 {
+            if let EventData::FutexEnter(_) | EventData::FutexExit { .. } = ev.data {
+                self.tgid_of.insert(ev.tid, ev.tgid);
+            }
+        }
+        match ev.data {
+            EventData::FutexEnter(call) => {
+                let tgid = self.tgid_of.get(&ev.tid).copied().unwrap_or(ev.tgid);
+                let key = (tgid, call.uaddr);
+                let wait = call.is_wait();
+                let stats = self.words.entry(key).or_insert_with(|| WordStats { tgid, addr: call.uaddr, ..Default::default() });
+                stats.users.insert(ev.tid);
+                if wait {
+                    stats.waits += 1;
+                    stats.waiters.insert(ev.tid);
+                }
+                if call.is_wake() {
+                    stats.wakes += 1;
+                }
+                let t = self.threads.entry(ev.tid).or_default();
+                if let Some((prev, exit)) = t.last {
+                    if prev != key && ev.ts_ns.saturating_sub(exit) <= TOGETHER_NS {
+                        let pair = if prev < key { (prev, key) } else { (key, prev) };
+                        *self.together.entry(pair).or_default() += 1;
+                    }
+                }
+                t.current = Some((key, wait, ev.ts_ns));
+            }
+            EventData::FutexExit { ret, .. } => {
+                let t = self.threads.entry(ev.tid).or_default();
+                if let Some((key, wait, enter)) = t.current.take() {
+                    if let Some(stats) = self.words.get_mut(&key) {
+                        if wait {
+                            stats.wait_ns += ev.ts_ns.saturating_sub(enter);
+                            if ret == ETIMEDOUT {
+                                stats.timeouts += 1;
+                            }
+                        } else if ret > 0 {
+                            stats.woken += ret as u64;
+                        }
+                    }
+                    t.last = Some((key, ev.ts_ns));
+                }
+            }
+            EventData::Exit { .. } => {
+                self.threads.remove(&ev.tid);
+            }
+            _ => {}
+        }
+    }
+
+    /// Groups and ranks. `force` (from `--lock ADDR`) makes the lock containing that address
+    /// (or just that word) the primary one.
+    pub fn finish(self, force: Option<u64>) -> LockSet {
+        // Candidate words: waited on by someone and used by at least two threads (a lone
+        // thread's futex, e.g. a join, is not a lock between threads).
+        let candidates: Vec<&WordStats> = self
+            .words
+            .values()
+            .filter(|w| (w.waits > 0 && w.users.len() >= 2) || Some(w.addr) == force)
+            .collect();
+        let index: HashMap<WordKey, usize> = candidates.iter().enumerate().map(|(i, w)| ((w.tgid, w.addr), i)).collect();
+        let mut parent: Vec<usize> = (0..candidates.len()).collect();
+        fn find(p: &mut [usize], mut i: usize) -> usize {
+            while p[i] != i {
+                p[i] = p[p[i]];
+                i = p[i];
+            }
+            i
+        }
+        let mut reasons: Vec<(usize, usize, String)> = Vec::new();
+        // Adjacent in memory and shared by the same threads.
+        let mut by_addr: Vec<usize> = (0..candidates.len()).collect();
+        by_addr.sort_by_key(|&i| (candidates[i].tgid, candidates[i].addr));
+        for pair in by_addr.windows(2) {
+            let (a, b) = (candidates[pair[0]], candidates[pair[1]]);
+            if a.tgid != b.tgid || b.addr - a.addr > ADJACENT_BYTES {
+                continue;
+            }
+            let shared = a.users.intersection(&b.users).count();
+            let smaller = a.users.len().min(b.users.len());
+            if shared * 2 >= smaller && shared >= 2 {
+                reasons.push((
+                    pair[0],
+                    pair[1],
+                    format!("0x{:x} and 0x{:x} are {} bytes apart and used by the same {} threads", a.addr, b.addr, b.addr - a.addr, shared),
+                ));
+            }
+        }
+        // Used together: one thread's op on one word right after an op on the other, often.
+        let mut together: Vec<_> = self.together.iter().collect();
+        together.sort();
+        for ((ka, kb), &n) in together {
+            let (Some(&ia), Some(&ib)) = (index.get(ka), index.get(kb)) else { continue };
+            let (a, b) = (candidates[ia], candidates[ib]);
+            let ops = |w: &WordStats| w.waits + w.wakes;
+            if n >= 10 && n * 5 >= ops(a).min(ops(b)) {
+                reasons.push((ia, ib, format!("0x{:x} and 0x{:x} are used together ({} times within {} µs by one thread)", a.addr, b.addr, n, TOGETHER_NS / 1000)));
+            }
+        }
+        for (a, b, _) in &reasons {
+            let (ra, rb) = (find(&mut parent, *a), find(&mut parent, *b));
+            if ra != rb {
+                parent[ra] = rb;
+            }
+        }
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in 0..candidates.len() {
+            let root = find(&mut parent, i);
+            groups.entry(root).or_default().push(i);
+        }
+        let mut locks: Vec<Lock> = groups
+            .into_iter()
+            .map(|(root, members)| {
+                let mut words: Vec<WordStats> = members.iter().map(|&i| candidates[i].clone()).collect();
+                words.sort_by_key(|w| w.addr);
+                let mut threads: BTreeSet<u32> = BTreeSet::new();
+                let mut waiters: BTreeSet<u32> = BTreeSet::new();
+                for w in &words {
+                    threads.extend(&w.users);
+                    waiters.extend(&w.waiters);
+                }
+                let grouped_because = reasons
+                    .iter()
+                    .filter(|(a, _, _)| find(&mut parent.clone(), *a) == root)
+                    .map(|(_, _, r)| r.clone())
+                    .collect();
+                Lock {
+                    id: 0,
+                    tgid: words[0].tgid,
+                    addr: words[0].addr,
+                    waits: words.iter().map(|w| w.waits).sum(),
+                    wait_ns: words.iter().map(|w| w.wait_ns).sum(),
+                    timeouts: words.iter().map(|w| w.timeouts).sum(),
+                    wakes: words.iter().map(|w| w.wakes).sum(),
+                    waiting_threads: waiters.len(),
+                    threads: threads.into_iter().collect(),
+                    grouped_because,
+                    words,
+                }
+            })
+            .collect();
+        // Contention: locks several threads wait on first, then by total wait time.
+        locks.sort_by(|a, b| {
+            let forced = |l: &Lock| force.is_some_and(|f| l.words.iter().any(|w| w.addr == f));
+            forced(b)
+                .cmp(&forced(a))
+                .then((b.waiting_threads >= 2).cmp(&(a.waiting_threads >= 2)))
+                .then(b.wait_ns.cmp(&a.wait_ns))
+                .then(b.waits.cmp(&a.waits))
+        });
+        let mut word_to_lock = HashMap::new();
+        for (i, lock) in locks.iter_mut().enumerate() {
+            lock.id = i;
+            for w in &lock.words {
+                word_to_lock.insert((w.tgid, w.addr), i);
+            }
+        }
+        LockSet { locks, word_to_lock }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::FutexCall;
+    use gil_trace_common::SyscallClass;
+
+    fn futex(ts: u64, tid: u32, uaddr: u64, op: u32) -> Event {
+        Event {
+            ts_ns: ts,
+            tid,
+            tgid: 1,
+            cpu: 0,
+            data: EventData::FutexEnter(FutexCall {
+                class: SyscallClass::Futex,
+                uaddr,
+                op,
+                val: 0,
+                uaddr2: 0,
+                val3: 0,
+                has_timeout: op == 137,
+            }),
+        }
+    }
+
+    fn exit(ts: u64, tid: u32, ret: i64) -> Event {
+        Event { ts_ns: ts, tid, tgid: 1, cpu: 0, data: EventData::FutexExit { class: SyscallClass::Futex, ret } }
+    }
+
+    /// A GIL-like pattern: cond word 0x1028/0x102c and mutex word 0x1030 shared by 3 threads,
+    /// a thread-private join word far away, and an unrelated 2-thread lock elsewhere.
+    fn gil_like() -> LockFinder {
+        let mut f = LockFinder::default();
+        let mut ts = 0;
+        for round in 0..50u64 {
+            for tid in [10, 11, 12] {
+                ts += 1_000_000;
+                f.observe(&futex(ts, tid, 0x1030, 128)); // mutex wait (contended)
+                f.observe(&exit(ts + 2_000, tid, 0));
+                f.observe(&futex(ts + 3_000, tid, if round % 2 == 0 { 0x1028 } else { 0x102c }, 137));
+                f.observe(&exit(ts + 500_000, tid, if round % 3 == 0 { ETIMEDOUT } else { 0 }));
+                f.observe(&futex(ts + 501_000, tid, 0x1030, 129)); // mutex wake
+                f.observe(&exit(ts + 502_000, tid, 1));
+            }
+            ts += 1_000_000;
+            f.observe(&futex(ts, 20, 0x9000, 128));
+            f.observe(&exit(ts + 1_000, 20, 0));
+            f.observe(&futex(ts + 5_000_000, 21, 0x9000, 129));
+            f.observe(&exit(ts + 5_001_000, 21, 1));
+        }
+        f.observe(&futex(ts + 10, 10, 0x5000, 128)); // join-like: one thread only
+        f.observe(&exit(ts + 99_000_000, 10, 0));
+        f
+    }
+
+    #[test]
+    fn groups_adjacent_words_of_the_same_threads_and_ranks_the_gil_first() {
+        let set = gil_like().finish(None);
+        let gil = set.primary().unwrap();
+        let addrs: Vec<u64> = gil.words.iter().map(|w| w.addr).collect();
+        assert_eq!(addrs, vec![0x1028, 0x102c, 0x1030]);
+        assert_eq!(gil.waiting_threads, 3);
+        assert!(gil.timeouts > 0);
+        assert!(!gil.grouped_because.is_empty());
+        assert_eq!(set.lock_of((1, 0x1030)), Some(0));
+        assert_eq!(set.lock_of((1, 0x5000)), None, "a single thread's futex is not a lock");
+        assert_eq!(set.locks.len(), 2);
+        assert_eq!(set.locks[1].addr, 0x9000);
+    }
+
+    #[test]
+    fn lock_override_makes_that_lock_primary() {
+        let set = gil_like().finish(Some(0x9000));
+        assert_eq!(set.primary().unwrap().addr, 0x9000);
+    }
+}

@@ -1,0 +1,278 @@
+//! Per-thread state timeline: every nanosecond of a thread's life (first to last event) is in
+//! exactly one state, rebuilt from scheduler and syscall events.
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::locks::LockSet;
+use crate::trace::{Event, EventData, IoClass};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadState {
+    /// On a CPU.
+    Running,
+    /// Woken or preempted, waiting for a CPU.
+    Runnable,
+    /// Blocked in a futex wait on a word of an identified lock.
+    LockWait,
+    /// Blocked in recv*/poll/epoll/select.
+    IoWait,
+    /// Any other block.
+    Sleep,
+}
+
+impl ThreadState {
+    pub const ALL: [ThreadState; 5] =
+        [ThreadState::Running, ThreadState::Runnable, ThreadState::LockWait, ThreadState::IoWait, ThreadState::Sleep];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadState::Running => "running",
+            ThreadState::Runnable => "runnable",
+            ThreadState::LockWait => "lock_wait",
+            ThreadState::IoWait => "io_wait",
+            ThreadState::Sleep => "sleep",
+        }
+    }
+}
+
+/// One contiguous stretch of a thread in one state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StateSpan {
+    pub tid: u32,
+    pub state: ThreadState,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// Time in each state, indexed like [`ThreadState::ALL`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StateTotals {
+    pub running: u64,
+    pub runnable: u64,
+    pub lock_wait: u64,
+    pub io_wait: u64,
+    pub sleep: u64,
+}
+
+impl StateTotals {
+    fn add(&mut self, state: ThreadState, ns: u64) {
+        match state {
+            ThreadState::Running => self.running += ns,
+            ThreadState::Runnable => self.runnable += ns,
+            ThreadState::LockWait => self.lock_wait += ns,
+            ThreadState::IoWait => self.io_wait += ns,
+            ThreadState::Sleep => self.sleep += ns,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.running + self.runnable + self.lock_wait + self.io_wait + self.sleep
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InSyscall {
+    None,
+    LockWait,
+    IoWait,
+    Other,
+}
+
+struct Tracked {
+    state: ThreadState,
+    since: u64,
+    last_ns: u64,
+    syscall: InSyscall,
+    exited: bool,
+    totals: StateTotals,
+}
+
+/// Builds the timeline; spans are handed to a sink as they close (charts collect them,
+/// reports only need the totals).
+pub struct TimelineTracker<'a> {
+    locks: &'a LockSet,
+    threads: HashMap<u32, Tracked>,
+    tgid_of: HashMap<u32, u32>,
+}
+
+/// Was the task preempted (still runnable) when switched out? prev_state is TASK_RUNNING (0),
+/// possibly with the kernel's "preempted" marker bit (TASK_REPORT_MAX) above the state bits.
+pub fn switched_out_runnable(prev_state: u64) -> bool {
+    prev_state & 0xff == 0
+}
+
+impl<'a> TimelineTracker<'a> {
+    pub fn new(locks: &'a LockSet) -> Self {
+        TimelineTracker { locks, threads: HashMap::new(), tgid_of: HashMap::new() }
+    }
+
+    fn set(&mut self, tid: u32, ts: u64, state: ThreadState, sink: &mut impl FnMut(StateSpan)) {
+        let t = self.threads.entry(tid).or_insert(Tracked {
+            state,
+            since: ts,
+            last_ns: ts,
+            syscall: InSyscall::None,
+            exited: false,
+            totals: StateTotals::default(),
+        });
+        if t.exited {
+            return;
+        }
+        t.last_ns = t.last_ns.max(ts);
+        if t.state != state {
+            if ts > t.since {
+                t.totals.add(t.state, ts - t.since);
+                sink(StateSpan { tid, state: t.state, start_ns: t.since, end_ns: ts });
+            }
+            t.state = state;
+            t.since = ts;
+        }
+    }
+
+    /// The thread is the running subject of this event: it is on a CPU now.
+    fn touch_running(&mut self, tid: u32, ts: u64, sink: &mut impl FnMut(StateSpan)) {
+        self.set(tid, ts, ThreadState::Running, sink);
+    }
+
+    fn syscall(&mut self, tid: u32, s: InSyscall) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.syscall = s;
+        }
+    }
+
+    pub fn observe(&mut self, ev: &Event, sink: &mut impl FnMut(StateSpan)) {
+        let ts = ev.ts_ns;
+        match ev.data {
+            EventData::Switch { next_tid, prev_state, prev_traced, next_traced, .. } => {
+                if prev_traced {
+                    let syscall = self.threads.get(&ev.tid).map(|t| t.syscall).unwrap_or(InSyscall::None);
+                    let state = if switched_out_runnable(prev_state) {
+                        ThreadState::Runnable
+                    } else {
+                        match syscall {
+                            InSyscall::LockWait => ThreadState::LockWait,
+                            InSyscall::IoWait => ThreadState::IoWait,
+                            _ => ThreadState::Sleep,
+                        }
+                    };
+                    // Make sure the thread exists (running until now), then switch it out.
+                    self.touch_running(ev.tid, ts, sink);
+                    self.set(ev.tid, ts, state, sink);
+                }
+                if next_traced {
+                    self.set(next_tid, ts, ThreadState::Running, sink);
+                }
+            }
+            EventData::Waking { wakee, .. } => {
+                let blocked = self
+                    .threads
+                    .get(&wakee)
+                    .map(|t| matches!(t.state, ThreadState::LockWait | ThreadState::IoWait | ThreadState::Sleep));
+                match blocked {
+                    Some(true) | None => self.set(wakee, ts, ThreadState::Runnable, sink),
+                    Some(false) => {}
+                }
+            }
+            EventData::FutexEnter(call) => {
+                self.touch_running(ev.tid, ts, sink);
+                if ev.tgid != 0 {
+                    self.tgid_of.insert(ev.tid, ev.tgid);
+                }
+                let tgid = self.tgid_of.get(&ev.tid).copied().unwrap_or(ev.tgid);
+                let s = if call.is_wait() && self.locks.lock_of((tgid, call.uaddr)).is_some() {
+                    InSyscall::LockWait
+                } else {
+                    InSyscall::Other
+                };
+                self.syscall(ev.tid, s);
+            }
+            EventData::IoEnter { class, .. } => {
+                self.touch_running(ev.tid, ts, sink);
+                let s = if class == IoClass::Send { InSyscall::Other } else { InSyscall::IoWait };
+                self.syscall(ev.tid, s);
+            }
+            EventData::FutexExit { .. } | EventData::IoExit { .. } => {
+                self.touch_running(ev.tid, ts, sink);
+                self.syscall(ev.tid, InSyscall::None);
+            }
+            EventData::Exit { .. } => {
+                self.touch_running(ev.tid, ts, sink);
+                if let Some(t) = self.threads.get_mut(&ev.tid) {
+                    t.exited = true;
+                }
+            }
+            EventData::Fork { .. } | EventData::NetRecv { .. } => self.touch_running(ev.tid, ts, sink),
+            EventData::Comm { .. } | EventData::Lost { .. } | EventData::Unknown { .. } => {}
+        }
+    }
+
+    /// Closes every thread's last span at its last event; returns per-thread totals.
+    pub fn finish(mut self, sink: &mut impl FnMut(StateSpan)) -> HashMap<u32, StateTotals> {
+        let mut out = HashMap::new();
+        for (tid, t) in self.threads.iter_mut() {
+            if t.last_ns > t.since {
+                t.totals.add(t.state, t.last_ns - t.since);
+                sink(StateSpan { tid: *tid, state: t.state, start_ns: t.since, end_ns: t.last_ns });
+            }
+            out.insert(*tid, t.totals);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::FutexCall;
+    use gil_trace_common::SyscallClass;
+
+    fn ev(ts: u64, tid: u32, data: EventData) -> Event {
+        Event { ts_ns: ts, tid, tgid: 1, cpu: 0, data }
+    }
+
+    fn switch(ts: u64, prev: u32, next: u32, state: u64) -> Event {
+        ev(ts, prev, EventData::Switch { next_tid: next, prev_state: state, next_prio: 120, prev_traced: prev != 0, next_traced: next != 0 })
+    }
+
+    #[test]
+    fn every_nanosecond_is_in_exactly_one_state() {
+        let mut locks = crate::model::locks::LockFinder::default();
+        let wait = FutexCall { class: SyscallClass::Futex, uaddr: 0x10, op: 128, val: 2, uaddr2: 0, val3: 0, has_timeout: false };
+        // make 0x10 a lock: two threads wait on it
+        for tid in [5, 6] {
+            locks.observe(&ev(0, tid, EventData::FutexEnter(wait)));
+            locks.observe(&ev(1, tid, EventData::FutexExit { class: SyscallClass::Futex, ret: 0 }));
+        }
+        let locks = locks.finish(None);
+        let mut t = TimelineTracker::new(&locks);
+        let mut spans = Vec::new();
+        let mut sink = |s: StateSpan| spans.push(s);
+        t.observe(&switch(100, 0, 5, 0), &mut sink); // 5 runs
+        t.observe(&ev(150, 5, EventData::FutexEnter(wait)), &mut sink);
+        t.observe(&switch(200, 5, 0, 1), &mut sink); // blocks on the lock
+        t.observe(&ev(500, 6, EventData::Waking { wakee: 5, target_cpu: 0 }), &mut sink);
+        t.observe(&switch(700, 0, 5, 0), &mut sink); // runs after 200 ns runnable
+        t.observe(&ev(710, 5, EventData::FutexExit { class: SyscallClass::Futex, ret: 0 }), &mut sink);
+        t.observe(&ev(720, 5, EventData::IoEnter { class: IoClass::Recv, nr: 45, fd: 3, len: 10 }), &mut sink);
+        t.observe(&switch(800, 5, 0, 1), &mut sink); // blocks in recv
+        t.observe(&ev(1_000, 9, EventData::Waking { wakee: 5, target_cpu: 0 }), &mut sink);
+        t.observe(&switch(1_100, 0, 5, 0), &mut sink);
+        t.observe(&ev(1_110, 5, EventData::IoExit { class: IoClass::Recv, nr: 45, ret: 10 }), &mut sink);
+        t.observe(&switch(1_300, 5, 0, 0x100), &mut sink); // preempted
+        t.observe(&switch(1_400, 0, 5, 0), &mut sink);
+        t.observe(&switch(1_500, 5, 0, 1), &mut sink); // sleeps (no syscall known)
+        t.observe(&ev(1_600, 5, EventData::Exit { group_dead: false }), &mut sink);
+        let totals = t.finish(&mut sink);
+        let tot = totals[&5];
+        assert_eq!(tot.total(), 1_600 - 100, "covers first to last event");
+        assert_eq!(tot.lock_wait, 300);
+        assert_eq!(tot.io_wait, 200);
+        assert_eq!(tot.runnable, 200 + 100 + 100);
+        assert_eq!(tot.sleep, 100);
+        let mut by_thread: Vec<&StateSpan> = spans.iter().filter(|s| s.tid == 5).collect();
+        by_thread.sort_by_key(|s| s.start_ns);
+        assert!(by_thread.windows(2).all(|w| w[0].end_ns == w[1].start_ns), "contiguous: {by_thread:?}");
+    }
+}
