@@ -98,7 +98,10 @@ fn parse_duration_ns(s: &str) -> Result<u64, String> {
     } else {
         (s, 1e9)
     };
-    let x: f64 = num.trim().parse().map_err(|_| format!("not a duration: {s:?} (e.g. 1.5, 200ms, 10us)"))?;
+    let x: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (e.g. 1.5, 200ms, 10us)"))?;
     if !(x.is_finite() && x >= 0.0) {
         return Err(format!("not a duration: {s:?}"));
     }
@@ -106,8 +109,16 @@ fn parse_duration_ns(s: &str) -> Result<u64, String> {
 }
 
 fn parse_window(s: &str) -> Result<(Option<u64>, Option<u64>), String> {
-    let (a, b) = s.split_once("..").ok_or_else(|| format!("--window wants A..B, got {s:?}"))?;
-    let side = |v: &str| if v.trim().is_empty() { Ok(None) } else { parse_duration_ns(v).map(Some) };
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("--window wants A..B, got {s:?}"))?;
+    let side = |v: &str| {
+        if v.trim().is_empty() {
+            Ok(None)
+        } else {
+            parse_duration_ns(v).map(Some)
+        }
+    };
     let (a, b) = (side(a)?, side(b)?);
     if let (Some(a), Some(b)) = (a, b) {
         if a > b {
@@ -193,7 +204,12 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
 }
 
 fn report(args: ReportArgs) -> Result<ExitCode> {
-    let window = args.window.as_deref().map(parse_window).transpose().map_err(anyhow::Error::msg)?;
+    let window = args
+        .window
+        .as_deref()
+        .map(parse_window)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let reader = TraceReader::open(&args.trace)?;
     let meta = reader.meta().clone();
     let trailer = reader.trailer().clone();
@@ -211,7 +227,11 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         None => TraceReader::open(&args.trace).map(|r| r.events()),
     };
     let report = analyze(&meta, &trailer, open, opts, |_| {})?;
-    let bytes = if args.json { render::json::to_json(&report) } else { render::text::report(&report).into_bytes() };
+    let bytes = if args.json {
+        render::json::to_json(&report)
+    } else {
+        render::text::report(&report).into_bytes()
+    };
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&bytes)

@@ -10,3 +10,4 @@ pub mod gil;
 pub mod spinner;
 pub mod stats;
 pub mod truth;
+pub mod validate;

@@ -69,6 +69,15 @@ enum Sub {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Compare a truth log with `gil-trace report --json --detail` of the same run.
+    Validate {
+        /// The lab's --truth log.
+        #[arg(long)]
+        truth: PathBuf,
+        /// The report JSON (`gil-trace report --json --detail`).
+        #[arg(long)]
+        report: PathBuf,
+    },
     /// A small known program for gil-trace's tests: threads contending on one futex word and
     /// a UDP ping-pong; prints the futex address, threads and counts as JSON.
     Pingpong {
@@ -120,6 +129,19 @@ fn run(cli: Cli) -> Result<()> {
         let report = echo::client(server, messages, size, Duration::from_millis(timeout_ms))
             .context("echo client")?;
         println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if let Some(Sub::Validate { truth, report }) = &cli.command {
+        let truth_text = std::fs::read_to_string(truth)
+            .with_context(|| format!("reading {}", truth.display()))?;
+        let truth = gil_lab::truth::parse_jsonl(&truth_text)
+            .with_context(|| format!("parsing {}", truth.display()))?;
+        let report_json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(report).with_context(|| format!("reading {}", report.display()))?,
+        )
+        .with_context(|| format!("parsing {}", report.display()))?;
+        let v = gil_lab::validate::compare(&report_json, &truth).map_err(anyhow::Error::msg)?;
+        println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     if let Some(Sub::Pingpong {

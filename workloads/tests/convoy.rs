@@ -55,7 +55,12 @@ fn convoy_effect_reproduces_and_priority_and_fair_fix_it() {
     // and can hide the convoy in one run.
     let mut rounds = Vec::new();
     for _ in 0..3 {
-        rounds.push([bps("new", "0", "200"), bps("new", "2", "60"), bps("priority", "2", "200"), bps("fair", "2", "200")]);
+        rounds.push([
+            bps("new", "0", "200"),
+            bps("new", "2", "60"),
+            bps("priority", "2", "200"),
+            bps("fair", "2", "200"),
+        ]);
     }
     let median = |i: usize| {
         let mut v: Vec<(f64, f64)> = rounds.iter().map(|r| r[i]).collect();

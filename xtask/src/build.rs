@@ -91,7 +91,17 @@ pub fn release_bin(name: &str) -> PathBuf {
 pub fn lint() -> Result<()> {
     run(cargo_userspace(&["fmt", "--all", "--", "--check"]).env_remove("GIL_TRACE_EBPF_OBJECT"))?;
     let mut fmt_ebpf = Command::new("cargo");
-    fmt_ebpf.current_dir(workspace_root().join("gil-trace-ebpf")).args(["fmt", "--", "--check"]);
+    fmt_ebpf
+        .current_dir(workspace_root().join("gil-trace-ebpf"))
+        .args(["fmt", "--", "--check"]);
     run(&mut fmt_ebpf)?;
-    run(&mut cargo_userspace(&["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))
+    run(&mut cargo_userspace(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }

@@ -11,13 +11,25 @@ const SPINNERS: [u32; 4] = [0, 1, 2, 4];
 
 fn machine() -> String {
     let out = |cmd: &str, args: &[&str]| {
-        Command::new(cmd).args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     };
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_default();
-    format!("{} CPUs ({cpu}), kernel {}", out("nproc", &[]), out("uname", &["-r"]))
+    format!(
+        "{} CPUs ({cpu}), kernel {}",
+        out("nproc", &[]),
+        out("uname", &["-r"])
+    )
 }
 
 pub fn run(messages: u32) -> Result<()> {
@@ -27,12 +39,22 @@ pub fn run(messages: u32) -> Result<()> {
         let mut row = Vec::new();
         for spinners in SPINNERS {
             let out = Command::new(&workload)
-                .args(["--gil", policy, "--spinners", &spinners.to_string(), "--messages", &messages.to_string()])
+                .args([
+                    "--gil",
+                    policy,
+                    "--spinners",
+                    &spinners.to_string(),
+                    "--messages",
+                    &messages.to_string(),
+                ])
                 .args(["--timeout-ms", "250", "--json"])
                 .output()
                 .with_context(|| format!("running {}", workload.display()))?;
             if !out.status.success() {
-                bail!("workload --gil {policy} --spinners {spinners} failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "workload --gil {policy} --spinners {spinners} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
             let bps = v["bytes_per_sec"].as_f64().unwrap_or(0.0);
@@ -44,10 +66,20 @@ pub fn run(messages: u32) -> Result<()> {
         }
         rows.push((policy, row));
     }
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     let mut md = String::new();
-    writeln!(md, "# GIL lab: echo throughput by policy and CPU-bound threads\n")?;
-    writeln!(md, "Produced by `cargo xtask lab-table` on {date}, {}.", machine())?;
+    writeln!(
+        md,
+        "# GIL lab: echo throughput by policy and CPU-bound threads\n"
+    )?;
+    writeln!(
+        md,
+        "Produced by `cargo xtask lab-table` on {date}, {}.",
+        machine()
+    )?;
     writeln!(md, "Each cell: `workload --gil P --spinners N --messages {messages} --timeout-ms 250` (8192-byte datagrams), echo MB/s (median RTT).")?;
     writeln!(md, "All runs in one invocation, one after another.\n")?;
     write!(md, "| policy |")?;
@@ -59,7 +91,11 @@ pub fn run(messages: u32) -> Result<()> {
     for (policy, row) in &rows {
         write!(md, "| {policy} |")?;
         for (bps, p50, lost) in row {
-            let lost = if *lost > 0 { format!(", {lost} lost") } else { String::new() };
+            let lost = if *lost > 0 {
+                format!(", {lost} lost")
+            } else {
+                String::new()
+            };
             write!(md, " {:.2} ({:.0} µs{lost}) |", bps / 1e6, p50)?;
         }
         writeln!(md)?;

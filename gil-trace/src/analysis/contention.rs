@@ -4,7 +4,8 @@
 //! - A *contended* acquisition is visible: the thread waits in futex on the lock's words,
 //!   maybe several times (woken, finds the lock taken, waits again: a failed wakeup), then
 //!   stops waiting and runs. It acquired when its last wait returned. A "take" ends when the
-//!   thread does I/O, exits, or runs [`TAKE_GAP_CPU_NS`] of CPU without touching the lock.
+//!   thread wakes a gate word of the lock (it is releasing: it held it), does I/O, exits, or
+//!   runs [`TAKE_GAP_CPU_NS`] of CPU without touching the lock.
 //! - The handoff is the sched_waking that ended that last wait: its waker, if it was inside a
 //!   futex wake on the lock, released the lock to this thread.
 //! - An *uncontended* acquisition makes no syscall: after a recv with no lock wait before the
@@ -23,8 +24,10 @@ use crate::{
 };
 
 /// CPU time a thread may run after a lock wait and still be in the same take (re-locking
-/// an internal mutex, re-checking the flag). More than this and it holds the lock.
-pub const TAKE_GAP_CPU_NS: u64 = 20_000;
+/// an internal mutex, re-checking the flag, logging). More than this and it holds the lock.
+/// Releases are normally seen earlier, as a wake of a gate word; this is the fallback for
+/// a holder that releases with nobody waiting (no syscall).
+pub const TAKE_GAP_CPU_NS: u64 = 1_000_000;
 /// Default `--convoy-threshold`: lock wait after I/O above which an operation is convoyed.
 pub const DEFAULT_CONVOY_THRESHOLD_NS: u64 = 1_000_000;
 /// Consecutive convoyed operations needed for an episode.
@@ -112,6 +115,9 @@ pub struct IoOp {
     /// The reply's send syscall entry and exit (None: no send before the next recv).
     pub reply_ns: Option<u64>,
     pub reply_done_ns: Option<u64>,
+    /// When the thread was back in user space after the reply: the send's exit, or later if
+    /// it was switched out on the way (the woken peer often preempts it).
+    pub reply_resumed_ns: Option<u64>,
     /// Threads that ran (held the lock, for a GIL) while this one waited, with ns.
     #[serde(skip)]
     pub holders: Vec<(u32, u64)>,
@@ -123,17 +129,25 @@ impl IoOp {
         let arrival = self.arrival_ns.unwrap_or(self.recv_enter_ns);
         let queue = self.recv_enter_ns.saturating_sub(arrival);
         let (wakeup, runnable) = match (self.woken_ns, self.run_ns) {
-            (Some(w), Some(r)) => (w.saturating_sub(arrival.max(self.recv_enter_ns)), r.saturating_sub(w)),
+            (Some(w), Some(r)) => (
+                w.saturating_sub(arrival.max(self.recv_enter_ns)),
+                r.saturating_sub(w),
+            ),
             _ => (0, 0),
         };
-        let work = self.reply_ns.map(|r| r.saturating_sub(self.lock_acquired_ns)).unwrap_or(0);
+        let work = self
+            .reply_ns
+            .map(|r| r.saturating_sub(self.lock_acquired_ns))
+            .unwrap_or(0);
         [queue, wakeup, runnable, self.lock_wait_ns, work]
     }
 
     /// Arrival (or recv entry) to reply (or lock acquired).
     pub fn stall_ns(&self) -> u64 {
         let start = self.arrival_ns.unwrap_or(self.recv_enter_ns);
-        self.reply_ns.unwrap_or(self.lock_acquired_ns).saturating_sub(start)
+        self.reply_ns
+            .unwrap_or(self.lock_acquired_ns)
+            .saturating_sub(start)
     }
 }
 
@@ -238,6 +252,8 @@ enum OpsState {
     AwaitLock,
     AwaitReply,
     InReply,
+    /// The reply syscall returned; waiting to see the thread resume user code.
+    AwaitResume,
 }
 
 /// Options of the analysis.
@@ -278,7 +294,9 @@ impl<'a> ContentionTracker<'a> {
     }
 
     fn primary_users_contains(&self, tid: u32) -> bool {
-        self.locks.primary().is_some_and(|l| l.threads.binary_search(&tid).is_ok())
+        self.locks
+            .primary()
+            .is_some_and(|l| l.threads.binary_search(&tid).is_ok())
     }
 
     /// Feeds a closed timeline span: running spans of lock users are attributed as "holding"
@@ -288,7 +306,10 @@ impl<'a> ContentionTracker<'a> {
             return;
         }
         for (tid, t) in self.threads.iter_mut() {
-            if *tid != span.tid && t.ops_state == OpsState::AwaitLock && t.holder_spans.len() < MAX_HOLDER_SPANS {
+            if *tid != span.tid
+                && t.ops_state == OpsState::AwaitLock
+                && t.holder_spans.len() < MAX_HOLDER_SPANS
+            {
                 t.holder_spans.push((span.tid, span.start_ns, span.end_ns));
             }
         }
@@ -296,8 +317,34 @@ impl<'a> ContentionTracker<'a> {
 
     pub fn observe(&mut self, ev: &Event) {
         let ts = ev.ts_ns;
+        let subject_runs = !matches!(
+            ev.data,
+            EventData::Switch { .. }
+                | EventData::Waking { .. }
+                | EventData::Comm { .. }
+                | EventData::Lost { .. }
+                | EventData::Unknown { .. }
+        );
+        if subject_runs
+            && self
+                .threads
+                .get(&ev.tid)
+                .is_some_and(|t| t.ops_state == OpsState::AwaitResume)
+        {
+            // It ran on without being switched out: back in user space right at the exit.
+            let t = self.threads.get_mut(&ev.tid).unwrap();
+            for op in &mut t.ops {
+                op.reply_resumed_ns = op.reply_done_ns;
+            }
+            self.finish_ops(ev.tid, ts);
+        }
         match ev.data {
-            EventData::Switch { next_tid, prev_traced, next_traced, .. } => {
+            EventData::Switch {
+                next_tid,
+                prev_traced,
+                next_traced,
+                ..
+            } => {
                 if prev_traced {
                     let t = self.threads.entry(ev.tid).or_default();
                     if let Some(since) = t.running_since.take() {
@@ -309,6 +356,17 @@ impl<'a> ContentionTracker<'a> {
                     self.maybe_close_take(ev.tid, ts);
                 }
                 if next_traced {
+                    if self
+                        .threads
+                        .get(&next_tid)
+                        .is_some_and(|t| t.ops_state == OpsState::AwaitResume)
+                    {
+                        let t = self.threads.get_mut(&next_tid).unwrap();
+                        for op in &mut t.ops {
+                            op.reply_resumed_ns = Some(ts);
+                        }
+                        self.finish_ops(next_tid, ts);
+                    }
                     let t = self.threads.entry(next_tid).or_default();
                     t.running_since = Some(ts);
                     if let Some(w) = &mut t.pending_wake {
@@ -325,7 +383,13 @@ impl<'a> ContentionTracker<'a> {
                     _ => (None, false),
                 };
                 let t = self.threads.entry(wakee).or_default();
-                t.pending_wake = Some(Wakeup { waker: ev.tid, release_ns, wake_ns: ts, run_ns: None, via_lock });
+                t.pending_wake = Some(Wakeup {
+                    waker: ev.tid,
+                    release_ns,
+                    wake_ns: ts,
+                    run_ns: None,
+                    via_lock,
+                });
                 if t.in_recv.is_some() && t.blocked && t.recv_wake.is_none() {
                     t.recv_wake = Some((ts, None));
                 }
@@ -345,12 +409,21 @@ impl<'a> ContentionTracker<'a> {
                         self.close_take(ev.tid);
                     }
                     let t = self.threads.get_mut(&ev.tid).unwrap();
-                    let take = t.take.get_or_insert_with(|| Take { lock, start_ns: ts, ..Default::default() });
+                    let take = t.take.get_or_insert_with(|| Take {
+                        lock,
+                        start_ns: ts,
+                        ..Default::default()
+                    });
                     take.cpu_since_last_op = 0;
                     t.pending_wake = None;
                 } else if lock.is_some() {
+                    let gate_wake = call.is_wake() && self.locks.is_gate((t.tgid, call.uaddr));
                     if let Some(take) = &mut t.take {
                         take.cpu_since_last_op = 0;
+                        // Waking the gate hands the lock on: this thread held it, the take is over.
+                        if gate_wake && take.waits > 0 {
+                            self.close_take(ev.tid);
+                        }
                     }
                 }
             }
@@ -386,7 +459,9 @@ impl<'a> ContentionTracker<'a> {
                 self.account_cpu(ev.tid, ts);
                 self.io_exit(ev.tid, class, ret, ts);
             }
-            EventData::NetRecv { arrival_ns, len, .. } => {
+            EventData::NetRecv {
+                arrival_ns, len, ..
+            } => {
                 let t = self.threads.entry(ev.tid).or_default();
                 if t.ops_state != OpsState::InRecv {
                     // A datagram outside a recv syscall we saw start: keep it, recv enter unknown.
@@ -433,9 +508,11 @@ impl<'a> ContentionTracker<'a> {
     }
 
     fn maybe_close_take(&mut self, tid: u32, _ts: u64) {
-        let close = self.threads.get(&tid).and_then(|t| t.take.as_ref()).is_some_and(|k| {
-            k.cpu_since_last_op > TAKE_GAP_CPU_NS
-        });
+        let close = self
+            .threads
+            .get(&tid)
+            .and_then(|t| t.take.as_ref())
+            .is_some_and(|k| k.cpu_since_last_op > TAKE_GAP_CPU_NS);
         let in_futex = self.threads.get(&tid).is_some_and(|t| t.futex.is_some());
         if close && !in_futex {
             self.close_take(tid);
@@ -444,7 +521,9 @@ impl<'a> ContentionTracker<'a> {
 
     /// A take is over: record the acquisition (if it waited) and hand it to the I/O tracker.
     fn close_take(&mut self, tid: u32) {
-        let Some(t) = self.threads.get_mut(&tid) else { return };
+        let Some(t) = self.threads.get_mut(&tid) else {
+            return;
+        };
         let Some(take) = t.take.take() else { return };
         if take.waits == 0 {
             return;
@@ -452,7 +531,9 @@ impl<'a> ContentionTracker<'a> {
         let lock = take.lock;
         let acquire_ns = take.last_wait_exit;
         let kind = take.last_wait_end.unwrap_or(HandoffKind::Other);
-        let failed = take.woken_waits.saturating_sub((kind == HandoffKind::Wake) as u32);
+        let failed = take
+            .woken_waits
+            .saturating_sub((kind == HandoffKind::Wake) as u32);
         let previous_holder = self.holder[lock].filter(|&h| h != tid);
         let acc = &mut self.per_lock[lock];
         acc.acquisitions += 1;
@@ -556,7 +637,7 @@ impl<'a> ContentionTracker<'a> {
                     for op in &mut t.ops {
                         op.reply_done_ns = Some(ts);
                     }
-                    self.finish_ops(tid, ts);
+                    t.ops_state = OpsState::AwaitResume;
                 }
             }
             IoClass::Recv | IoClass::Poll => {
@@ -578,7 +659,9 @@ impl<'a> ContentionTracker<'a> {
 
     /// The datagrams of the last recv are complete: record them.
     fn finish_ops(&mut self, tid: u32, _ts: u64) {
-        let Some(t) = self.threads.get_mut(&tid) else { return };
+        let Some(t) = self.threads.get_mut(&tid) else {
+            return;
+        };
         if t.ops.is_empty() {
             t.ops_state = OpsState::None;
             return;
@@ -643,7 +726,9 @@ impl<'a> ContentionTracker<'a> {
     }
 
     fn close_convoy(&mut self, tid: u32) {
-        let Some(c) = self.threads.get_mut(&tid).and_then(|t| t.convoy.take()) else { return };
+        let Some(c) = self.threads.get_mut(&tid).and_then(|t| t.convoy.take()) else {
+            return;
+        };
         if (c.ops as usize) < CONVOY_MIN_OPS {
             return;
         }
@@ -692,7 +777,16 @@ impl<'a> ContentionTracker<'a> {
         let share = COMPONENTS
             .iter()
             .zip(&self.io.parts)
-            .map(|(name, h)| (name.to_string(), if total == 0 { 0.0 } else { h.sum() as f64 / total as f64 }))
+            .map(|(name, h)| {
+                (
+                    name.to_string(),
+                    if total == 0 {
+                        0.0
+                    } else {
+                        h.sum() as f64 / total as f64
+                    },
+                )
+            })
             .collect();
         let p = &self.io.parts;
         let io_stalls = IoStallSummary {
@@ -707,8 +801,18 @@ impl<'a> ContentionTracker<'a> {
             share,
         };
         let mut convoys = self.convoys;
-        convoys.sort_by(|a, b| b.lock_wait_ns.cmp(&a.lock_wait_ns).then(a.start_ns.cmp(&b.start_ns)));
-        ContentionResult { handoffs, io_stalls, convoys, io_ops: self.io_ops, handoff_events: self.handoff_events }
+        convoys.sort_by(|a, b| {
+            b.lock_wait_ns
+                .cmp(&a.lock_wait_ns)
+                .then(a.start_ns.cmp(&b.start_ns))
+        });
+        ContentionResult {
+            handoffs,
+            io_stalls,
+            convoys,
+            io_ops: self.io_ops,
+            handoff_events: self.handoff_events,
+        }
     }
 }
 

@@ -15,7 +15,12 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: vec![0; BUCKETS], count: 0, sum: 0, max: 0 }
+        Histogram {
+            counts: vec![0; BUCKETS],
+            count: 0,
+            sum: 0,
+            max: 0,
+        }
     }
 }
 
@@ -85,7 +90,11 @@ impl Histogram {
     pub fn summary(&self) -> Distribution {
         Distribution {
             count: self.count,
-            mean_ns: if self.count == 0 { 0 } else { (self.sum / self.count as u128) as u64 },
+            mean_ns: if self.count == 0 {
+                0
+            } else {
+                (self.sum / self.count as u128) as u64
+            },
             p50_ns: self.percentile(50.0),
             p90_ns: self.percentile(90.0),
             p99_ns: self.percentile(99.0),
@@ -120,7 +129,11 @@ mod tests {
         let s = h.summary();
         assert_eq!(s.count, 10_000);
         assert_eq!(s.max_ns, 10_000_000);
-        for (got, want) in [(s.p50_ns, 5_000_000.0), (s.p90_ns, 9_000_000.0), (s.p99_ns, 9_900_000.0)] {
+        for (got, want) in [
+            (s.p50_ns, 5_000_000.0),
+            (s.p90_ns, 9_000_000.0),
+            (s.p99_ns, 9_900_000.0),
+        ] {
             assert!((got as f64 - want).abs() / want < 0.07, "{got} vs {want}");
         }
         assert_eq!(Histogram::default().summary(), Distribution::default());

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{
-    contention::{ContentionOptions, ContentionTracker, ConvoyEpisode, HandoffEvent, IoOp, IoStallSummary, LockHandoffs},
+    contention::{
+        ContentionOptions, ContentionTracker, ConvoyEpisode, HandoffEvent, IoOp, IoStallSummary,
+        LockHandoffs,
+    },
     summary::{Summary, SummaryBuilder},
 };
 use crate::{
@@ -73,7 +76,10 @@ where
     I: Iterator<Item = Result<Event, TraceError>>,
     F: FnMut() -> Result<I, TraceError>,
 {
-    let in_window = |ev: &Event| opts.window.is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b);
+    let in_window = |ev: &Event| {
+        opts.window
+            .is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b)
+    };
 
     let mut finder = LockFinder::default();
     for ev in open()? {
@@ -88,7 +94,10 @@ where
     let mut timeline = TimelineTracker::new(&locks);
     let mut contention = ContentionTracker::new(
         &locks,
-        ContentionOptions { convoy_threshold_ns: opts.convoy_threshold_ns, detail: opts.detail },
+        ContentionOptions {
+            convoy_threshold_ns: opts.convoy_threshold_ns,
+            detail: opts.detail,
+        },
     );
     let mut lost_spans = Vec::new();
     let mut late = 0;
@@ -103,7 +112,11 @@ where
             continue;
         }
         if let EventData::Lost { count, since_ns } = ev.data {
-            lost_spans.push(LostSpan { start_ns: since_ns, end_ns: ev.ts_ns, events: count });
+            lost_spans.push(LostSpan {
+                start_ns: since_ns,
+                end_ns: ev.ts_ns,
+                events: count,
+            });
         }
         summary.observe(&ev);
         timeline.observe(&ev, &mut |span| {
@@ -117,7 +130,11 @@ where
     let mut summary = summary.finish(meta, trailer);
 
     // Confidence: whatever overlaps a lost span is marked.
-    let overlaps = |a: u64, b: u64| lost_spans.iter().any(|l: &LostSpan| a <= l.end_ns && l.start_ns <= b);
+    let overlaps = |a: u64, b: u64| {
+        lost_spans
+            .iter()
+            .any(|l: &LostSpan| a <= l.end_ns && l.start_ns <= b)
+    };
     for c in &mut result.convoys {
         c.incomplete = overlaps(c.start_ns, c.end_ns);
     }
@@ -128,7 +145,11 @@ where
         }
     }
 
-    let names: HashMap<u32, String> = summary.threads.iter().map(|t| (t.tid, t.name.clone())).collect();
+    let names: HashMap<u32, String> = summary
+        .threads
+        .iter()
+        .map(|t| (t.tid, t.name.clone()))
+        .collect();
     let label = |tid: u32| match names.get(&tid) {
         Some(n) if !n.is_empty() => format!("{n} ({tid})"),
         _ => format!("tid {tid}"),
@@ -147,8 +168,16 @@ where
                     (c.end_ns - c.start_ns) as f64 / 1e6,
                     c.lock.as_deref().unwrap_or("?"),
                     c.ops,
-                    if holders.is_empty() { String::new() } else { format!(", held by {}", holders.join(", ")) },
-                    if c.incomplete { " (incomplete: events were lost)" } else { "" }
+                    if holders.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", held by {}", holders.join(", "))
+                    },
+                    if c.incomplete {
+                        " (incomplete: events were lost)"
+                    } else {
+                        ""
+                    }
                 ),
             }
         })
@@ -163,9 +192,14 @@ where
         result.io_ops.retain(|o| o.tid == tid);
         result.handoff_events.retain(|h| h.to_tid == tid);
     }
-    let verdicts = verdicts.into_iter().filter(|v| opts.tid.is_none_or(|t| t == v.tid)).collect();
+    let verdicts = verdicts
+        .into_iter()
+        .filter(|v| opts.tid.is_none_or(|t| t == v.tid))
+        .collect();
     if late > 0 {
-        summary.warnings.push(format!("{late} events arrived later than the sort window; their times were raised"));
+        summary.warnings.push(format!(
+            "{late} events arrived later than the sort window; their times were raised"
+        ));
     }
     if !lost_spans.is_empty() {
         summary.warnings.push(format!(

@@ -5,7 +5,10 @@ use serde::Serialize;
 
 use crate::{
     model::{ThreadStats, ThreadTracker},
-    trace::{format::ExitInfo, Event, EventData, IoClass, LostCounts, TraceError, TraceMeta, TraceTrailer},
+    trace::{
+        format::ExitInfo, Event, EventData, IoClass, LostCounts, TraceError, TraceMeta,
+        TraceTrailer,
+    },
 };
 
 /// Header facts for the report (`meta` in JSON).
@@ -73,7 +76,11 @@ impl SummaryBuilder {
             EventData::Waking { .. } => c.sched_wakeup += 1,
             EventData::FutexEnter(_) => c.futex += 1,
             EventData::NetRecv { .. } => c.udp_recv += 1,
-            EventData::IoExit { class: IoClass::Send, ret, .. } if ret >= 0 => c.udp_send += 1,
+            EventData::IoExit {
+                class: IoClass::Send,
+                ret,
+                ..
+            } if ret >= 0 => c.udp_send += 1,
             EventData::Fork { .. } => c.fork += 1,
             EventData::Exit { .. } => c.exit += 1,
             EventData::Unknown { .. } => self.unknown += 1,
@@ -91,7 +98,10 @@ impl SummaryBuilder {
             ));
         }
         if trailer.lost.threads_not_followed > 0 {
-            warnings.push(format!("{} new threads could not be followed (filter map full)", trailer.lost.threads_not_followed));
+            warnings.push(format!(
+                "{} new threads could not be followed (filter map full)",
+                trailer.lost.threads_not_followed
+            ));
         }
         if self.unknown > 0 {
             warnings.push(format!(
@@ -100,7 +110,9 @@ impl SummaryBuilder {
             ));
         }
         for missing in &meta.missing_tracepoints {
-            warnings.push(format!("this kernel lacks {missing}; the data it gives is absent"));
+            warnings.push(format!(
+                "this kernel lacks {missing}; the data it gives is absent"
+            ));
         }
         Summary {
             meta: SummaryMeta {
@@ -109,7 +121,9 @@ impl SummaryBuilder {
                 attached: meta.attached,
                 start_ns: meta.start_monotonic_ns,
                 end_ns: trailer.end_monotonic_ns,
-                duration_ns: trailer.end_monotonic_ns.saturating_sub(meta.start_monotonic_ns),
+                duration_ns: trailer
+                    .end_monotonic_ns
+                    .saturating_sub(meta.start_monotonic_ns),
                 kernel_release: meta.kernel_release.clone(),
                 hostname: meta.hostname.clone(),
                 cpu_count: meta.cpu_count,

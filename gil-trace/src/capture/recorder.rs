@@ -300,7 +300,12 @@ fn drain(ring: &mut RingBuf<MapData>, writer: &mut TraceWriter) -> Result<usize,
 
 /// Writes a `Lost` marker when the kernel's drop counters grew since the last check, so the
 /// analysis can tell which time span is incomplete (to the drain period's resolution).
-fn mark_losses(probes: &Probes, writer: &mut TraceWriter, seen: &mut u64, checked_ns: &mut u64) -> Result<(), CaptureError> {
+fn mark_losses(
+    probes: &Probes,
+    writer: &mut TraceWriter,
+    seen: &mut u64,
+    checked_ns: &mut u64,
+) -> Result<(), CaptureError> {
     let now = monotonic_ns();
     let total = probes.lost().total;
     if total > *seen {

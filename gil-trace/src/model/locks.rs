@@ -29,6 +29,8 @@ pub struct WordStats {
     pub tgid: u32,
     pub addr: u64,
     pub waits: u64,
+    /// Waits with a timeout (condvar-style "gate" words; see [`Lock::gate_words`]).
+    pub timed_waits: u64,
     pub wait_ns: u64,
     pub timeouts: u64,
     pub wakes: u64,
@@ -49,6 +51,10 @@ pub struct Lock {
     /// Lowest word address, the lock's name in reports ("lock 0x…").
     pub addr: u64,
     pub words: Vec<WordStats>,
+    /// The words a releaser wakes to hand the lock over: condvar-like words (timed waits) and
+    /// the most waited-on word — not the internal mutex a condvar wait unlocks on its way to
+    /// sleep. A wake on a gate word ends the waker's own take: it held the lock.
+    pub gate_words: Vec<u64>,
     /// Why these words were grouped (one line each).
     pub grouped_because: Vec<String>,
     pub waits: u64,
@@ -90,12 +96,19 @@ pub struct LockSet {
     pub locks: Vec<Lock>,
     #[serde(skip)]
     word_to_lock: HashMap<WordKey, usize>,
+    #[serde(skip)]
+    gates: std::collections::HashSet<WordKey>,
 }
 
 impl LockSet {
     /// The lock a word belongs to, if any.
     pub fn lock_of(&self, key: WordKey) -> Option<usize> {
         self.word_to_lock.get(&key).copied()
+    }
+
+    /// Is this word one a releaser wakes (see [`Lock::gate_words`])?
+    pub fn is_gate(&self, key: WordKey) -> bool {
+        self.gates.contains(&key)
     }
 
     /// The most contended lock (the GIL, for a Python program).
@@ -116,10 +129,15 @@ impl LockFinder {
                 let tgid = self.tgid_of.get(&ev.tid).copied().unwrap_or(ev.tgid);
                 let key = (tgid, call.uaddr);
                 let wait = call.is_wait();
-                let stats = self.words.entry(key).or_insert_with(|| WordStats { tgid, addr: call.uaddr, ..Default::default() });
+                let stats = self.words.entry(key).or_insert_with(|| WordStats {
+                    tgid,
+                    addr: call.uaddr,
+                    ..Default::default()
+                });
                 stats.users.insert(ev.tid);
                 if wait {
                     stats.waits += 1;
+                    stats.timed_waits += call.has_timeout as u64;
                     stats.waiters.insert(ev.tid);
                 }
                 if call.is_wake() {
@@ -167,7 +185,11 @@ impl LockFinder {
             .values()
             .filter(|w| (w.waits > 0 && w.users.len() >= 2) || Some(w.addr) == force)
             .collect();
-        let index: HashMap<WordKey, usize> = candidates.iter().enumerate().map(|(i, w)| ((w.tgid, w.addr), i)).collect();
+        let index: HashMap<WordKey, usize> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, w)| ((w.tgid, w.addr), i))
+            .collect();
         let mut parent: Vec<usize> = (0..candidates.len()).collect();
         fn find(p: &mut [usize], mut i: usize) -> usize {
             while p[i] != i {
@@ -191,7 +213,13 @@ impl LockFinder {
                 reasons.push((
                     pair[0],
                     pair[1],
-                    format!("0x{:x} and 0x{:x} are {} bytes apart and used by the same {} threads", a.addr, b.addr, b.addr - a.addr, shared),
+                    format!(
+                        "0x{:x} and 0x{:x} are {} bytes apart and used by the same {} threads",
+                        a.addr,
+                        b.addr,
+                        b.addr - a.addr,
+                        shared
+                    ),
                 ));
             }
         }
@@ -199,11 +227,23 @@ impl LockFinder {
         let mut together: Vec<_> = self.together.iter().collect();
         together.sort();
         for ((ka, kb), &n) in together {
-            let (Some(&ia), Some(&ib)) = (index.get(ka), index.get(kb)) else { continue };
+            let (Some(&ia), Some(&ib)) = (index.get(ka), index.get(kb)) else {
+                continue;
+            };
             let (a, b) = (candidates[ia], candidates[ib]);
             let ops = |w: &WordStats| w.waits + w.wakes;
             if n >= 10 && n * 5 >= ops(a).min(ops(b)) {
-                reasons.push((ia, ib, format!("0x{:x} and 0x{:x} are used together ({} times within {} µs by one thread)", a.addr, b.addr, n, TOGETHER_NS / 1000)));
+                reasons.push((
+                    ia,
+                    ib,
+                    format!(
+                        "0x{:x} and 0x{:x} are used together ({} times within {} µs by one thread)",
+                        a.addr,
+                        b.addr,
+                        n,
+                        TOGETHER_NS / 1000
+                    ),
+                ));
             }
         }
         for (a, b, _) in &reasons {
@@ -220,7 +260,8 @@ impl LockFinder {
         let mut locks: Vec<Lock> = groups
             .into_iter()
             .map(|(root, members)| {
-                let mut words: Vec<WordStats> = members.iter().map(|&i| candidates[i].clone()).collect();
+                let mut words: Vec<WordStats> =
+                    members.iter().map(|&i| candidates[i].clone()).collect();
                 words.sort_by_key(|w| w.addr);
                 let mut threads: BTreeSet<u32> = BTreeSet::new();
                 let mut waiters: BTreeSet<u32> = BTreeSet::new();
@@ -233,8 +274,20 @@ impl LockFinder {
                     .filter(|(a, _, _)| find(&mut parent.clone(), *a) == root)
                     .map(|(_, _, r)| r.clone())
                     .collect();
+                // Gate words: where waiters sit (condvars: timed waits, or the most waited-on
+                // word), as opposed to the internal mutex a condvar wait unlocks.
+                let most_waited = words
+                    .iter()
+                    .max_by_key(|w| (w.wait_ns, w.waits))
+                    .map(|w| w.addr);
+                let gate_words = words
+                    .iter()
+                    .filter(|w| w.timed_waits > 0 || Some(w.addr) == most_waited)
+                    .map(|w| w.addr)
+                    .collect();
                 Lock {
                     id: 0,
+                    gate_words,
                     tgid: words[0].tgid,
                     addr: words[0].addr,
                     waits: words.iter().map(|w| w.waits).sum(),
@@ -258,13 +311,19 @@ impl LockFinder {
                 .then(b.waits.cmp(&a.waits))
         });
         let mut word_to_lock = HashMap::new();
+        let mut gates = std::collections::HashSet::new();
         for (i, lock) in locks.iter_mut().enumerate() {
             lock.id = i;
             for w in &lock.words {
                 word_to_lock.insert((w.tgid, w.addr), i);
             }
+            gates.extend(lock.gate_words.iter().map(|&a| (lock.tgid, a)));
         }
-        LockSet { locks, word_to_lock }
+        LockSet {
+            locks,
+            word_to_lock,
+            gates,
+        }
     }
 }
 
@@ -293,7 +352,16 @@ mod tests {
     }
 
     fn exit(ts: u64, tid: u32, ret: i64) -> Event {
-        Event { ts_ns: ts, tid, tgid: 1, cpu: 0, data: EventData::FutexExit { class: SyscallClass::Futex, ret } }
+        Event {
+            ts_ns: ts,
+            tid,
+            tgid: 1,
+            cpu: 0,
+            data: EventData::FutexExit {
+                class: SyscallClass::Futex,
+                ret,
+            },
+        }
     }
 
     /// A GIL-like pattern: cond word 0x1028/0x102c and mutex word 0x1030 shared by 3 threads,
@@ -306,8 +374,17 @@ mod tests {
                 ts += 1_000_000;
                 f.observe(&futex(ts, tid, 0x1030, 128)); // mutex wait (contended)
                 f.observe(&exit(ts + 2_000, tid, 0));
-                f.observe(&futex(ts + 3_000, tid, if round % 2 == 0 { 0x1028 } else { 0x102c }, 137));
-                f.observe(&exit(ts + 500_000, tid, if round % 3 == 0 { ETIMEDOUT } else { 0 }));
+                f.observe(&futex(
+                    ts + 3_000,
+                    tid,
+                    if round % 2 == 0 { 0x1028 } else { 0x102c },
+                    137,
+                ));
+                f.observe(&exit(
+                    ts + 500_000,
+                    tid,
+                    if round % 3 == 0 { ETIMEDOUT } else { 0 },
+                ));
                 f.observe(&futex(ts + 501_000, tid, 0x1030, 129)); // mutex wake
                 f.observe(&exit(ts + 502_000, tid, 1));
             }
@@ -332,9 +409,23 @@ mod tests {
         assert!(gil.timeouts > 0);
         assert!(!gil.grouped_because.is_empty());
         assert_eq!(set.lock_of((1, 0x1030)), Some(0));
-        assert_eq!(set.lock_of((1, 0x5000)), None, "a single thread's futex is not a lock");
+        assert_eq!(
+            set.lock_of((1, 0x5000)),
+            None,
+            "a single thread's futex is not a lock"
+        );
         assert_eq!(set.locks.len(), 2);
         assert_eq!(set.locks[1].addr, 0x9000);
+        assert_eq!(
+            gil.gate_words,
+            vec![0x1028, 0x102c],
+            "condvar words are the gate"
+        );
+        assert!(
+            set.is_gate((1, 0x9000)),
+            "a plain mutex word is its own gate"
+        );
+        assert!(!set.is_gate((1, 0x1030)));
     }
 
     #[test]

@@ -23,8 +23,13 @@ pub enum ThreadState {
 }
 
 impl ThreadState {
-    pub const ALL: [ThreadState; 5] =
-        [ThreadState::Running, ThreadState::Runnable, ThreadState::LockWait, ThreadState::IoWait, ThreadState::Sleep];
+    pub const ALL: [ThreadState; 5] = [
+        ThreadState::Running,
+        ThreadState::Runnable,
+        ThreadState::LockWait,
+        ThreadState::IoWait,
+        ThreadState::Sleep,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -105,7 +110,11 @@ pub fn switched_out_runnable(prev_state: u64) -> bool {
 
 impl<'a> TimelineTracker<'a> {
     pub fn new(locks: &'a LockSet) -> Self {
-        TimelineTracker { locks, threads: HashMap::new(), tgid_of: HashMap::new() }
+        TimelineTracker {
+            locks,
+            threads: HashMap::new(),
+            tgid_of: HashMap::new(),
+        }
     }
 
     fn set(&mut self, tid: u32, ts: u64, state: ThreadState, sink: &mut impl FnMut(StateSpan)) {
@@ -124,7 +133,12 @@ impl<'a> TimelineTracker<'a> {
         if t.state != state {
             if ts > t.since {
                 t.totals.add(t.state, ts - t.since);
-                sink(StateSpan { tid, state: t.state, start_ns: t.since, end_ns: ts });
+                sink(StateSpan {
+                    tid,
+                    state: t.state,
+                    start_ns: t.since,
+                    end_ns: ts,
+                });
             }
             t.state = state;
             t.since = ts;
@@ -145,9 +159,19 @@ impl<'a> TimelineTracker<'a> {
     pub fn observe(&mut self, ev: &Event, sink: &mut impl FnMut(StateSpan)) {
         let ts = ev.ts_ns;
         match ev.data {
-            EventData::Switch { next_tid, prev_state, prev_traced, next_traced, .. } => {
+            EventData::Switch {
+                next_tid,
+                prev_state,
+                prev_traced,
+                next_traced,
+                ..
+            } => {
                 if prev_traced {
-                    let syscall = self.threads.get(&ev.tid).map(|t| t.syscall).unwrap_or(InSyscall::None);
+                    let syscall = self
+                        .threads
+                        .get(&ev.tid)
+                        .map(|t| t.syscall)
+                        .unwrap_or(InSyscall::None);
                     let state = if switched_out_runnable(prev_state) {
                         ThreadState::Runnable
                     } else {
@@ -166,10 +190,12 @@ impl<'a> TimelineTracker<'a> {
                 }
             }
             EventData::Waking { wakee, .. } => {
-                let blocked = self
-                    .threads
-                    .get(&wakee)
-                    .map(|t| matches!(t.state, ThreadState::LockWait | ThreadState::IoWait | ThreadState::Sleep));
+                let blocked = self.threads.get(&wakee).map(|t| {
+                    matches!(
+                        t.state,
+                        ThreadState::LockWait | ThreadState::IoWait | ThreadState::Sleep
+                    )
+                });
                 match blocked {
                     Some(true) | None => self.set(wakee, ts, ThreadState::Runnable, sink),
                     Some(false) => {}
@@ -190,7 +216,11 @@ impl<'a> TimelineTracker<'a> {
             }
             EventData::IoEnter { class, .. } => {
                 self.touch_running(ev.tid, ts, sink);
-                let s = if class == IoClass::Send { InSyscall::Other } else { InSyscall::IoWait };
+                let s = if class == IoClass::Send {
+                    InSyscall::Other
+                } else {
+                    InSyscall::IoWait
+                };
                 self.syscall(ev.tid, s);
             }
             EventData::FutexExit { .. } | EventData::IoExit { .. } => {
@@ -203,7 +233,9 @@ impl<'a> TimelineTracker<'a> {
                     t.exited = true;
                 }
             }
-            EventData::Fork { .. } | EventData::NetRecv { .. } => self.touch_running(ev.tid, ts, sink),
+            EventData::Fork { .. } | EventData::NetRecv { .. } => {
+                self.touch_running(ev.tid, ts, sink)
+            }
             EventData::Comm { .. } | EventData::Lost { .. } | EventData::Unknown { .. } => {}
         }
     }
@@ -214,7 +246,12 @@ impl<'a> TimelineTracker<'a> {
         for (tid, t) in self.threads.iter_mut() {
             if t.last_ns > t.since {
                 t.totals.add(t.state, t.last_ns - t.since);
-                sink(StateSpan { tid: *tid, state: t.state, start_ns: t.since, end_ns: t.last_ns });
+                sink(StateSpan {
+                    tid: *tid,
+                    state: t.state,
+                    start_ns: t.since,
+                    end_ns: t.last_ns,
+                });
             }
             out.insert(*tid, t.totals);
         }
@@ -229,21 +266,52 @@ mod tests {
     use gil_trace_common::SyscallClass;
 
     fn ev(ts: u64, tid: u32, data: EventData) -> Event {
-        Event { ts_ns: ts, tid, tgid: 1, cpu: 0, data }
+        Event {
+            ts_ns: ts,
+            tid,
+            tgid: 1,
+            cpu: 0,
+            data,
+        }
     }
 
     fn switch(ts: u64, prev: u32, next: u32, state: u64) -> Event {
-        ev(ts, prev, EventData::Switch { next_tid: next, prev_state: state, next_prio: 120, prev_traced: prev != 0, next_traced: next != 0 })
+        ev(
+            ts,
+            prev,
+            EventData::Switch {
+                next_tid: next,
+                prev_state: state,
+                next_prio: 120,
+                prev_traced: prev != 0,
+                next_traced: next != 0,
+            },
+        )
     }
 
     #[test]
     fn every_nanosecond_is_in_exactly_one_state() {
         let mut locks = crate::model::locks::LockFinder::default();
-        let wait = FutexCall { class: SyscallClass::Futex, uaddr: 0x10, op: 128, val: 2, uaddr2: 0, val3: 0, has_timeout: false };
+        let wait = FutexCall {
+            class: SyscallClass::Futex,
+            uaddr: 0x10,
+            op: 128,
+            val: 2,
+            uaddr2: 0,
+            val3: 0,
+            has_timeout: false,
+        };
         // make 0x10 a lock: two threads wait on it
         for tid in [5, 6] {
             locks.observe(&ev(0, tid, EventData::FutexEnter(wait)));
-            locks.observe(&ev(1, tid, EventData::FutexExit { class: SyscallClass::Futex, ret: 0 }));
+            locks.observe(&ev(
+                1,
+                tid,
+                EventData::FutexExit {
+                    class: SyscallClass::Futex,
+                    ret: 0,
+                },
+            ));
         }
         let locks = locks.finish(None);
         let mut t = TimelineTracker::new(&locks);
@@ -252,18 +320,74 @@ mod tests {
         t.observe(&switch(100, 0, 5, 0), &mut sink); // 5 runs
         t.observe(&ev(150, 5, EventData::FutexEnter(wait)), &mut sink);
         t.observe(&switch(200, 5, 0, 1), &mut sink); // blocks on the lock
-        t.observe(&ev(500, 6, EventData::Waking { wakee: 5, target_cpu: 0 }), &mut sink);
+        t.observe(
+            &ev(
+                500,
+                6,
+                EventData::Waking {
+                    wakee: 5,
+                    target_cpu: 0,
+                },
+            ),
+            &mut sink,
+        );
         t.observe(&switch(700, 0, 5, 0), &mut sink); // runs after 200 ns runnable
-        t.observe(&ev(710, 5, EventData::FutexExit { class: SyscallClass::Futex, ret: 0 }), &mut sink);
-        t.observe(&ev(720, 5, EventData::IoEnter { class: IoClass::Recv, nr: 45, fd: 3, len: 10 }), &mut sink);
+        t.observe(
+            &ev(
+                710,
+                5,
+                EventData::FutexExit {
+                    class: SyscallClass::Futex,
+                    ret: 0,
+                },
+            ),
+            &mut sink,
+        );
+        t.observe(
+            &ev(
+                720,
+                5,
+                EventData::IoEnter {
+                    class: IoClass::Recv,
+                    nr: 45,
+                    fd: 3,
+                    len: 10,
+                },
+            ),
+            &mut sink,
+        );
         t.observe(&switch(800, 5, 0, 1), &mut sink); // blocks in recv
-        t.observe(&ev(1_000, 9, EventData::Waking { wakee: 5, target_cpu: 0 }), &mut sink);
+        t.observe(
+            &ev(
+                1_000,
+                9,
+                EventData::Waking {
+                    wakee: 5,
+                    target_cpu: 0,
+                },
+            ),
+            &mut sink,
+        );
         t.observe(&switch(1_100, 0, 5, 0), &mut sink);
-        t.observe(&ev(1_110, 5, EventData::IoExit { class: IoClass::Recv, nr: 45, ret: 10 }), &mut sink);
+        t.observe(
+            &ev(
+                1_110,
+                5,
+                EventData::IoExit {
+                    class: IoClass::Recv,
+                    nr: 45,
+                    ret: 10,
+                },
+            ),
+            &mut sink,
+        );
         t.observe(&switch(1_300, 5, 0, 0x100), &mut sink); // preempted
         t.observe(&switch(1_400, 0, 5, 0), &mut sink);
         t.observe(&switch(1_500, 5, 0, 1), &mut sink); // sleeps (no syscall known)
-        t.observe(&ev(1_600, 5, EventData::Exit { group_dead: false }), &mut sink);
+        t.observe(
+            &ev(1_600, 5, EventData::Exit { group_dead: false }),
+            &mut sink,
+        );
         let totals = t.finish(&mut sink);
         let tot = totals[&5];
         assert_eq!(tot.total(), 1_600 - 100, "covers first to last event");
@@ -273,6 +397,9 @@ mod tests {
         assert_eq!(tot.sleep, 100);
         let mut by_thread: Vec<&StateSpan> = spans.iter().filter(|s| s.tid == 5).collect();
         by_thread.sort_by_key(|s| s.start_ns);
-        assert!(by_thread.windows(2).all(|w| w[0].end_ns == w[1].start_ns), "contiguous: {by_thread:?}");
+        assert!(
+            by_thread.windows(2).all(|w| w[0].end_ns == w[1].start_ns),
+            "contiguous: {by_thread:?}"
+        );
     }
 }

@@ -28,9 +28,27 @@ pub fn summary(s: &Summary) -> String {
     let mut out = String::new();
     let m = &s.meta;
     let _ = writeln!(out, "gil-trace report");
-    let _ = writeln!(out, "  command   : {}", if m.command.is_empty() { "?".into() } else { m.command.join(" ") });
-    let _ = writeln!(out, "  pid       : {}{}", m.root_pid, if m.attached { " (attached)" } else { "" });
-    let _ = writeln!(out, "  duration  : {} (stopped: {})", ms(m.duration_ns), m.stop_reason);
+    let _ = writeln!(
+        out,
+        "  command   : {}",
+        if m.command.is_empty() {
+            "?".into()
+        } else {
+            m.command.join(" ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  pid       : {}{}",
+        m.root_pid,
+        if m.attached { " (attached)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "  duration  : {} (stopped: {})",
+        ms(m.duration_ns),
+        m.stop_reason
+    );
     if let Some(exit) = &m.exit {
         match (exit.code, exit.signal) {
             (Some(code), _) => _ = writeln!(out, "  exit      : status {code}"),
@@ -38,7 +56,11 @@ pub fn summary(s: &Summary) -> String {
             _ => {}
         }
     }
-    let _ = writeln!(out, "  host      : {} (kernel {}, {} CPUs)", m.hostname, m.kernel_release, m.cpu_count);
+    let _ = writeln!(
+        out,
+        "  host      : {} (kernel {}, {} CPUs)",
+        m.hostname, m.kernel_release, m.cpu_count
+    );
     let _ = writeln!(out, "  clock     : {} ns, start {}", m.clock, m.start_ns);
     let c = &s.counts;
     let _ = writeln!(out, "\nevents");
@@ -108,22 +130,41 @@ fn dist_row(out: &mut String, name: &str, d: &Distribution) {
 }
 
 fn dist_header(out: &mut String) {
-    let _ = writeln!(out, "    {:<16} {:>8} {:>10} {:>10} {:>10} {:>10}", "", "n", "p50", "p90", "p99", "max");
+    let _ = writeln!(
+        out,
+        "    {:<16} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "", "n", "p50", "p90", "p99", "max"
+    );
 }
 
 /// The full report as text.
 pub fn report(r: &Report) -> String {
     let mut out = summary(&r.summary);
     let name = |tid: u32| {
-        r.summary.threads.iter().find(|t| t.tid == tid).map(|t| format!("{}({tid})", t.name)).unwrap_or(format!("{tid}"))
+        r.summary
+            .threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .map(|t| format!("{}({tid})", t.name))
+            .unwrap_or(format!("{tid}"))
     };
 
-    let _ = writeln!(out, "\nlocks (identified from futex traffic, most contended first)");
+    let _ = writeln!(
+        out,
+        "\nlocks (identified from futex traffic, most contended first)"
+    );
     if r.locks.is_empty() {
-        let _ = writeln!(out, "  none: no futex word was waited on by one thread and used by another");
+        let _ = writeln!(
+            out,
+            "  none: no futex word was waited on by one thread and used by another"
+        );
     }
     for lock in r.locks.iter().take(5) {
-        let words: Vec<String> = lock.words.iter().map(|w| format!("0x{:x}", w.addr)).collect();
+        let words: Vec<String> = lock
+            .words
+            .iter()
+            .map(|w| format!("0x{:x}", w.addr))
+            .collect();
         let _ = writeln!(
             out,
             "  #{} lock {} (pid {}): {} waits by {} threads ({} waiting), {} timeouts, {} wakes; words {}",
@@ -153,9 +194,12 @@ pub fn report(r: &Report) -> String {
         dist_row(&mut out, "wake→on cpu", &h.wake_to_run);
         dist_row(&mut out, "on cpu→acquire", &h.run_to_acquire);
         dist_row(&mut out, "total wait", &h.wait);
-        let mut pairs: Vec<(u32, u32, u64)> =
-            h.matrix.iter().flat_map(|(f, tos)| tos.iter().map(move |(t, n)| (*f, *t, *n))).collect();
-        pairs.sort_by(|a, b| b.2.cmp(&a.2));
+        let mut pairs: Vec<(u32, u32, u64)> = h
+            .matrix
+            .iter()
+            .flat_map(|(f, tos)| tos.iter().map(move |(t, n)| (*f, *t, *n)))
+            .collect();
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.2));
         if !pairs.is_empty() {
             let _ = writeln!(out, "    from → to (most frequent)");
             for (f, t, n) in pairs.iter().take(8) {
@@ -165,13 +209,24 @@ pub fn report(r: &Report) -> String {
     }
 
     let io = &r.io_stalls;
-    let _ = writeln!(out, "\nI/O stalls: {} datagrams received ({} with arrival time)", io.datagrams, io.with_arrival);
+    let _ = writeln!(
+        out,
+        "\nI/O stalls: {} datagrams received ({} with arrival time)",
+        io.datagrams, io.with_arrival
+    );
     if io.datagrams > 0 {
         dist_header(&mut out);
         dist_row(&mut out, "arrival→reply", &io.stall);
-        for (i, d) in [&io.queue, &io.wakeup, &io.runnable, &io.lock_wait, &io.work].into_iter().enumerate() {
+        for (i, d) in [&io.queue, &io.wakeup, &io.runnable, &io.lock_wait, &io.work]
+            .into_iter()
+            .enumerate()
+        {
             let share = io.share.get(COMPONENTS[i]).copied().unwrap_or(0.0);
-            dist_row(&mut out, &format!("{} {:.0}%", COMPONENTS[i], share * 100.0), d);
+            dist_row(
+                &mut out,
+                &format!("{} {:.0}%", COMPONENTS[i], share * 100.0),
+                d,
+            );
         }
     }
 
@@ -182,7 +237,13 @@ pub fn report(r: &Report) -> String {
         r.convoys.len()
     );
     for (c, v) in r.convoys.iter().zip(&r.verdicts).take(10) {
-        let _ = writeln!(out, "  {:>12} .. {:<12} {}", ms(c.start_ns.saturating_sub(r.summary.meta.start_ns)), ms(c.end_ns.saturating_sub(r.summary.meta.start_ns)), v.text);
+        let _ = writeln!(
+            out,
+            "  {:>12} .. {:<12} {}",
+            ms(c.start_ns.saturating_sub(r.summary.meta.start_ns)),
+            ms(c.end_ns.saturating_sub(r.summary.meta.start_ns)),
+            v.text
+        );
     }
     if r.convoys.len() > 10 {
         let _ = writeln!(out, "  … {} more (see --json)", r.convoys.len() - 10);

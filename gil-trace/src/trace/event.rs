@@ -146,7 +146,10 @@ pub enum EventData {
         queued: u32,
     },
     /// The kernel lost `count` events between `since_ns` and this event's time.
-    Lost { count: u64, since_ns: u64 },
+    Lost {
+        count: u64,
+        since_ns: u64,
+    },
     /// A kind this version does not know (from a newer recorder): kept, not interpreted.
     Unknown {
         kind: u32,
@@ -267,7 +270,10 @@ impl From<RawEvent> for Event {
                         ret: a[0] as i64,
                     }
                 }
-                EventKind::Lost => EventData::Lost { count: a[0], since_ns: a[1] },
+                EventKind::Lost => EventData::Lost {
+                    count: a[0],
+                    since_ns: a[1],
+                },
                 EventKind::NetRecv => EventData::NetRecv {
                     arrival_ns: (a[0] != 0).then_some(a[0]),
                     sock: a[1],

@@ -86,12 +86,14 @@ impl FairGil {
         t
     }
 
-    fn grant(&self, st: &mut State, me: &mut ThreadCtx) {
+    /// Makes `me` the holder; returns when (ns).
+    fn grant(&self, st: &mut State, me: &mut ThreadCtx) -> u64 {
         let now = monotonic_ns();
         st.locked = true;
         st.holder = me.index;
         st.held_since_ns = now;
         me.slice_end_ns = now + self.per_thread(st, me.index).slice_left_ns;
+        now
     }
 }
 
@@ -106,9 +108,9 @@ impl Gil for FairGil {
         let mut st = lock(&self.state);
         let my_deadline = self.per_thread(&mut st, me.index).deadline_ns;
         if !st.locked && st.handoff_to.is_none() && st.waiters.is_empty() {
-            self.grant(&mut st, me);
+            let acquired = self.grant(&mut st, me);
             drop(st);
-            me.log_acquire(started, false);
+            me.log_acquire(started, acquired, false);
             return;
         }
         st.seq += 1;
@@ -150,9 +152,9 @@ impl Gil for FairGil {
         self.waiting.fetch_sub(1, Relaxed);
         // drop_request is not cleared here: a waiter that arrived during the handoff may have
         // set it against us, the new holder. Release clears it.
-        self.grant(&mut st, me);
+        let acquired = self.grant(&mut st, me);
         drop(st);
-        me.log_acquire(started, true);
+        me.log_acquire(started, acquired, true);
     }
 
     fn release(&self, me: &mut ThreadCtx, reason: ReleaseReason) {

@@ -64,12 +64,13 @@ impl ThreadCtx {
         }
     }
 
-    pub fn log_acquire(&mut self, started_ns: u64, contended: bool) {
-        let now = monotonic_ns();
+    /// Logs an acquisition that happened at `acquired_ns` (taken when the lock's state
+    /// flipped, inside the policy's critical section, not after its bookkeeping).
+    pub fn log_acquire(&mut self, started_ns: u64, acquired_ns: u64, contended: bool) {
         self.log(|tid| TruthEvent::Acquire {
-            ts_ns: now,
+            ts_ns: acquired_ns,
             tid,
-            wait_ns: now - started_ns,
+            wait_ns: acquired_ns.saturating_sub(started_ns),
             contended,
         });
     }

@@ -64,9 +64,11 @@ impl Gil for NewGil {
                 me.log_drop_request();
             }
         }
+        let acquired;
         {
             let _switch = lock(&self.switch_mutex);
             *locked = true;
+            acquired = monotonic_ns();
             if self.last_holder.load(Relaxed) != me.index + 1 {
                 self.last_holder.store(me.index + 1, Relaxed);
                 self.switch_number.fetch_add(1, Relaxed);
@@ -76,7 +78,7 @@ impl Gil for NewGil {
         }
         self.drop_request.store(false, Relaxed);
         drop(locked);
-        me.log_acquire(started, contended);
+        me.log_acquire(started, acquired, contended);
     }
 
     fn release(&self, me: &mut ThreadCtx, reason: ReleaseReason) {

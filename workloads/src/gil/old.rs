@@ -34,9 +34,10 @@ impl Gil for OldGil {
             locked = self.cond.wait(locked).unwrap_or_else(|e| e.into_inner());
         }
         *locked = true;
+        let acquired = monotonic_ns();
         drop(locked);
         me.ticks = 0;
-        me.log_acquire(started, contended);
+        me.log_acquire(started, acquired, contended);
     }
 
     fn release(&self, me: &mut ThreadCtx, reason: ReleaseReason) {

@@ -90,9 +90,11 @@ impl Gil for PriorityGil {
         if high && contended {
             st.high_waiters -= 1;
         }
+        let acquired;
         {
             let _switch = lock(&self.switch_mutex);
             st.locked = true;
+            acquired = monotonic_ns();
             st.holder_low = me.low_priority;
             if self.last_holder.load(Relaxed) != me.index + 1 {
                 self.last_holder.store(me.index + 1, Relaxed);
@@ -102,7 +104,7 @@ impl Gil for PriorityGil {
         }
         self.drop_request.store(false, Relaxed);
         drop(st);
-        me.log_acquire(started, contended);
+        me.log_acquire(started, acquired, contended);
     }
 
     fn release(&self, me: &mut ThreadCtx, reason: ReleaseReason) {
