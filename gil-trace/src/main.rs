@@ -27,6 +27,20 @@ enum Command {
     Record(RecordArgs),
     /// Print what a trace file holds.
     Report(ReportArgs),
+    /// Print the raw events, one per line, in time order (like `perf script`).
+    Dump(DumpArgs),
+}
+
+#[derive(clap::Args)]
+struct DumpArgs {
+    /// The trace file.
+    trace: PathBuf,
+    /// Only events about this thread (as subject, wakee or switch partner).
+    #[arg(long)]
+    tid: Option<u32>,
+    /// Only this time window, relative to the trace start (as for `report`).
+    #[arg(long, value_name = "A..B")]
+    window: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -162,6 +176,7 @@ fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Record(args) => record(args),
         Command::Report(args) => report(args),
+        Command::Dump(args) => dump(args),
     }
 }
 
@@ -237,5 +252,49 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         .write_all(&bytes)
         .and_then(|_| stdout.flush())
         .context("writing the report")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dump(args: DumpArgs) -> Result<ExitCode> {
+    use gil_trace::trace::EventData;
+    let window = args
+        .window
+        .as_deref()
+        .map(parse_window)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let reader = TraceReader::open(&args.trace)?;
+    let start = reader.meta().start_monotonic_ns;
+    let (a, b) = window.map_or((0, u64::MAX), |(a, b)| {
+        (a.unwrap_or(0), b.unwrap_or(u64::MAX))
+    });
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for ev in reader.events() {
+        let ev = ev?;
+        let rel = ev.ts_ns.saturating_sub(start);
+        if rel < a || rel > b {
+            continue;
+        }
+        if let Some(tid) = args.tid {
+            let involved = ev.tid == tid
+                || matches!(ev.data, EventData::Switch { next_tid, .. } if next_tid == tid)
+                || matches!(ev.data, EventData::Waking { wakee, .. } if wakee == tid)
+                || matches!(ev.data, EventData::Fork { child } if child == tid);
+            if !involved {
+                continue;
+            }
+        }
+        writeln!(
+            out,
+            "{:>16.6} ms cpu{} {:>7}/{:<7} {:?}",
+            rel as f64 / 1e6,
+            ev.cpu,
+            ev.tgid,
+            ev.tid,
+            ev.data
+        )
+        .context("writing")?;
+    }
+    out.flush().context("writing")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod build;
 mod demo;
 mod lab;
 mod setup;
+mod validate;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         messages: u32,
     },
+    /// Record the lab for every policy with its truth log and check the analysis against it
+    /// (root); writes docs/validation.md.
+    Validate,
     /// Check formatting and clippy (-D warnings) for the whole workspace.
     Lint,
     /// Setup + build + record the bundled GIL lab under gil-trace + report.
@@ -82,6 +86,11 @@ fn run() -> Result<()> {
             lab::run(messages)
         }
         Command::Lint => build::lint(),
+        Command::Validate => {
+            setup::run()?;
+            build::build_all(true)?;
+            validate::run()
+        }
         Command::Demo { out } => {
             setup::run()?;
             build::build_all(true)?;

@@ -28,6 +28,9 @@ use crate::{
 /// Releases are normally seen earlier, as a wake of a gate word; this is the fallback for
 /// a holder that releases with nobody waiting (no syscall).
 pub const TAKE_GAP_CPU_NS: u64 = 1_000_000;
+/// A thread switched out this soon after its lock wait returned is taken to acquire the lock
+/// only when it runs again.
+pub const PREEMPTED_AFTER_WAIT_NS: u64 = 5_000;
 /// Default `--convoy-threshold`: lock wait after I/O above which an operation is convoyed.
 pub const DEFAULT_CONVOY_THRESHOLD_NS: u64 = 1_000_000;
 /// Consecutive convoyed operations needed for an episode.
@@ -110,6 +113,8 @@ pub struct IoOp {
     /// Back on a CPU after that wakeup.
     pub run_ns: Option<u64>,
     pub recv_exit_ns: u64,
+    /// Back in user space after recv: its exit, or later if switched out on the way.
+    pub recv_resumed_ns: Option<u64>,
     pub lock_acquired_ns: u64,
     pub lock_wait_ns: u64,
     /// The reply's send syscall entry and exit (None: no send before the next recv).
@@ -212,6 +217,10 @@ struct Take {
     last_wait_end: Option<HandoffKind>,
     last_wake: Option<Wakeup>,
     cpu_since_last_op: u64,
+    /// The thread has done nothing since its last wait returned (so a preemption right
+    /// there delays the acquisition to when it runs again).
+    exit_untouched: bool,
+    preempted: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -240,6 +249,8 @@ struct ThreadCtx {
     ops_state: OpsState,
     recv_wake: Option<(u64, Option<u64>)>,
     convoy: Option<OpenConvoy>,
+    /// recv returned datagrams; watching for the thread to resume user code.
+    recv_resume_pending: bool,
     /// Run spans of other lock users while this thread waits for the lock after I/O.
     holder_spans: Vec<(u32, u64, u64)>,
 }
@@ -325,6 +336,18 @@ impl<'a> ContentionTracker<'a> {
                 | EventData::Lost { .. }
                 | EventData::Unknown { .. }
         );
+        if subject_runs {
+            if let Some(t) = self
+                .threads
+                .get_mut(&ev.tid)
+                .filter(|t| t.recv_resume_pending)
+            {
+                t.recv_resume_pending = false;
+                for op in &mut t.ops {
+                    op.recv_resumed_ns.get_or_insert(op.recv_exit_ns);
+                }
+            }
+        }
         if subject_runs
             && self
                 .threads
@@ -341,6 +364,7 @@ impl<'a> ContentionTracker<'a> {
         match ev.data {
             EventData::Switch {
                 next_tid,
+                prev_state,
                 prev_traced,
                 next_traced,
                 ..
@@ -353,6 +377,17 @@ impl<'a> ContentionTracker<'a> {
                         }
                     }
                     t.blocked = t.futex.is_some() || t.in_recv.is_some();
+                    if let Some(take) = &mut t.take {
+                        // Preempted within a few µs of its wait returning, before doing
+                        // anything: it cannot have taken the lock yet.
+                        if take.exit_untouched
+                            && t.futex.is_none()
+                            && crate::model::timeline::switched_out_runnable(prev_state)
+                            && ts.saturating_sub(take.last_wait_exit) <= PREEMPTED_AFTER_WAIT_NS
+                        {
+                            take.preempted = true;
+                        }
+                    }
                     self.maybe_close_take(ev.tid, ts);
                 }
                 if next_traced {
@@ -369,6 +404,19 @@ impl<'a> ContentionTracker<'a> {
                     }
                     let t = self.threads.entry(next_tid).or_default();
                     t.running_since = Some(ts);
+                    if t.recv_resume_pending {
+                        t.recv_resume_pending = false;
+                        for op in &mut t.ops {
+                            op.recv_resumed_ns.get_or_insert(ts);
+                        }
+                    }
+                    if let Some(take) = &mut t.take {
+                        if take.preempted {
+                            // Preempted right after its wait returned: it takes the lock now.
+                            take.preempted = false;
+                            take.last_wait_exit = ts;
+                        }
+                    }
                     if let Some(w) = &mut t.pending_wake {
                         w.run_ns.get_or_insert(ts);
                     }
@@ -435,6 +483,8 @@ impl<'a> ContentionTracker<'a> {
                     if let Some(take) = &mut t.take {
                         take.waits += 1;
                         take.last_wait_exit = ts;
+                        take.exit_untouched = true;
+                        take.preempted = false;
                         take.cpu_since_last_op = 0;
                         let end = if ret == ETIMEDOUT {
                             take.timeouts += 1;
@@ -649,6 +699,7 @@ impl<'a> ContentionTracker<'a> {
                         for op in &mut t.ops {
                             op.recv_exit_ns = ts;
                         }
+                        t.recv_resume_pending = true;
                         t.ops_state = OpsState::AwaitLock;
                         t.holder_spans.clear();
                     }
