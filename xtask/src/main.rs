@@ -4,6 +4,7 @@
 //! - `build`: build the eBPF object, then the userspace binaries that embed it.
 //! - `test`:  setup + build + the whole test suite (root-only tests included when root).
 //! - `demo`:  setup + build + record the bundled GIL lab + report.
+mod bench;
 mod build;
 mod demo;
 mod lab;
@@ -47,6 +48,8 @@ enum Command {
     /// Record the lab for every policy with its truth log and check the analysis against it
     /// (root); writes docs/validation.md.
     Validate,
+    /// Performance figures (analysis speed on a ≥ 10 M-event trace); writes BENCHMARKS.md.
+    Bench,
     /// Check formatting and clippy (-D warnings) for the whole workspace.
     Lint,
     /// Setup + build + record the bundled GIL lab under gil-trace + report.
@@ -86,6 +89,11 @@ fn run() -> Result<()> {
             lab::run(messages)
         }
         Command::Lint => build::lint(),
+        Command::Bench => {
+            setup::run()?;
+            build::build_all(true)?;
+            bench::run()
+        }
         Command::Validate => {
             setup::run()?;
             build::build_all(true)?;

@@ -10,7 +10,9 @@
 //!   futex wake on the lock, released the lock to this thread.
 //! - An *uncontended* acquisition makes no syscall: after a recv with no lock wait before the
 //!   next I/O, the thread took the lock when recv returned.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -203,7 +205,7 @@ struct OpenConvoy {
     end_ns: u64,
     ops: u64,
     lock_wait_ns: u64,
-    holders: HashMap<u32, u64>,
+    holders: FxHashMap<u32, u64>,
 }
 
 #[derive(Default)]
@@ -279,7 +281,7 @@ pub struct ContentionOptions {
 pub struct ContentionTracker<'a> {
     locks: &'a LockSet,
     opts: ContentionOptions,
-    threads: HashMap<u32, ThreadCtx>,
+    threads: FxHashMap<u32, ThreadCtx>,
     per_lock: Vec<LockAcc>,
     /// Last known holder per lock (for timeout acquisitions' "from").
     holder: Vec<Option<u32>>,
@@ -294,7 +296,7 @@ impl<'a> ContentionTracker<'a> {
         ContentionTracker {
             locks,
             opts,
-            threads: HashMap::new(),
+            threads: FxHashMap::default(),
             per_lock: (0..locks.locks.len()).map(|_| LockAcc::default()).collect(),
             holder: vec![None; locks.locks.len()],
             io: IoAcc::default(),
@@ -728,7 +730,7 @@ impl<'a> ContentionTracker<'a> {
                 op.lock_acquired_ns = op.recv_exit_ns;
             }
             let (a, b) = (op.recv_exit_ns, op.lock_acquired_ns);
-            let mut holders: HashMap<u32, u64> = HashMap::new();
+            let mut holders: FxHashMap<u32, u64> = FxHashMap::default();
             for &(h, s, e) in &spans {
                 let overlap = e.min(b).saturating_sub(s.max(a));
                 if overlap > 0 {
@@ -760,7 +762,7 @@ impl<'a> ContentionTracker<'a> {
                 end_ns: 0,
                 ops: 0,
                 lock_wait_ns: 0,
-                holders: HashMap::new(),
+                holders: FxHashMap::default(),
             });
             c.end_ns = op.lock_acquired_ns;
             c.ops += 1;

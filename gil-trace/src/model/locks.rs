@@ -6,7 +6,9 @@
 //! the same threads (a glibc condvar's signal words next to its mutex, as CPython's GIL lays
 //! them out), or when threads keep using them together (a condvar and the mutex it releases,
 //! wherever they live). Locks are ranked by contention.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -84,10 +86,10 @@ struct PerThread {
 /// Pass 1: collects futex statistics.
 #[derive(Default)]
 pub struct LockFinder {
-    words: HashMap<WordKey, WordStats>,
-    together: HashMap<(WordKey, WordKey), u64>,
-    threads: HashMap<u32, PerThread>,
-    tgid_of: HashMap<u32, u32>,
+    words: FxHashMap<WordKey, WordStats>,
+    together: FxHashMap<(WordKey, WordKey), u64>,
+    threads: FxHashMap<u32, PerThread>,
+    tgid_of: FxHashMap<u32, u32>,
 }
 
 /// All identified locks, most contended first.
@@ -95,9 +97,9 @@ pub struct LockFinder {
 pub struct LockSet {
     pub locks: Vec<Lock>,
     #[serde(skip)]
-    word_to_lock: HashMap<WordKey, usize>,
+    word_to_lock: FxHashMap<WordKey, usize>,
     #[serde(skip)]
-    gates: std::collections::HashSet<WordKey>,
+    gates: rustc_hash::FxHashSet<WordKey>,
 }
 
 impl LockSet {
@@ -185,7 +187,7 @@ impl LockFinder {
             .values()
             .filter(|w| (w.waits > 0 && w.users.len() >= 2) || Some(w.addr) == force)
             .collect();
-        let index: HashMap<WordKey, usize> = candidates
+        let index: FxHashMap<WordKey, usize> = candidates
             .iter()
             .enumerate()
             .map(|(i, w)| ((w.tgid, w.addr), i))
@@ -310,8 +312,8 @@ impl LockFinder {
                 .then(b.wait_ns.cmp(&a.wait_ns))
                 .then(b.waits.cmp(&a.waits))
         });
-        let mut word_to_lock = HashMap::new();
-        let mut gates = std::collections::HashSet::new();
+        let mut word_to_lock = FxHashMap::default();
+        let mut gates = rustc_hash::FxHashSet::default();
         for (i, lock) in locks.iter_mut().enumerate() {
             lock.id = i;
             for w in &lock.words {

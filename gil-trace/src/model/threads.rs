@@ -1,5 +1,5 @@
 //! Per-thread totals: on-CPU time, context switches, futex calls, datagrams.
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -45,7 +45,7 @@ struct Tracked {
 /// Builds [`ThreadStats`] from the event stream.
 #[derive(Default)]
 pub struct ThreadTracker {
-    threads: HashMap<u32, Tracked>,
+    threads: FxHashMap<u32, Tracked>,
     last_ns: u64,
 }
 

@@ -1,6 +1,6 @@
 //! Per-thread state timeline: every nanosecond of a thread's life (first to last event) is in
 //! exactly one state, rebuilt from scheduler and syscall events.
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -98,8 +98,8 @@ struct Tracked {
 /// reports only need the totals).
 pub struct TimelineTracker<'a> {
     locks: &'a LockSet,
-    threads: HashMap<u32, Tracked>,
-    tgid_of: HashMap<u32, u32>,
+    threads: FxHashMap<u32, Tracked>,
+    tgid_of: FxHashMap<u32, u32>,
 }
 
 /// Was the task preempted (still runnable) when switched out? prev_state is TASK_RUNNING (0),
@@ -112,8 +112,8 @@ impl<'a> TimelineTracker<'a> {
     pub fn new(locks: &'a LockSet) -> Self {
         TimelineTracker {
             locks,
-            threads: HashMap::new(),
-            tgid_of: HashMap::new(),
+            threads: FxHashMap::default(),
+            tgid_of: FxHashMap::default(),
         }
     }
 
@@ -241,8 +241,8 @@ impl<'a> TimelineTracker<'a> {
     }
 
     /// Closes every thread's last span at its last event; returns per-thread totals.
-    pub fn finish(mut self, sink: &mut impl FnMut(StateSpan)) -> HashMap<u32, StateTotals> {
-        let mut out = HashMap::new();
+    pub fn finish(mut self, sink: &mut impl FnMut(StateSpan)) -> FxHashMap<u32, StateTotals> {
+        let mut out = FxHashMap::default();
         for (tid, t) in self.threads.iter_mut() {
             if t.last_ns > t.since {
                 t.totals.add(t.state, t.last_ns - t.since);

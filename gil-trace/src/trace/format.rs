@@ -123,8 +123,19 @@ pub fn unzigzag(v: u64) -> i64 {
 }
 
 /// Reads a varint at `*pos`; `None` if the input ends or the varint is over-long.
-#[inline]
+#[inline(always)]
 pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // Fast path: most fields (kinds, small deltas, cpus, masks) fit in one byte.
+    let first = *buf.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(first as u64);
+    }
+    get_varint_slow(buf, pos)
+}
+
+#[inline(never)]
+fn get_varint_slow(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     let mut shift = 0u32;
     loop {

@@ -1,11 +1,13 @@
 //! Timestamp ordering with a bounded window.
 //!
 //! Events from different CPUs reach the ring buffer in reservation order, which can trail
-//! their timestamps by a little. A min-heap holding [`SORT_WINDOW_NS`] of events restores
-//! order with memory bounded by the event rate, not the trace length. An event later than the
-//! window allows is delivered with its timestamp raised to the last one delivered (so
-//! consumers always see a monotonic stream) and counted in [`SortedEvents::late_events`].
-use std::{cmp::Reverse, collections::BinaryHeap};
+//! their timestamps by a little. A sorted buffer holding [`SORT_WINDOW_NS`] of events restores
+//! order with memory bounded by the event rate, not the trace length. The input is almost
+//! sorted, so the buffer is a deque: an in-order event is appended in O(1), an early one is
+//! inserted by binary search from the back. An event later than the window allows is
+//! delivered with its timestamp raised to the last one delivered (so consumers always see a
+//! monotonic stream) and counted in [`SortedEvents::late_events`].
+use std::collections::VecDeque;
 
 use super::{Event, TraceError};
 
@@ -14,34 +16,9 @@ pub const SORT_WINDOW_NS: u64 = 50_000_000;
 /// Upper bound on events held, whatever their timestamps say (bounds memory on hostile input).
 pub const SORT_MAX_HELD: usize = 1 << 20;
 
-#[derive(Debug)]
-struct Held {
-    ts: u64,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts, self.seq) == (other.ts, other.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(other.ts, other.seq))
-    }
-}
-
 pub struct SortedEvents<I> {
     inner: I,
-    heap: BinaryHeap<Reverse<Held>>,
-    seq: u64,
+    held: VecDeque<Event>,
     max_ts: u64,
     last_out: u64,
     late: u64,
@@ -53,8 +30,7 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> SortedEvents<I> {
     pub fn new(inner: I) -> Self {
         SortedEvents {
             inner,
-            heap: BinaryHeap::new(),
-            seq: 0,
+            held: VecDeque::with_capacity(4096),
             max_ts: 0,
             last_out: 0,
             late: 0,
@@ -72,9 +48,19 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> SortedEvents<I> {
         &self.inner
     }
 
+    fn insert(&mut self, ev: Event) {
+        match self.held.back() {
+            Some(back) if back.ts_ns > ev.ts_ns => {
+                // Stable: after every held event with the same timestamp.
+                let at = self.held.partition_point(|e| e.ts_ns <= ev.ts_ns);
+                self.held.insert(at, ev);
+            }
+            _ => self.held.push_back(ev),
+        }
+    }
+
     fn pop(&mut self) -> Option<Event> {
-        let Reverse(held) = self.heap.pop()?;
-        let mut ev = held.event;
+        let mut ev = self.held.pop_front()?;
         if ev.ts_ns < self.last_out {
             self.late += 1;
             ev.ts_ns = self.last_out;
@@ -87,24 +73,18 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> SortedEvents<I> {
 impl<I: Iterator<Item = Result<Event, TraceError>>> Iterator for SortedEvents<I> {
     type Item = Result<Event, TraceError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            if let Some(Reverse(top)) = self.heap.peek() {
-                if top.ts.saturating_add(SORT_WINDOW_NS) < self.max_ts
-                    || self.heap.len() >= SORT_MAX_HELD
-                {
+            if let Some(front) = self.held.front() {
+                if front.ts_ns.saturating_add(SORT_WINDOW_NS) < self.max_ts || self.held.len() >= SORT_MAX_HELD {
                     return self.pop().map(Ok);
                 }
             }
             match self.inner.next() {
                 Some(Ok(ev)) => {
                     self.max_ts = self.max_ts.max(ev.ts_ns);
-                    self.seq += 1;
-                    self.heap.push(Reverse(Held {
-                        ts: ev.ts_ns,
-                        seq: self.seq,
-                        event: ev,
-                    }));
+                    self.insert(ev);
                 }
                 Some(Err(e)) => {
                     // Deliver what is held first, then the error.
