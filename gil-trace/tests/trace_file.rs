@@ -252,3 +252,100 @@ fn report_on_a_truncated_trace_is_a_one_line_error_naming_file_and_offset() {
     assert_eq!(v["meta"]["command"][0], "prog");
     assert_eq!(v["lost"], 0);
 }
+
+fn report_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = gil_trace()
+        .arg("report")
+        .arg("--json")
+        .args(extra)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "report failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn raw(ts: u64, kind: u32, tid: u32, args: [u64; 4]) -> RawEvent {
+    RawEvent {
+        ts_ns: ts,
+        kind,
+        tid,
+        tgid: 100,
+        cpu: 0,
+        args,
+    }
+}
+
+#[test]
+fn odd_but_valid_traces_give_sensible_reports() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // No events at all.
+    let empty = dir.path().join("empty.trace");
+    write_trace(&empty, &[]);
+    let v = report_json(&empty, &[]);
+    assert_eq!(v["locks"].as_array().unwrap().len(), 0);
+    assert_eq!(v["convoys"].as_array().unwrap().len(), 0);
+    assert_eq!(v["io_stalls"]["datagrams"], 0);
+    let out = gil_trace().arg("report").arg(&empty).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("none: no futex word"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Scheduler events only, a thread appearing mid-trace, an event far out of order, and
+    // kinds from a newer recorder.
+    let odd = dir.path().join("odd.trace");
+    let sw = |ts, prev, next| {
+        raw(
+            ts,
+            EventKind::SchedSwitch as u32,
+            prev,
+            [next as u64, 1, 120, 3],
+        )
+    };
+    let mut events = vec![sw(1_000_000, 101, 102), sw(2_000_000, 102, 101)];
+    events.push(sw(500_000_000, 101, 103)); // 103 appears mid-trace
+    events.push(sw(600_000_000, 103, 101));
+    events.push(raw(700_000_000, 99, 101, [1, 2, 3, 4])); // unknown kind
+    events.push(sw(3_000_000, 101, 102)); // ~700 ms late: beyond the sort window
+    events.push(sw(800_000_000, 102, 101));
+    write_trace(&odd, &events);
+    let v = report_json(&odd, &[]);
+    assert_eq!(v["locks"].as_array().unwrap().len(), 0);
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("unknown"), "{warnings}");
+    assert!(
+        warnings.contains("later than the sort window"),
+        "{warnings}"
+    );
+    let tids: Vec<u64> = v["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tid"].as_u64().unwrap())
+        .collect();
+    assert!(tids.contains(&103), "{tids:?}");
+
+    // Filters: a window that excludes everything, and one thread only.
+    let v = report_json(&odd, &["--window", "10s..20s"]);
+    assert_eq!(v["threads"].as_array().unwrap().len(), 0);
+    let v = report_json(&odd, &["--tid", "103"]);
+    assert_eq!(v["threads"].as_array().unwrap().len(), 1);
+
+    // Bad filter values are one-line errors.
+    let out = gil_trace()
+        .args(["report", "--window", "5..1"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "start is after end");
+    let out = gil_trace()
+        .args(["report", "--lock", "0xZZ"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -20,7 +20,10 @@ use crate::{build::release_bin, workspace_root};
 /// Wall seconds and peak RSS (KiB) of one command: wait4 gives that child's own rusage.
 fn measure(cmd: &mut Command) -> Result<(f64, u64)> {
     let start = Instant::now();
-    let child = cmd.stdout(std::process::Stdio::null()).spawn().with_context(|| format!("{cmd:?}"))?;
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("{cmd:?}"))?;
     let mut status = 0;
     // SAFETY: wait4 on our own child with valid out-pointers.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -61,7 +64,11 @@ pub fn replicate(base: &Path, out: &Path, target: u64) -> Result<u64> {
         round += 1;
     }
     let end = last + (round - 1) * span;
-    w.finish(TraceTrailer { end_monotonic_ns: end, stop_reason: "exit".into(), ..Default::default() })?;
+    w.finish(TraceTrailer {
+        end_monotonic_ns: end,
+        stop_reason: "exit".into(),
+        ..Default::default()
+    })?;
     Ok(n)
 }
 
@@ -83,27 +90,52 @@ pub fn run() -> Result<()> {
     let big: PathBuf = dir.join("big.trace");
     let events = replicate(&base, &big, 10_000_000)?;
     let size = fs::metadata(&big)?.len();
-    eprintln!("[bench] {} events, {:.1} MB ({:.1} B/event)", events, size as f64 / 1e6, size as f64 / events as f64);
+    eprintln!(
+        "[bench] {} events, {:.1} MB ({:.1} B/event)",
+        events,
+        size as f64 / 1e6,
+        size as f64 / events as f64
+    );
     let mut rows = Vec::new();
-    for (name, args) in [("report (text)", vec!["report"]), ("report --json", vec!["report", "--json"])] {
+    for (name, args) in [
+        ("report (text)", vec!["report"]),
+        ("report --json", vec!["report", "--json"]),
+    ] {
         let mut cmd = Command::new(release_bin("gil-trace"));
         cmd.args(&args).arg(&big);
         let (secs, rss) = measure(&mut cmd)?;
-        eprintln!("[bench] {name}: {secs:.2} s, {:.1} M events/s, peak RSS {} MiB", events as f64 / secs / 1e6, rss / 1024);
+        eprintln!(
+            "[bench] {name}: {secs:.2} s, {:.1} M events/s, peak RSS {} MiB",
+            events as f64 / secs / 1e6,
+            rss / 1024
+        );
         rows.push((name, secs, rss));
     }
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output()?;
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()?;
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
-    writeln!(md, "Produced by `cargo xtask bench` on {} ({} CPUs, kernel {}).\n", String::from_utf8_lossy(&date.stdout).trim(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        String::from_utf8_lossy(&Command::new("uname").arg("-r").output()?.stdout).trim())?;
+    writeln!(
+        md,
+        "Produced by `cargo xtask bench` on {} ({} CPUs, kernel {}).\n",
+        String::from_utf8_lossy(&date.stdout).trim(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        String::from_utf8_lossy(&Command::new("uname").arg("-r").output()?.stdout).trim()
+    )?;
     writeln!(md, "## Analysis speed\n")?;
     writeln!(md, "A recorded lab trace (`workload --gil new --spinners 2`: a real convoy) replicated to {events} events ({:.1} B/event on disk). Single-threaded; two streaming passes over the file (locks first, then everything else). Target (issue 4): ≥ 10 M events/s with flat memory.\n", size as f64 / events as f64)?;
     writeln!(md, "| command | seconds | events/s | peak RSS |")?;
     writeln!(md, "|---|---:|---:|---:|")?;
     for (name, secs, rss) in rows {
-        writeln!(md, "| `gil-trace {name}` | {secs:.2} | {:.1} M | {} MiB |", events as f64 / secs / 1e6, rss / 1024)?;
+        writeln!(
+            md,
+            "| `gil-trace {name}` | {secs:.2} | {:.1} M | {} MiB |",
+            events as f64 / secs / 1e6,
+            rss / 1024
+        )?;
     }
     fs::write(workspace_root().join("BENCHMARKS.md"), md)?;
     eprintln!("[bench] wrote BENCHMARKS.md");

@@ -16,7 +16,7 @@ use crate::{
         locks::{Lock, LockFinder},
         timeline::{StateSpan, TimelineTracker},
     },
-    trace::{Event, EventData, TraceError, TraceMeta, TraceTrailer},
+    trace::{sort::SortedEvents, Event, EventData, TraceError, TraceMeta, TraceTrailer},
 };
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -74,7 +74,7 @@ pub fn analyze<I, F>(
 ) -> Result<Report, TraceError>
 where
     I: Iterator<Item = Result<Event, TraceError>>,
-    F: FnMut() -> Result<I, TraceError>,
+    F: FnMut() -> Result<SortedEvents<I>, TraceError>,
 {
     let in_window = |ev: &Event| {
         opts.window
@@ -100,14 +100,9 @@ where
         },
     );
     let mut lost_spans = Vec::new();
-    let mut late = 0;
-    let mut last_ts = 0;
-    for ev in open()? {
+    let mut events = open()?;
+    for ev in events.by_ref() {
         let ev = ev?;
-        if ev.ts_ns < last_ts {
-            late += 1;
-        }
-        last_ts = last_ts.max(ev.ts_ns);
         if !in_window(&ev) {
             continue;
         }
@@ -125,6 +120,7 @@ where
         });
         contention.observe(&ev);
     }
+    let late = events.late_events();
     let totals = timeline.finish(&mut |span| on_span(&span));
     let mut result = contention.finish();
     let mut summary = summary.finish(meta, trailer);

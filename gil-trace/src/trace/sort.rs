@@ -77,7 +77,9 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> Iterator for SortedEvents<I>
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
             if let Some(front) = self.held.front() {
-                if front.ts_ns.saturating_add(SORT_WINDOW_NS) < self.max_ts || self.held.len() >= SORT_MAX_HELD {
+                if front.ts_ns.saturating_add(SORT_WINDOW_NS) < self.max_ts
+                    || self.held.len() >= SORT_MAX_HELD
+                {
                     return self.pop().map(Ok);
                 }
             }
