@@ -4,9 +4,13 @@ use std::{ffi::OsString, io::Write, path::PathBuf, process::ExitCode, time::Dura
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gil_trace::{
-    analysis::{analyze, ReportOptions},
+    analysis::{analyze, report::timeline_pass, ReportOptions},
     capture::{self, RecordOptions, Target},
     render,
+    render::{
+        charts::{default_window, ChartData},
+        svg::charts_svg,
+    },
     trace::TraceReader,
 };
 
@@ -85,6 +89,9 @@ struct ReportArgs {
     /// Treat the lock containing this futex address (hex 0x… or decimal) as the primary lock.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     lock: Option<u64>,
+    /// Also draw the charts as one SVG file (default: the trace's name with .svg).
+    #[arg(long, value_name = "OUT", num_args = 0..=1)]
+    svg: Option<Option<PathBuf>>,
     /// Lock wait after I/O above which a datagram counts as convoyed (units as --window).
     #[arg(long, default_value = "1ms", value_parser = parse_duration_ns)]
     convoy_threshold: u64,
@@ -234,14 +241,39 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         tid: args.tid,
         lock: args.lock,
         convoy_threshold_ns: args.convoy_threshold,
-        detail: args.detail,
+        // Charts need the per-item rows (handoffs, arrivals) even when the JSON does not.
+        detail: args.detail || args.svg.is_some(),
     };
     let mut first = Some(reader);
     let open = || match first.take() {
         Some(r) => Ok(r.events()),
         None => TraceReader::open(&args.trace).map(|r| r.events()),
     };
-    let report = analyze(&meta, &trailer, open, opts, |_| {})?;
+    let mut report = analyze(&meta, &trailer, open, opts, |_| {})?;
+    if let Some(svg) = &args.svg {
+        let out = svg
+            .clone()
+            .unwrap_or_else(|| args.trace.with_extension("svg"));
+        let (start, end) = (report.summary.meta.start_ns, report.summary.meta.end_ns);
+        let window = opts
+            .window
+            .map(|(a, b)| (a, b.min(end)))
+            .unwrap_or_else(|| default_window(&report, start, end));
+        let title = format!("gil-trace: {}", args.trace.display());
+        let mut data = ChartData::new(&report, title, window);
+        timeline_pass(
+            || TraceReader::open(&args.trace).map(|r| r.events()),
+            &report.lock_set,
+            |span| data.add_span(span),
+        )?;
+        let svg = charts_svg(&data)?;
+        std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("gil-trace: wrote {}", out.display());
+    }
+    if !args.detail {
+        report.io_ops = None;
+        report.handoff_events = None;
+    }
     let bytes = if args.json {
         render::json::to_json(&report)
     } else {

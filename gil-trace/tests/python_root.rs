@@ -54,7 +54,14 @@ fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
     if skip_without_privilege("cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread") {
         return;
     }
-    let (fx, report) = record_python(1, 150);
+    // Two CPU-bound threads, and one retry: a moment of foreign CPU load changes thread
+    // placement and can hide the convoy for a whole short run (see docs/analysis.md).
+    let mut run = record_python(2, 150);
+    if run.1["convoys"].as_array().is_none_or(|c| c.is_empty()) {
+        eprintln!("no convoy on the first run (placement?); retrying once");
+        run = record_python(2, 150);
+    }
+    let (fx, report) = run;
     assert_eq!(report["lost"], 0);
     let top = &report["locks"][0];
     let users: Vec<u64> = top["threads"]

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     model::{
-        locks::{Lock, LockFinder},
+        locks::{Lock, LockFinder, LockSet},
         timeline::{StateSpan, TimelineTracker},
     },
     trace::{sort::SortedEvents, Event, EventData, TraceError, TraceMeta, TraceTrailer},
@@ -62,6 +62,28 @@ pub struct Report {
     pub handoff_events: Option<Vec<HandoffEvent>>,
     /// Events delivered later than the reader's sort window allowed.
     pub late_events: u64,
+    /// The identified locks with their word index (for later passes, e.g. charts).
+    #[serde(skip)]
+    pub lock_set: LockSet,
+}
+
+/// One more streaming pass that only rebuilds the thread timelines, handing every span to
+/// `sink` (charts collect them for their own time window).
+pub fn timeline_pass<I, F>(
+    mut open: F,
+    locks: &LockSet,
+    mut sink: impl FnMut(&StateSpan),
+) -> Result<(), TraceError>
+where
+    I: Iterator<Item = Result<Event, TraceError>>,
+    F: FnMut() -> Result<SortedEvents<I>, TraceError>,
+{
+    let mut timeline = TimelineTracker::new(locks);
+    for ev in open()? {
+        timeline.observe(&ev?, &mut |span| sink(&span));
+    }
+    timeline.finish(&mut |span| sink(&span));
+    Ok(())
 }
 
 /// Builds the report. `open` yields a fresh time-ordered event stream (called twice).
@@ -215,5 +237,6 @@ where
         io_ops: opts.detail.then_some(result.io_ops),
         handoff_events: opts.detail.then_some(result.handoff_events),
         late_events: late,
+        lock_set: locks,
     })
 }

@@ -1,3 +1,5 @@
-//! Render: results to bytes (text, JSON). No I/O here; the CLI writes.
+//! Render: results to bytes (text, JSON, SVG). No I/O here; the CLI writes.
+pub mod charts;
 pub mod json;
+pub mod svg;
 pub mod text;

@@ -68,3 +68,147 @@ pub fn assert_one_line_error(out: &Output, needle: &str) {
     assert_eq!(lines.len(), 1, "not a one-line error:\n{err}");
     assert!(err.contains(needle), "error lacks {needle:?}: {err}");
 }
+
+use gil_trace::trace::{format::FORMAT_VERSION, TraceMeta, TraceTrailer, TraceWriter};
+use gil_trace_common::{EventKind, RawEvent};
+
+const LOCK: u64 = 0x1000;
+
+fn raw(ts: u64, kind: EventKind, tid: u32, args: [u64; 4]) -> RawEvent {
+    RawEvent {
+        ts_ns: ts,
+        kind: kind as u32,
+        tid,
+        tgid: 100,
+        cpu: 0,
+        args,
+    }
+}
+
+/// A synthetic echo server trace: thread 101 ("echo") receives `rounds` datagrams; after each
+/// recv it waits `lock_wait_ns` for a lock held by 102 ("spinner") (0: no wait); plus
+/// `extra_threads` threads that just run, so lanes can be counted.
+pub fn synthetic_echo_trace(path: &Path, rounds: u64, lock_wait_ns: u64, extra_threads: u32) {
+    let meta = TraceMeta {
+        format_version: FORMAT_VERSION,
+        command: vec!["synthetic".into()],
+        root_pid: 100,
+        start_monotonic_ns: 0,
+        clock: "CLOCK_MONOTONIC".into(),
+        ..Default::default()
+    };
+    let mut w = TraceWriter::create(path, &meta).unwrap();
+    let (echo, spinner, client) = (101u32, 102u32, 103u32);
+    let mut ev = vec![];
+    let comm = |tid: u32, name: &str| {
+        let mut b = [0u8; 16];
+        b[..name.len()].copy_from_slice(name.as_bytes());
+        raw(
+            1,
+            EventKind::Comm,
+            tid,
+            [
+                u64::from_le_bytes(b[..8].try_into().unwrap()),
+                u64::from_le_bytes(b[8..].try_into().unwrap()),
+                0,
+                0,
+            ],
+        )
+    };
+    ev.push(comm(echo, "echo"));
+    ev.push(comm(spinner, "spinner"));
+    ev.push(comm(client, "client"));
+    let futex = |ts, tid, op: u64| {
+        raw(
+            ts,
+            EventKind::FutexEnter,
+            tid,
+            [
+                LOCK,
+                op,
+                0,
+                0xffff_ffff | (((op == 137) as u64) << 32) | (1 << 40),
+            ],
+        )
+    };
+    let fexit = |ts, tid, ret: i64| raw(ts, EventKind::FutexExit, tid, [ret as u64, 1, 0, 0]);
+    let switch = |ts, prev: u32, next: u32, state: u64| {
+        raw(
+            ts,
+            EventKind::SchedSwitch,
+            prev,
+            [
+                next as u64,
+                state,
+                120,
+                (prev != 0) as u64 | (((next != 0) as u64) << 1),
+            ],
+        )
+    };
+    // Both threads use the lock word.
+    ev.extend([
+        futex(10, spinner, 137),
+        fexit(20, spinner, 0),
+        futex(30, echo, 137),
+        fexit(40, echo, 0),
+    ]);
+    let ms = 1_000_000u64;
+    for i in 0..rounds {
+        let t = ms + i * (lock_wait_ns + 2 * ms);
+        ev.push(raw(t, EventKind::RecvEnter, echo, [45, 3, 65507, 0]));
+        ev.push(switch(t + 1_000, echo, spinner, 1));
+        ev.push(raw(
+            t + 10_000,
+            EventKind::SchedWaking,
+            client,
+            [echo as u64, 0, 0, 0],
+        ));
+        ev.push(switch(t + 12_000, spinner, echo, 0));
+        ev.push(raw(
+            t + 14_000,
+            EventKind::NetRecv,
+            echo,
+            [t + 9_000, 7, 512, 0],
+        ));
+        ev.push(raw(t + 15_000, EventKind::RecvExit, echo, [512, 45, 0, 0]));
+        let mut at = t + 16_000;
+        if lock_wait_ns > 0 {
+            ev.push(futex(at, echo, 137));
+            ev.push(switch(at + 500, echo, spinner, 1));
+            ev.push(futex(at + lock_wait_ns - 3_000, spinner, 129));
+            ev.push(raw(
+                at + lock_wait_ns - 2_000,
+                EventKind::SchedWaking,
+                spinner,
+                [echo as u64, 0, 0, 0],
+            ));
+            ev.push(fexit(at + lock_wait_ns - 1_000, spinner, 1));
+            ev.push(switch(at + lock_wait_ns - 500, spinner, echo, 0));
+            ev.push(fexit(at + lock_wait_ns, echo, 0));
+            at += lock_wait_ns;
+        }
+        ev.push(raw(at + 5_000, EventKind::SendEnter, echo, [44, 3, 512, 0]));
+        ev.push(raw(at + 8_000, EventKind::SendExit, echo, [512, 44, 0, 0]));
+        for k in 0..extra_threads {
+            let tid = 200 + k;
+            ev.push(switch(at + 9_000 + k as u64, 0, tid, 0));
+            ev.push(switch(
+                at + 9_500 + k as u64 * 7,
+                tid,
+                0,
+                (i + k as u64) % 2,
+            ));
+        }
+    }
+    ev.sort_by_key(|e| e.ts_ns);
+    let end = ev.last().map(|e| e.ts_ns).unwrap_or(0);
+    for e in &ev {
+        w.push(e).unwrap();
+    }
+    w.finish(TraceTrailer {
+        end_monotonic_ns: end,
+        stop_reason: "exit".into(),
+        ..Default::default()
+    })
+    .unwrap();
+}

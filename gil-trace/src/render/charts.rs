@@ -1,0 +1,344 @@
+//! Chart data: what the SVG charts draw, collected from a report and a timeline pass, with
+//! every per-event series bounded (sub-pixel segments merged into per-column shares), so a
+//! chart's size does not grow with the trace.
+use std::collections::BTreeMap;
+
+use crate::{
+    analysis::{contention::COMPONENTS, Report},
+    model::timeline::{StateSpan, StateTotals, ThreadState},
+};
+
+/// Timeline columns are limited so lanes × columns ≤ this (bounds the SVG size).
+pub const MAX_CELLS: usize = 15_000;
+pub const MAX_LANES: usize = 24;
+pub const MAX_MARKS: usize = 1_500;
+
+/// Time spent in each state per (lane, column), for one time range.
+#[derive(Clone, Debug)]
+pub struct StateGrid {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub columns: usize,
+    /// lane → per column → ns per state (indexed like ThreadState::ALL).
+    pub cells: Vec<Vec<[u64; 5]>>,
+}
+
+fn state_index(s: ThreadState) -> usize {
+    ThreadState::ALL.iter().position(|x| *x == s).unwrap_or(4)
+}
+
+impl StateGrid {
+    pub fn new(start_ns: u64, end_ns: u64, lanes: usize, columns: usize) -> Self {
+        let end_ns = end_ns.max(start_ns + 1);
+        StateGrid {
+            start_ns,
+            end_ns,
+            columns,
+            cells: vec![vec![[0; 5]; columns]; lanes],
+        }
+    }
+
+    /// Spreads a span over the columns it covers.
+    pub fn add(&mut self, lane: usize, span: &StateSpan) {
+        let (s, e) = (
+            span.start_ns.max(self.start_ns),
+            span.end_ns.min(self.end_ns),
+        );
+        if e <= s || lane >= self.cells.len() {
+            return;
+        }
+        let width = (self.end_ns - self.start_ns) as f64 / self.columns as f64;
+        let col = |t: u64| (((t - self.start_ns) as f64 / width) as usize).min(self.columns - 1);
+        let (c0, c1) = (col(s), col(e.saturating_sub(1).max(s)));
+        let i = state_index(span.state);
+        for c in c0..=c1 {
+            let cs = self.start_ns + (c as f64 * width) as u64;
+            let ce = self.start_ns + ((c + 1) as f64 * width) as u64;
+            let overlap = e.min(ce).saturating_sub(s.max(cs));
+            self.cells[lane][c][i] += overlap;
+        }
+    }
+
+    /// Runs of columns with the same dominant state: (first column, last column, state).
+    pub fn runs(&self, lane: usize) -> Vec<(usize, usize, ThreadState)> {
+        let mut out: Vec<(usize, usize, ThreadState)> = Vec::new();
+        for (c, cell) in self.cells[lane].iter().enumerate() {
+            if cell.iter().all(|&v| v == 0) {
+                continue;
+            }
+            let (i, _) = cell.iter().enumerate().max_by_key(|(_, v)| **v).unwrap();
+            let state = ThreadState::ALL[i];
+            match out.last_mut() {
+                Some(last) if last.1 + 1 == c && last.2 == state => last.1 = c,
+                _ => out.push((c, c, state)),
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Lane {
+    pub tid: u32,
+    pub label: String,
+}
+
+/// Everything the charts of one trace show.
+#[derive(Clone, Debug)]
+pub struct ChartData {
+    pub title: String,
+    pub lanes: Vec<Lane>,
+    /// Threads not drawn (over [`MAX_LANES`]).
+    pub hidden_lanes: usize,
+    pub detail: StateGrid,
+    pub overview: StateGrid,
+    /// (start, end, lane) the primary lock was held, inferred from acquisitions.
+    pub holders: Vec<(u64, u64, usize)>,
+    /// (time, from lane, to lane) handoffs.
+    pub handoffs: Vec<(u64, usize, usize)>,
+    /// (time, lane) datagram arrivals.
+    pub arrivals: Vec<(u64, usize)>,
+    /// (start, end, lane) convoy episodes.
+    pub convoys: Vec<(u64, u64, usize)>,
+    /// Per stall component: sorted ns values (downsampled).
+    pub stall_components: Vec<(String, Vec<u64>)>,
+    /// Per lock: sorted total-wait ns of its contended acquisitions (downsampled).
+    pub handoff_waits: Vec<(String, Vec<u64>)>,
+    pub state_shares: Vec<(String, StateTotals)>,
+    pub trace_start_ns: u64,
+}
+
+fn downsample(mut v: Vec<u64>, max: usize) -> Vec<u64> {
+    v.sort_unstable();
+    if v.len() <= max {
+        return v;
+    }
+    (0..max).map(|i| v[i * (v.len() - 1) / (max - 1)]).collect()
+}
+
+/// How much of the worst convoy the default window shows (enough to see single handoffs).
+pub const DEFAULT_WINDOW_NS: u64 = 100_000_000;
+
+/// Chooses the detail window: the start of the worst convoy (up to 100 ms of it, with 10 ms
+/// before), else the whole trace.
+pub fn default_window(report: &Report, start: u64, end: u64) -> (u64, u64) {
+    match report.convoys.first() {
+        Some(c) => {
+            let from = c.start_ns.saturating_sub(10_000_000).max(start);
+            let to = (c.end_ns + 10_000_000)
+                .min(from + DEFAULT_WINDOW_NS)
+                .min(end);
+            (from, to.max(from + 1))
+        }
+        None => (start, end),
+    }
+}
+
+/// Lane order: processes in order, I/O threads first, then lock users, then the rest.
+pub fn lanes_for(report: &Report) -> (Vec<Lane>, usize) {
+    let lock_users: Vec<u32> = report
+        .locks
+        .first()
+        .map(|l| l.threads.clone())
+        .unwrap_or_default();
+    let mut threads: Vec<_> = report.summary.threads.iter().collect();
+    threads.sort_by_key(|t| {
+        let group = if t.datagrams_received > 0 {
+            0
+        } else if lock_users.contains(&t.tid) {
+            1
+        } else {
+            2
+        };
+        (t.tgid, group, t.tid)
+    });
+    let hidden = threads.len().saturating_sub(MAX_LANES);
+    let lanes = threads
+        .into_iter()
+        .take(MAX_LANES)
+        .map(|t| Lane {
+            tid: t.tid,
+            label: if t.name.is_empty() {
+                t.tid.to_string()
+            } else {
+                format!("{} ({})", t.name, t.tid)
+            },
+        })
+        .collect();
+    (lanes, hidden)
+}
+
+impl ChartData {
+    /// Builds everything but the state grids' contents (fed by [`ChartData::add_span`]).
+    pub fn new(report: &Report, title: String, window: (u64, u64)) -> ChartData {
+        let (lanes, hidden_lanes) = lanes_for(report);
+        let start = report.summary.meta.start_ns;
+        let end = report.summary.meta.end_ns.max(start + 1);
+        let columns = (MAX_CELLS / lanes.len().max(1)).clamp(100, 1000);
+        let lane_of: BTreeMap<u32, usize> =
+            lanes.iter().enumerate().map(|(i, l)| (l.tid, i)).collect();
+        let (ws, we) = window;
+        let in_win = |t: u64| t >= ws && t <= we;
+        let mut holders = Vec::new();
+        let mut handoffs = Vec::new();
+        if let (Some(events), Some(primary)) = (&report.handoff_events, report.locks.first()) {
+            let name = primary.name();
+            let mut acq: Vec<_> = events.iter().filter(|h| h.lock == name).collect();
+            acq.sort_by_key(|h| h.acquire_ns);
+            for (i, h) in acq.iter().enumerate() {
+                // Held until the next acquisition (releases themselves are not always visible).
+                let until = acq.get(i + 1).map(|n| n.acquire_ns).unwrap_or(h.acquire_ns);
+                if let Some(&lane) = lane_of.get(&h.to_tid) {
+                    if until > ws && h.acquire_ns < we {
+                        holders.push((h.acquire_ns.max(ws), until.min(we), lane));
+                    }
+                    if let Some(from) = h.from_tid.and_then(|f| lane_of.get(&f)) {
+                        if in_win(h.acquire_ns) {
+                            handoffs.push((h.acquire_ns, *from, lane));
+                        }
+                    }
+                }
+            }
+        }
+        let step = |n: usize| (n / MAX_MARKS).max(1);
+        let handoffs: Vec<_> = handoffs
+            .iter()
+            .step_by(step(handoffs.len()))
+            .copied()
+            .collect();
+        let holders = if holders.len() > MAX_CELLS {
+            holders.into_iter().step_by(2).collect()
+        } else {
+            holders
+        };
+        let mut arrivals = Vec::new();
+        let mut components: Vec<Vec<u64>> = vec![Vec::new(); 5];
+        if let Some(ops) = &report.io_ops {
+            for op in ops {
+                if let (Some(a), Some(&lane)) = (op.arrival_ns, lane_of.get(&op.tid)) {
+                    if in_win(a) {
+                        arrivals.push((a, lane));
+                    }
+                }
+                for (i, v) in op.components().into_iter().enumerate() {
+                    components[i].push(v);
+                }
+            }
+        }
+        let arrivals: Vec<_> = arrivals
+            .iter()
+            .step_by(step(arrivals.len()))
+            .copied()
+            .collect();
+        let stall_components = COMPONENTS
+            .iter()
+            .zip(components)
+            .map(|(n, v)| (n.to_string(), downsample(v, 400)))
+            .collect();
+        let mut waits: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        if let Some(events) = &report.handoff_events {
+            for h in events {
+                waits
+                    .entry(h.lock.clone())
+                    .or_default()
+                    .push(h.acquire_ns - h.wait_start_ns);
+            }
+        }
+        let order: Vec<String> = report.locks.iter().take(3).map(|l| l.name()).collect();
+        let handoff_waits = order
+            .into_iter()
+            .filter_map(|n| {
+                waits
+                    .remove(&n)
+                    .map(|v| (format!("lock {n}"), downsample(v, 400)))
+            })
+            .collect();
+        let convoys = report
+            .convoys
+            .iter()
+            .filter_map(|c| lane_of.get(&c.tid).map(|&l| (c.start_ns, c.end_ns, l)))
+            .filter(|c| c.1 > ws && c.0 < we)
+            .collect();
+        let state_shares = lanes
+            .iter()
+            .filter_map(|l| {
+                report
+                    .summary
+                    .threads
+                    .iter()
+                    .find(|t| t.tid == l.tid)
+                    .map(|t| (l.label.clone(), t.states.unwrap_or_default()))
+            })
+            .collect();
+        ChartData {
+            title,
+            detail: StateGrid::new(ws, we, lanes.len(), columns),
+            overview: StateGrid::new(start, end, lanes.len(), 300),
+            lanes,
+            hidden_lanes,
+            holders,
+            handoffs,
+            arrivals,
+            convoys,
+            stall_components,
+            handoff_waits,
+            state_shares,
+            trace_start_ns: start,
+        }
+    }
+
+    pub fn lane_of(&self, tid: u32) -> Option<usize> {
+        self.lanes.iter().position(|l| l.tid == tid)
+    }
+
+    /// Feeds one timeline span (from the timeline pass).
+    pub fn add_span(&mut self, span: &StateSpan) {
+        if let Some(lane) = self.lane_of(span.tid) {
+            self.detail.add(lane, span);
+            self.overview.add(lane, span);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_merges_sub_column_spans_into_dominant_runs() {
+        let mut g = StateGrid::new(0, 1_000, 1, 10);
+        // 100 ns per column; alternating tiny spans, mostly running in columns 0-4.
+        for i in 0..50u64 {
+            let state = if i % 5 == 0 {
+                ThreadState::LockWait
+            } else {
+                ThreadState::Running
+            };
+            g.add(
+                0,
+                &StateSpan {
+                    tid: 1,
+                    state,
+                    start_ns: i * 10,
+                    end_ns: i * 10 + 10,
+                },
+            );
+        }
+        g.add(
+            0,
+            &StateSpan {
+                tid: 1,
+                state: ThreadState::IoWait,
+                start_ns: 500,
+                end_ns: 1_000,
+            },
+        );
+        let runs = g.runs(0);
+        assert_eq!(
+            runs,
+            vec![(0, 4, ThreadState::Running), (5, 9, ThreadState::IoWait)]
+        );
+        let total: u64 = g.cells[0].iter().flatten().sum();
+        assert_eq!(total, 1_000, "time is conserved");
+    }
+}
