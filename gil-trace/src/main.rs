@@ -33,6 +33,26 @@ enum Command {
     Report(ReportArgs),
     /// Print the raw events, one per line, in time order (like `perf script`).
     Dump(DumpArgs),
+    /// Convert a trace for other viewers.
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// Chrome Trace Event JSON: opens in ui.perfetto.dev and chrome://tracing.
+    Perfetto,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "perfetto")]
+    format: ExportFormat,
+    /// The trace file.
+    trace: PathBuf,
+    /// Output file.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +204,7 @@ fn run() -> Result<ExitCode> {
         Command::Record(args) => record(args),
         Command::Report(args) => report(args),
         Command::Dump(args) => dump(args),
+        Command::Export(args) => export(args),
     }
 }
 
@@ -328,5 +349,38 @@ fn dump(args: DumpArgs) -> Result<ExitCode> {
         .context("writing")?;
     }
     out.flush().context("writing")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(args: ExportArgs) -> Result<ExitCode> {
+    let ExportFormat::Perfetto = args.format;
+    let reader = TraceReader::open(&args.trace)?;
+    let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
+    let opts = ReportOptions {
+        convoy_threshold_ns: 1_000_000,
+        detail: true,
+        ..Default::default()
+    };
+    let mut first = Some(reader);
+    let open = || match first.take() {
+        Some(r) => Ok(r.events()),
+        None => TraceReader::open(&args.trace).map(|r| r.events()),
+    };
+    let report = analyze(&meta, &trailer, open, opts, |_| {})?;
+    let mut spans = Vec::new();
+    timeline_pass(
+        || TraceReader::open(&args.trace).map(|r| r.events()),
+        &report.lock_set,
+        |s| spans.push(*s),
+    )?;
+    spans.sort_by_key(|s| (s.tid, s.start_ns));
+    let bytes = gil_trace::render::perfetto::to_chrome_json(&report, &spans);
+    std::fs::write(&args.output, bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "gil-trace: wrote {} ({} state slices)",
+        args.output.display(),
+        spans.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

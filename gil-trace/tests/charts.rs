@@ -114,3 +114,129 @@ fn svg_size_is_bounded_however_many_threads_and_events() {
     roxmltree::Document::parse(&text).expect("valid XML");
     assert!(text.contains("more threads not drawn"));
 }
+
+/// Checks a Chrome Trace Event document against the format's rules (what ui.perfetto.dev's
+/// JSON importer requires): known phases, numeric non-negative times, metadata with names,
+/// non-overlapping complete slices per thread and category, flows paired by id.
+fn validate_chrome_trace(doc: &serde_json::Value) -> Result<usize, String> {
+    let events = doc["traceEvents"]
+        .as_array()
+        .ok_or("no traceEvents array")?;
+    let mut slices: std::collections::HashMap<(u64, u64, String), Vec<(f64, f64)>> =
+        Default::default();
+    let mut flows: std::collections::HashMap<u64, (u32, u32, f64, f64)> = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        let ph = e["ph"].as_str().ok_or(format!("event {i}: no ph"))?;
+        let int = |k: &str| {
+            e[k].as_u64()
+                .ok_or(format!("event {i} ({ph}): {k} is not an integer"))
+        };
+        let (pid, tid) = (int("pid")?, int("tid")?);
+        if ph == "M" {
+            let name = e["name"].as_str().unwrap_or_default();
+            if !matches!(name, "process_name" | "thread_name")
+                || e["args"]["name"].as_str().is_none()
+            {
+                return Err(format!("event {i}: bad metadata {e}"));
+            }
+            continue;
+        }
+        e["name"].as_str().ok_or(format!("event {i}: no name"))?;
+        let ts = e["ts"]
+            .as_f64()
+            .filter(|t| *t >= 0.0)
+            .ok_or(format!("event {i}: bad ts"))?;
+        match ph {
+            "X" => {
+                let dur = e["dur"]
+                    .as_f64()
+                    .filter(|d| *d >= 0.0)
+                    .ok_or(format!("event {i}: bad dur"))?;
+                let cat = e["cat"].as_str().unwrap_or_default().to_string();
+                slices
+                    .entry((pid, tid, cat))
+                    .or_default()
+                    .push((ts, ts + dur));
+            }
+            "i" => {
+                if !matches!(e["s"].as_str(), Some("g" | "p" | "t")) {
+                    return Err(format!("event {i}: instant without scope"));
+                }
+            }
+            "s" | "f" => {
+                let id = int("id")?;
+                let f = flows.entry(id).or_insert((0, 0, 0.0, 0.0));
+                if ph == "s" {
+                    f.0 += 1;
+                    f.2 = ts;
+                } else {
+                    if e["bp"].as_str() != Some("e") {
+                        return Err(format!("event {i}: flow end without bp=e"));
+                    }
+                    f.1 += 1;
+                    f.3 = ts;
+                }
+            }
+            other => return Err(format!("event {i}: unexpected phase {other}")),
+        }
+    }
+    for (key, mut v) in slices {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some(w) = v.windows(2).find(|w| w[0].1 > w[1].0 + 1e-6) {
+            return Err(format!("overlapping slices on {key:?}: {w:?}"));
+        }
+    }
+    for (id, (s, f, ts, tf)) in &flows {
+        if *s != 1 || *f != 1 || tf < ts {
+            return Err(format!("flow {id}: {s} starts, {f} ends, {ts}..{tf}"));
+        }
+    }
+    Ok(events.len())
+}
+
+#[test]
+fn perfetto_export_follows_the_trace_event_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("convoy.trace");
+    synthetic_echo_trace(&trace, 12, 5_000_000, 2);
+    let json = dir.path().join("out.json");
+    let out = gil_trace()
+        .args(["export", "--format", "perfetto"])
+        .arg(&trace)
+        .arg("-o")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let n = validate_chrome_trace(&doc).unwrap();
+    assert!(n > 50);
+    let events = doc["traceEvents"].as_array().unwrap();
+    let has = |pred: &dyn Fn(&serde_json::Value) -> bool| events.iter().any(pred);
+    assert!(
+        has(&|e| e["ph"] == "X" && e["name"] == "lock_wait"),
+        "no lock_wait slice"
+    );
+    assert!(
+        has(&|e| e["ph"] == "s" && e["cat"] == "handoff"),
+        "no handoff flow"
+    );
+    assert!(
+        has(&|e| e["ph"] == "i" && e["name"] == "datagram arrival"),
+        "no arrival instant"
+    );
+    assert!(has(&|e| e["cat"] == "convoy"), "no convoy slice");
+    assert!(
+        has(&|e| e["cat"] == "lock" && e["name"].as_str().unwrap().starts_with("held by")),
+        "no holder track"
+    );
+    assert!(
+        has(&|e| e["ph"] == "M" && e["args"]["name"] == "echo"),
+        "no thread name"
+    );
+
+    // The example kept in the repo is valid too.
+    let example: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/examples/perfetto-example.json")).unwrap();
+    validate_chrome_trace(&example).unwrap();
+}

@@ -34,6 +34,9 @@ pub fn run(out: &Path) -> Result<()> {
             bail!("gil-trace report failed for {name} ({status})");
         }
     }
-    eprintln!("[demo] charts: {0}/new-2.svg (the convoy) and {0}/priority-2.svg (the fix)", out.display());
+    eprintln!(
+        "[demo] charts: {0}/new-2.svg (the convoy) and {0}/priority-2.svg (the fix)",
+        out.display()
+    );
     Ok(())
 }

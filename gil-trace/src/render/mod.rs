@@ -1,5 +1,6 @@
 //! Render: results to bytes (text, JSON, SVG). No I/O here; the CLI writes.
 pub mod charts;
 pub mod json;
+pub mod perfetto;
 pub mod svg;
 pub mod text;
