@@ -1,5 +1,11 @@
 //! The `gil-trace` command line: a thin layer over the library.
-use std::{ffi::OsString, io::Write, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    ffi::OsString,
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -9,7 +15,7 @@ use gil_trace::{
     render,
     render::{
         charts::{default_window, ChartData},
-        svg::charts_svg,
+        svg::charts_svg_stacked,
     },
     trace::TraceReader,
 };
@@ -91,8 +97,13 @@ struct RecordArgs {
 
 #[derive(clap::Args)]
 struct ReportArgs {
-    /// The trace file.
-    trace: PathBuf,
+    /// The trace file (two with --compare).
+    #[arg(required = true, num_args = 1..=2, value_name = "TRACE")]
+    traces: Vec<PathBuf>,
+    /// Compare two traces: key numbers side by side with ratios (B/A); with --svg, both
+    /// chart sets in one file.
+    #[arg(long)]
+    compare: bool,
     /// JSON instead of text (schema: docs/report-json.md).
     #[arg(long)]
     json: bool,
@@ -246,14 +257,18 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
     })
 }
 
-fn report(args: ReportArgs) -> Result<ExitCode> {
+/// Analyses one trace with the report's options.
+fn build_report(
+    trace: &Path,
+    args: &ReportArgs,
+) -> Result<(gil_trace::analysis::Report, ReportOptions)> {
     let window = args
         .window
         .as_deref()
         .map(parse_window)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let reader = TraceReader::open(&args.trace)?;
+    let reader = TraceReader::open(trace)?;
     let meta = reader.meta().clone();
     let trailer = reader.trailer().clone();
     let start = meta.start_monotonic_ns;
@@ -268,43 +283,82 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
     let mut first = Some(reader);
     let open = || match first.take() {
         Some(r) => Ok(r.events()),
-        None => TraceReader::open(&args.trace).map(|r| r.events()),
+        None => TraceReader::open(trace).map(|r| r.events()),
     };
-    let mut report = analyze(&meta, &trailer, open, opts, |_| {})?;
+    Ok((analyze(&meta, &trailer, open, opts, |_| {})?, opts))
+}
+
+/// The chart data of one analysed trace (one more pass for the timeline).
+fn chart_data(
+    trace: &Path,
+    report: &gil_trace::analysis::Report,
+    opts: &ReportOptions,
+) -> Result<ChartData> {
+    let (start, end) = (report.summary.meta.start_ns, report.summary.meta.end_ns);
+    let window = opts
+        .window
+        .map(|(a, b)| (a, b.min(end)))
+        .unwrap_or_else(|| default_window(report, start, end));
+    let mut data = ChartData::new(report, format!("gil-trace: {}", trace.display()), window);
+    timeline_pass(
+        || TraceReader::open(trace).map(|r| r.events()),
+        &report.lock_set,
+        |span| data.add_span(span),
+    )?;
+    Ok(data)
+}
+
+fn write_out(bytes: &[u8]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|_| stdout.flush())
+        .context("writing the report")
+}
+
+fn report(args: ReportArgs) -> Result<ExitCode> {
+    if args.compare != (args.traces.len() == 2) {
+        bail!("give one trace, or two with --compare");
+    }
+    let mut reports = Vec::new();
+    for trace in &args.traces {
+        reports.push(build_report(trace, &args)?);
+    }
     if let Some(svg) = &args.svg {
         let out = svg
             .clone()
-            .unwrap_or_else(|| args.trace.with_extension("svg"));
-        let (start, end) = (report.summary.meta.start_ns, report.summary.meta.end_ns);
-        let window = opts
-            .window
-            .map(|(a, b)| (a, b.min(end)))
-            .unwrap_or_else(|| default_window(&report, start, end));
-        let title = format!("gil-trace: {}", args.trace.display());
-        let mut data = ChartData::new(&report, title, window);
-        timeline_pass(
-            || TraceReader::open(&args.trace).map(|r| r.events()),
-            &report.lock_set,
-            |span| data.add_span(span),
-        )?;
-        let svg = charts_svg(&data)?;
-        std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
+            .unwrap_or_else(|| args.traces[0].with_extension("svg"));
+        let mut charts = Vec::new();
+        for (trace, (report, opts)) in args.traces.iter().zip(&reports) {
+            charts.push(chart_data(trace, report, opts)?);
+        }
+        std::fs::write(&out, charts_svg_stacked(&charts)?)
+            .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("gil-trace: wrote {}", out.display());
     }
-    if !args.detail {
-        report.io_ops = None;
-        report.handoff_events = None;
+    for (report, _) in &mut reports {
+        if !args.detail {
+            report.io_ops = None;
+            report.handoff_events = None;
+        }
     }
+    if args.compare {
+        let cmp = gil_trace::analysis::compare::compare(&reports[0].0, &reports[1].0);
+        let bytes = if args.json {
+            render::json::to_json(&cmp)
+        } else {
+            render::text::comparison(&cmp, &args.traces[0], &args.traces[1]).into_bytes()
+        };
+        write_out(&bytes)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = &reports[0].0;
     let bytes = if args.json {
-        render::json::to_json(&report)
+        render::json::to_json(report)
     } else {
-        render::text::report(&report).into_bytes()
+        render::text::report(report).into_bytes()
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&bytes)
-        .and_then(|_| stdout.flush())
-        .context("writing the report")?;
+    write_out(&bytes)?;
     Ok(ExitCode::SUCCESS)
 }
 

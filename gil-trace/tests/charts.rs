@@ -240,3 +240,50 @@ fn perfetto_export_follows_the_trace_event_format() {
         serde_json::from_str(include_str!("../../docs/examples/perfetto-example.json")).unwrap();
     validate_chrome_trace(&example).unwrap();
 }
+
+#[test]
+fn compare_shows_both_traces_with_ratios_and_stacks_the_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.trace"), dir.path().join("b.trace"));
+    synthetic_echo_trace(&a, 12, 5_000_000, 0);
+    synthetic_echo_trace(&b, 12, 0, 0);
+    let svg = dir.path().join("cmp.svg");
+    let out = gil_trace()
+        .args(["report", "--compare", "--json", "--svg"])
+        .arg(&svg)
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["a"]["convoy_episodes"].as_u64().unwrap() > 0);
+    assert_eq!(v["b"]["convoy_episodes"], 0);
+    let ratios = v["ratio_b_over_a"].as_array().unwrap();
+    let stall = ratios.iter().find(|r| r[0] == "stall p50 (µs)").unwrap();
+    assert!(
+        stall[1].as_f64().unwrap() < 0.1,
+        "B stalls far less: {stall}"
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let titles = texts(&doc)
+        .into_iter()
+        .filter(|t| t.starts_with("gil-trace:"))
+        .count();
+    assert_eq!(titles, 2, "one chart set per trace");
+
+    let out = gil_trace()
+        .args(["report", "--compare"])
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("B/A"));
+    let out = gil_trace()
+        .args(["report", "--compare"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "two with --compare");
+}

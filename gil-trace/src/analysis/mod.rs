@@ -1,4 +1,5 @@
 //! Analysis: pure computations over the time-ordered event stream (no I/O of its own).
+pub mod compare;
 pub mod contention;
 pub mod histogram;
 pub mod report;

@@ -102,8 +102,7 @@ pub fn draw_charts<DB: DrawingBackend>(
         &data.handoff_waits,
         &palette,
     )?;
-    draw_shares(&cols[2], data)?;
-    root.present().map_err(err)
+    draw_shares(&cols[2], data)
 }
 
 fn draw_header<DB: DrawingBackend>(
@@ -446,6 +445,28 @@ pub fn charts_svg(data: &ChartData) -> Result<String, RenderError> {
         let root = SVGBackend::with_string(&mut out, (WIDTH, height(data.lanes.len())))
             .into_drawing_area();
         draw_charts(&root, data)?;
+        root.present().map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// Renders several chart sets one under the other (`report --compare --svg`).
+pub fn charts_svg_stacked(sets: &[ChartData]) -> Result<String, RenderError> {
+    if let [one] = sets {
+        return charts_svg(one);
+    }
+    let heights: Vec<u32> = sets.iter().map(|d| height(d.lanes.len())).collect();
+    let mut out = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut out, (WIDTH, heights.iter().sum())).into_drawing_area();
+        let mut rest = root.clone();
+        for (data, h) in sets.iter().zip(&heights) {
+            let (area, below) = rest.split_vertically(*h);
+            draw_charts(&area, data)?;
+            rest = below;
+        }
+        root.present().map_err(err)?;
     }
     Ok(out)
 }

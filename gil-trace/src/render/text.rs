@@ -257,3 +257,29 @@ pub fn report(r: &Report) -> String {
     }
     out
 }
+
+/// `report --compare A B` as text.
+pub fn comparison(
+    c: &crate::analysis::compare::Comparison,
+    a: &std::path::Path,
+    b: &std::path::Path,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "gil-trace comparison\n  A: {}\n  B: {}\n",
+        a.display(),
+        b.display()
+    );
+    let _ = writeln!(out, "  {:<30} {:>14} {:>14} {:>10}", "", "A", "B", "B/A");
+    for (((name, x), (_, y)), (_, r)) in
+        c.a.fields()
+            .into_iter()
+            .zip(c.b.fields())
+            .zip(&c.ratio_b_over_a)
+    {
+        let ratio = r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into());
+        let _ = writeln!(out, "  {name:<30} {x:>14.1} {y:>14.1} {ratio:>10}");
+    }
+    out
+}
