@@ -284,3 +284,96 @@ fn exit_status_passes_through_and_missing_command_fails_cleanly() {
         .unwrap();
     assert_one_line_error(&out, "not a directory");
 }
+
+#[test]
+fn attaches_to_a_running_process_and_refuses_a_missing_pid() {
+    if skip_without_privilege("attaches_to_a_running_process_and_refuses_a_missing_pid") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("attached.trace");
+    // A process that is already running (and keeps contending) when we attach.
+    let mut target = std::process::Command::new(workspace_bin("workload"))
+        .args([
+            "pingpong",
+            "--lockers",
+            "3",
+            "--rounds",
+            "4000",
+            "--datagrams",
+            "20000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = gil_trace()
+        .args(["record", "--quiet", "--duration", "1", "-p"])
+        .arg(target.id().to_string())
+        .arg("-o")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = TraceReader::open(&trace).unwrap();
+    assert!(reader.meta().attached);
+    assert_eq!(reader.meta().root_pid, target.id());
+    assert_eq!(reader.trailer().stop_reason, "duration");
+    // Every thread of the target was seen, and nothing from other processes.
+    let threads = &reader.trailer().threads;
+    assert!(threads.len() >= 5, "{threads:?}");
+    assert!(
+        threads.iter().all(|t| t.tgid == target.id() || t.tgid == 0),
+        "foreign thread: {threads:?}"
+    );
+    assert!(threads.iter().any(|t| t.name == "udp-server"));
+    let events: Vec<Event> = reader.events().map(|e| e.unwrap()).collect();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e.data, EventData::FutexEnter(_))));
+    assert!(events.iter().all(|e| e.tgid == target.id()
+        || e.tgid == 0
+        || matches!(e.data, EventData::Switch { .. } | EventData::Waking { .. })));
+
+    let out = gil_trace()
+        .args(["record", "--quiet", "-p", "999999999", "-o"])
+        .arg(dir.path().join("x.trace"))
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "no process with pid 999999999");
+}
+
+#[test]
+fn sigterm_stops_recording_forwards_to_the_command_and_keeps_a_valid_trace() {
+    if skip_without_privilege(
+        "sigterm_stops_recording_forwards_to_the_command_and_keeps_a_valid_trace",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let child = gil_trace()
+        .args(["record", "--quiet", "-o"])
+        .arg(&trace)
+        .args(["--", "sleep", "30"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    // sleep died of the forwarded SIGTERM: 128 + 15, like a shell reports it.
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let reader = TraceReader::open(&trace).expect("a finished, valid trace");
+    assert_eq!(reader.trailer().stop_reason, "signal SIGTERM");
+    assert_eq!(
+        reader.trailer().exit.as_ref().and_then(|e| e.signal),
+        Some(15)
+    );
+}
