@@ -26,8 +26,11 @@ pub fn run(out: &Path) -> Result<()> {
         if !status.success() {
             bail!("gil-trace record failed for {name} ({status})");
         }
+        let svg = out.join(format!("{name}.svg"));
         let status = Command::new(&gil_trace)
             .arg("report")
+            .arg("--svg")
+            .arg(&svg)
             .arg(&trace)
             .status()?;
         if !status.success() {

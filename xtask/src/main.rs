@@ -8,6 +8,7 @@ mod bench;
 mod build;
 mod demo;
 mod lab;
+mod png;
 mod setup;
 mod validate;
 
@@ -50,6 +51,11 @@ enum Command {
     Validate,
     /// Performance figures (analysis speed on a ≥ 10 M-event trace); writes BENCHMARKS.md.
     Bench,
+    /// Render chart SVGs to PNG in headless Chromium, to look at them (default: the demo's).
+    ChartsPng {
+        /// SVG files.
+        svgs: Vec<PathBuf>,
+    },
     /// Check formatting and clippy (-D warnings) for the whole workspace.
     Lint,
     /// Setup + build + record the bundled GIL lab under gil-trace + report.
@@ -89,6 +95,7 @@ fn run() -> Result<()> {
             lab::run(messages)
         }
         Command::Lint => build::lint(),
+        Command::ChartsPng { svgs } => png::run(&svgs),
         Command::Bench => {
             setup::run()?;
             build::build_all(true)?;

@@ -165,8 +165,15 @@ fn draw_header<DB: DrawingBackend>(
         ("sans-serif", 13).into_font(),
     ))
     .map_err(err)?;
+    x += 230;
+    area.draw(&Text::new(
+        "lock holder: colour of the thread's tab",
+        (x, 41),
+        ("sans-serif", 13).into_font(),
+    ))
+    .map_err(err)?;
     if data.hidden_lanes > 0 {
-        x += 230;
+        x += 270;
         let note = format!("{} more threads not drawn", data.hidden_lanes);
         area.draw(&Text::new(note, (x, 41), ("sans-serif", 13).into_font()))
             .map_err(err)?;
@@ -240,6 +247,16 @@ fn draw_timeline<DB: DrawingBackend>(
             }))
             .map_err(err)?;
     }
+    // A colour tab at the start of each lane: the lock-holder band uses the same colours.
+    let tab = (x1 - x0) / 150.0;
+    chart
+        .draw_series((0..data.lanes.len()).map(|lane| {
+            Rectangle::new(
+                [(x0, lane as f64 + 0.3), (x0 + tab, lane as f64 + 0.7)],
+                lane_color(lane).filled(),
+            )
+        }))
+        .map_err(err)?;
     let hy = lanes;
     chart
         .draw_series(data.holders.iter().map(|&(s, e, lane)| {
