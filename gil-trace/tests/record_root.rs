@@ -377,3 +377,83 @@ fn sigterm_stops_recording_forwards_to_the_command_and_keeps_a_valid_trace() {
         Some(15)
     );
 }
+
+#[test]
+fn under_sudo_the_command_runs_as_the_invoking_user_who_owns_the_trace() {
+    if skip_without_privilege("under_sudo_the_command_runs_as_the_invoking_user_who_owns_the_trace")
+    {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    // What sudo sets for the user who ran it (here: nobody).
+    let out = gil_trace()
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env("SUDO_USER", "nobody")
+        .args(["record", "--quiet", "-o"])
+        .arg(&trace)
+        .args(["--", "sh", "-c", "id -u; id -g; id -G; echo $HOME"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "65534", "uid: {lines:?}");
+    assert_eq!(lines[1], "65534", "gid: {lines:?}");
+    assert!(
+        !lines[2].split_whitespace().any(|g| g == "0"),
+        "root's groups leaked: {lines:?}"
+    );
+    assert_ne!(lines[3], "/root", "HOME is root's: {lines:?}");
+    let meta = std::fs::metadata(&trace).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "trace not owned by the invoking user"
+    );
+}
+
+#[test]
+fn without_privileges_the_error_says_what_is_missing() {
+    // Needs root to drop to nobody; as an ordinary user this is the situation already.
+    if skip_without_privilege("without_privileges_the_error_says_what_is_missing") {
+        return;
+    }
+    let Ok(setpriv) = which("setpriv") else {
+        panic!("setpriv (util-linux) is required for this test");
+    };
+    let out = std::process::Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_gil-trace"))
+        .args(["record", "-o", "/tmp/never.trace", "--", "true"])
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        "needs root or the capabilities CAP_BPF and CAP_PERFMON",
+    );
+    assert!(stderr(&out).contains("sudo"), "{}", stderr(&out));
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .or_else(|| {
+            ["/usr/bin", "/bin", "/usr/sbin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
