@@ -457,3 +457,116 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         })
         .ok_or(())
 }
+
+#[test]
+fn a_full_disk_is_a_one_line_error_and_leaves_no_file() {
+    if skip_without_privilege("a_full_disk_is_a_one_line_error_and_leaves_no_file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=256k"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount(&self.0);
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let trace = mnt.join("t.trace");
+    let out = gil_trace()
+        .args(["record", "--quiet", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(workspace_bin("workload"))
+        .args([
+            "pingpong",
+            "--lockers",
+            "4",
+            "--rounds",
+            "3000",
+            "--datagrams",
+            "5000",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "No space left on device");
+    assert!(stderr(&out).contains("t.trace"), "{}", stderr(&out));
+    let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+#[test]
+fn a_tiny_ring_buffer_counts_drops_and_the_report_marks_them() {
+    if skip_without_privilege("a_tiny_ring_buffer_counts_drops_and_the_report_marks_them") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let out = gil_trace()
+        .args(["record", "--quiet", "--buffer-size", "4K", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(workspace_bin("workload"))
+        .args(["storm", "--seconds", "0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = TraceReader::open(&trace).unwrap();
+    let lost = reader.trailer().lost.clone();
+    assert!(lost.total > 0, "no drops with a 4 KiB buffer: {lost:?}");
+    assert_eq!(lost.by_kind.values().sum::<u64>(), lost.total);
+    let per_cpu: u64 = lost.by_cpu.iter().flat_map(|m| m.values()).sum();
+    assert_eq!(per_cpu, lost.total);
+    let out = gil_trace()
+        .args(["report", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["lost"].as_u64(), Some(lost.total));
+    assert!(
+        !v["lost_spans"].as_array().unwrap().is_empty(),
+        "no lost span markers"
+    );
+    assert!(
+        v["warnings"].to_string().contains("lost"),
+        "{}",
+        v["warnings"]
+    );
+    let text = gil_trace().arg("report").arg(&trace).output().unwrap();
+    assert!(
+        stdout(&text).contains("lost"),
+        "text report hides the drops"
+    );
+}
+
+#[test]
+fn a_command_that_cannot_exec_is_a_one_line_error() {
+    if skip_without_privilege("a_command_that_cannot_exec_is_a_one_line_error") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("not-a-program");
+    std::fs::write(&bogus, [0x7f, b'E', b'L', b'F', 0, 0, 0, 0]).unwrap();
+    std::fs::set_permissions(&bogus, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let trace = dir.path().join("t.trace");
+    let out = gil_trace()
+        .args(["record", "--quiet", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "exec failed");
+    assert!(!trace.exists());
+}

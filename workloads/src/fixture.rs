@@ -175,3 +175,48 @@ pub fn run(lockers: usize, rounds: u64, datagrams: u64) -> std::io::Result<PingP
         threads,
     })
 }
+
+/// `workload storm`: pairs of threads hand a token back and forth through a futex as fast as
+/// they can — a futex/wakeup storm for capture-capacity tests and benchmarks. Returns the
+/// number of handoffs.
+pub fn storm(pairs: usize, duration: Duration) -> u64 {
+    use std::sync::{atomic::AtomicBool, Condvar, Mutex};
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU32::new(0));
+    let mut handles = Vec::new();
+    for p in 0..pairs {
+        let token = Arc::new((Mutex::new(0u8), Condvar::new()));
+        for side in 0..2u8 {
+            let (token, stop, total) = (token.clone(), stop.clone(), total.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("storm-{p}-{side}"))
+                    .spawn(move || {
+                        let (lock, cond) = &*token;
+                        let mut n = 0u32;
+                        let mut turn = lock.lock().unwrap();
+                        while !stop.load(SeqCst) {
+                            if *turn == side {
+                                *turn = 1 - side;
+                                n += 1;
+                                cond.notify_one();
+                            }
+                            turn = cond
+                                .wait_timeout(turn, Duration::from_millis(10))
+                                .unwrap()
+                                .0;
+                        }
+                        cond.notify_all();
+                        total.fetch_add(n, SeqCst);
+                    })
+                    .expect("spawning a storm thread"),
+            );
+        }
+    }
+    std::thread::sleep(duration);
+    stop.store(true, SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
+    total.load(SeqCst) as u64
+}

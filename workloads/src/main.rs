@@ -69,6 +69,13 @@ enum Sub {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// A futex/wakeup storm: thread pairs hand a token back and forth as fast as they can.
+    Storm {
+        #[arg(long, default_value_t = 1)]
+        pairs: usize,
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
     /// Compare a truth log with `gil-trace report --json --detail` of the same run.
     Validate {
         /// The lab's --truth log.
@@ -142,6 +149,17 @@ fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("parsing {}", report.display()))?;
         let v = gil_lab::validate::compare(&report_json, &truth).map_err(anyhow::Error::msg)?;
         println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    if let Some(Sub::Storm { pairs, seconds }) = cli.command {
+        if !(seconds.is_finite() && seconds > 0.0) || pairs == 0 || pairs > 64 {
+            anyhow::bail!("storm needs 1..=64 pairs and a positive duration");
+        }
+        let n = gil_lab::fixture::storm(pairs, Duration::from_secs_f64(seconds));
+        println!(
+            "{}",
+            serde_json::json!({"handoffs": n, "per_sec": n as f64 / seconds})
+        );
         return Ok(());
     }
     if let Some(Sub::Pingpong {
