@@ -312,6 +312,21 @@ impl Probes {
             .map_err(map_err("TRACED_TIDS"))
     }
 
+    /// Is any traced thread still alive? Drops entries whose thread is gone without an exit
+    /// event (e.g. it died between a /proc listing and its insertion).
+    pub fn anyone_traced(&mut self) -> bool {
+        let tids: Vec<u32> = self.traced.keys().filter_map(Result::ok).collect();
+        let mut alive = false;
+        for tid in tids {
+            if std::path::Path::new(&format!("/proc/{tid}")).exists() {
+                alive = true;
+            } else {
+                let _ = self.traced.remove(&tid);
+            }
+        }
+        alive
+    }
+
     /// Empties the filter: no new events from here on (used before the final drain).
     pub fn stop_tracing(&mut self) {
         let tids: Vec<u32> = self.traced.keys().filter_map(Result::ok).collect();

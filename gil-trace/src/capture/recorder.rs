@@ -242,14 +242,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
             source,
         })?;
     let ring = probes.ring.take().expect("ring buffer present");
-    let result = runtime.block_on(event_loop(
-        &mut probes,
-        ring,
-        &mut writer,
-        child_pid,
-        root_pid,
-        &opts,
-    ));
+    let result = runtime.block_on(event_loop(&mut probes, ring, &mut writer, child_pid, &opts));
     let (stop_reason, exit) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -342,7 +335,6 @@ async fn event_loop(
     ring: RingBuf<MapData>,
     writer: &mut TraceWriter,
     child: Option<Pid>,
-    root_pid: u32,
     opts: &RecordOptions,
 ) -> Result<(String, Option<ExitInfo>), CaptureError> {
     let io_err = |what: &str| {
@@ -379,6 +371,7 @@ async fn event_loop(
     let forward_sigint = !std::io::stdin().is_terminal();
     let mut last_events = 0u64;
     let mut lost_seen = 0u64;
+    let mut last_alive_check = Instant::now();
     let mut lost_checked_ns = monotonic_ns();
 
     loop {
@@ -436,19 +429,28 @@ async fn event_loop(
             }
         }
         match child {
-            Some(pid) => {
+            Some(pid) if exit.is_none() => {
                 if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                     if let Some(info) = exit_info(status) {
                         exit = Some(info);
-                        stop_reason.get_or_insert_with(|| "exit".into());
-                        break;
+                        // Asked to stop, or nothing left to follow: done. Otherwise the
+                        // command left descendants running (a daemon, a background job):
+                        // keep following them until they end too.
+                        if stop_reason.is_some() || !probes.anyone_traced() {
+                            stop_reason.get_or_insert_with(|| "exit".into());
+                            break;
+                        }
                     }
                 }
             }
-            None => {
-                if !PathBuf::from(format!("/proc/{root_pid}")).exists() {
-                    stop_reason.get_or_insert_with(|| "exit".into());
-                    break;
+            _ => {
+                // Attached with -p, or the command exited before its descendants.
+                if last_alive_check.elapsed() >= Duration::from_millis(100) {
+                    last_alive_check = Instant::now();
+                    if !probes.anyone_traced() {
+                        stop_reason.get_or_insert_with(|| "exit".into());
+                        break;
+                    }
                 }
             }
         }
