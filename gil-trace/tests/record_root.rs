@@ -580,14 +580,35 @@ fn descendants_that_outlive_the_command_are_followed_to_the_end() {
     let trace = dir.path().join("t.trace");
     // The shell exits at once; the program it started in the background (which also execs:
     // sh → workload) keeps running, and must be recorded until it ends.
-    let script = format!("{} pingpong --rounds 100 --datagrams 50 > /dev/null & exit 0", workspace_bin("workload").display());
-    let out = gil_trace().args(["record", "--quiet", "-o"]).arg(&trace).args(["--", "sh", "-c", &script]).output().unwrap();
+    let script = format!(
+        "{} pingpong --rounds 100 --datagrams 50 > /dev/null & exit 0",
+        workspace_bin("workload").display()
+    );
+    let out = gil_trace()
+        .args(["record", "--quiet", "-o"])
+        .arg(&trace)
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let reader = TraceReader::open(&trace).unwrap();
-    assert_eq!(reader.trailer().exit.as_ref().and_then(|e| e.code), Some(0), "the shell's status");
+    assert_eq!(
+        reader.trailer().exit.as_ref().and_then(|e| e.code),
+        Some(0),
+        "the shell's status"
+    );
     let threads = &reader.trailer().threads;
-    assert!(threads.iter().any(|t| t.name == "udp-server"), "background program not followed: {threads:?}");
+    assert!(
+        threads.iter().any(|t| t.name == "udp-server"),
+        "background program not followed: {threads:?}"
+    );
     let events: Vec<Event> = reader.events().map(|e| e.unwrap()).collect();
-    let datagrams = events.iter().filter(|e| matches!(e.data, EventData::NetRecv { .. })).count();
-    assert_eq!(datagrams, 100, "50 datagrams each way, all recorded after the shell exited");
+    let datagrams = events
+        .iter()
+        .filter(|e| matches!(e.data, EventData::NetRecv { .. }))
+        .count();
+    assert_eq!(
+        datagrams, 100,
+        "50 datagrams each way, all recorded after the shell exited"
+    );
 }
