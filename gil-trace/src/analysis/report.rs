@@ -103,8 +103,10 @@ where
             .is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b)
     };
 
+    // Pass 1 needs no global time order (only per-thread order, which the file keeps), so it
+    // skips the sort window.
     let mut finder = LockFinder::default();
-    for ev in open()? {
+    for ev in open()?.into_inner() {
         let ev = ev?;
         if in_window(&ev) {
             finder.observe(&ev);

@@ -125,11 +125,27 @@ pub fn unzigzag(v: u64) -> i64 {
 /// Reads a varint at `*pos`; `None` if the input ends or the varint is over-long.
 #[inline(always)]
 pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let rest = buf.get(*pos..)?;
     // Fast path: most fields (kinds, small deltas, cpus, masks) fit in one byte.
-    let first = *buf.get(*pos)?;
+    let first = *rest.first()?;
     if first < 0x80 {
         *pos += 1;
         return Some(first as u64);
+    }
+    if let Some(window) = rest.get(..10) {
+        // Enough bytes for the longest varint: decode without per-byte bounds checks.
+        let mut v = (first & 0x7f) as u64;
+        for (i, &b) in window.iter().enumerate().skip(1) {
+            if i == 9 && b > 1 {
+                return None;
+            }
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b < 0x80 {
+                *pos += i + 1;
+                return Some(v);
+            }
+        }
+        return None;
     }
     get_varint_slow(buf, pos)
 }

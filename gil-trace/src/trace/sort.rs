@@ -48,6 +48,12 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> SortedEvents<I> {
         &self.inner
     }
 
+    /// The unsorted stream underneath (file order). Per-thread order is still causal there:
+    /// a thread's events are reserved in the order they happen.
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
+
     fn insert(&mut self, ev: Event) {
         match self.held.back() {
             Some(back) if back.ts_ns > ev.ts_ns => {
