@@ -220,6 +220,7 @@ fn run() -> Result<ExitCode> {
 }
 
 fn record(args: RecordArgs) -> Result<ExitCode> {
+    let attached = args.pid.is_some();
     let target = match (args.pid, args.command.is_empty()) {
         (Some(pid), _) => Target::Pid(pid),
         (None, false) => Target::Command(args.command),
@@ -246,14 +247,22 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         outcome.lost,
         outcome.stop_reason
     );
-    // Pass the command's exit status through, like `time`.
-    Ok(match outcome.exit {
-        Some(exit) => match (exit.code, exit.signal) {
+    // Pass the command's exit status through, like `time`. Stopped by a signal while the
+    // command still ran (a second Ctrl-C): 128 + that signal, as a shell would report it.
+    let by_signal = match outcome.stop_reason.as_str() {
+        "signal SIGINT" => Some(2),
+        "signal SIGTERM" => Some(15),
+        "signal SIGHUP" => Some(1),
+        _ => None,
+    };
+    Ok(match (outcome.exit, by_signal) {
+        (Some(exit), _) => match (exit.code, exit.signal) {
             (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
             (_, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
             _ => ExitCode::SUCCESS,
         },
-        None => ExitCode::SUCCESS,
+        (None, Some(sig)) if !attached => ExitCode::from(128 + sig as u8),
+        _ => ExitCode::SUCCESS,
     })
 }
 

@@ -612,3 +612,85 @@ fn descendants_that_outlive_the_command_are_followed_to_the_end() {
         "50 datagrams each way, all recorded after the shell exited"
     );
 }
+
+/// Starts `record -- ARGS` in the background (stdin not a terminal, so SIGINT is forwarded).
+fn spawn_record(trace: &std::path::Path, args: &[&str]) -> std::process::Child {
+    gil_trace()
+        .args(["record", "--quiet", "-o"])
+        .arg(trace)
+        .arg("--")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        // Not piped: the command's children inherit them and would hold a pipe open.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+#[test]
+fn sigint_and_sighup_are_forwarded_and_the_trace_is_finalized() {
+    if skip_without_privilege("sigint_and_sighup_are_forwarded_and_the_trace_is_finalized") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    for (sig, name, code) in [
+        (Signal::SIGINT, "SIGINT", 130),
+        (Signal::SIGHUP, "SIGHUP", 129),
+    ] {
+        let trace = dir.path().join(format!("{name}.trace"));
+        let child = spawn_record(&trace, &["sleep", "30"]);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        signal(&child, sig);
+        let mut child = child;
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{name}");
+        let reader = TraceReader::open(&trace).expect("a finished, valid trace");
+        assert_eq!(reader.trailer().stop_reason, format!("signal {name}"));
+        assert_eq!(
+            reader.trailer().exit.as_ref().and_then(|e| e.signal),
+            Some(sig as i32)
+        );
+    }
+}
+
+#[test]
+fn a_second_signal_stops_at_once_with_a_valid_trace() {
+    if skip_without_privilege("a_second_signal_stops_at_once_with_a_valid_trace") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    // A command that ignores the forwarded SIGTERM and would outlast the grace period.
+    let child = spawn_record(
+        &trace,
+        &["sh", "-c", "trap '' TERM; sleep 20 & wait; sleep 20"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    signal(&child, Signal::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = std::time::Instant::now();
+    signal(&child, Signal::SIGTERM);
+    let mut child = child;
+    let status = child.wait().unwrap();
+    assert!(
+        second.elapsed() < std::time::Duration::from_secs(2),
+        "second signal did not stop it fast"
+    );
+    assert_eq!(status.code(), Some(143));
+    let reader = TraceReader::open(&trace).expect("a finished, valid trace");
+    assert_eq!(reader.trailer().stop_reason, "signal SIGTERM");
+    assert!(
+        reader.trailer().exit.is_none(),
+        "the command was still running"
+    );
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "trap '' TERM; sleep 20"])
+        .status();
+}
