@@ -694,3 +694,76 @@ fn a_second_signal_stops_at_once_with_a_valid_trace() {
         .args(["-KILL", "-f", "trap '' TERM; sleep 20"])
         .status();
 }
+
+#[test]
+fn output_removed_mid_run_is_an_error_and_leaves_nothing() {
+    if skip_without_privilege("output_removed_mid_run_is_an_error_and_leaves_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let child = gil_trace()
+        .args(["record", "--quiet", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(workspace_bin("workload"))
+        .args(["storm", "--seconds", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let removed = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .count();
+    assert_eq!(removed, 1, "the recorder writes to one temporary file");
+    for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_one_line_error(&out, "t.trace");
+    assert!(!trace.exists(), "a file appeared under the final name");
+}
+
+#[test]
+fn many_new_threads_are_all_followed() {
+    if skip_without_privilege("many_new_threads_are_all_followed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let out = gil_trace()
+        .args(["record", "--quiet", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(workspace_bin("workload"))
+        .args(["storm", "--pairs", "16", "--seconds", "0.3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = TraceReader::open(&trace).unwrap();
+    assert_eq!(reader.trailer().lost.total, 0);
+    let storm: Vec<u32> = reader
+        .trailer()
+        .threads
+        .iter()
+        .filter(|t| t.name.starts_with("storm-"))
+        .map(|t| t.tid)
+        .collect();
+    assert_eq!(
+        storm.len(),
+        32,
+        "every one of the 32 new threads is followed"
+    );
+    let events: Vec<Event> = reader.events().map(|e| e.unwrap()).collect();
+    for tid in storm {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.tid == tid && matches!(e.data, EventData::FutexEnter(_))),
+            "no futex events from {tid}"
+        );
+    }
+}

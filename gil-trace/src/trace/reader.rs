@@ -11,10 +11,14 @@ use gil_trace_common::RawEvent;
 
 use super::{format::*, sort::SortedEvents, Event, TraceError};
 
+/// What a trace can be read from: a file, or bytes in memory (tests, fuzzing).
+pub trait TraceSource: Read + Seek + Send {}
+impl<T: Read + Seek + Send> TraceSource for T {}
+
 /// An open, validated trace: header and trailer are read at open; events stream on demand.
 pub struct TraceReader {
     path: PathBuf,
-    file: BufReader<File>,
+    file: BufReader<Box<dyn TraceSource>>,
     meta: TraceMeta,
     trailer: TraceTrailer,
     /// Offset of the next block to read.
@@ -41,9 +45,24 @@ impl TraceReader {
         };
         let file = File::open(path).map_err(io("cannot open trace"))?;
         let file_len = file.metadata().map_err(io("cannot stat trace"))?.len();
+        Self::from_source(path, Box::new(file), file_len)
+    }
+
+    /// Reads a trace held in memory; `name` stands for the file in error messages.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<TraceReader, TraceError> {
+        let len = bytes.len() as u64;
+        Self::from_source(name, Box::new(std::io::Cursor::new(bytes)), len)
+    }
+
+    fn from_source(
+        path: &Path,
+        source: Box<dyn TraceSource>,
+        file_len: u64,
+    ) -> Result<TraceReader, TraceError> {
         let mut reader = TraceReader {
             path: path.to_path_buf(),
-            file: BufReader::with_capacity(1 << 20, file),
+            // No bigger than the input: small traces (and fuzz inputs) stay cheap to open.
+            file: BufReader::with_capacity(file_len.clamp(4096, 1 << 20) as usize, source),
             meta: TraceMeta::default(),
             trailer: TraceTrailer::default(),
             pos: 0,
