@@ -181,3 +181,69 @@ pub fn make_gil(config: &GilConfig) -> Box<dyn Gil> {
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// CPython's FORCE_SWITCHING state (`last_holder`, `switch_number`, `switch_mutex`,
+/// `switch_cond`), shared by the new and priority GILs: a thread forced off the lock waits until
+/// another thread has taken it, so it cannot simply take it straight back.
+pub(crate) struct ForceSwitch {
+    mutex: std::sync::Mutex<()>,
+    cond: std::sync::Condvar,
+    /// Index + 1 of the last holder (0: none).
+    last_holder: std::sync::atomic::AtomicUsize,
+    switch_number: std::sync::atomic::AtomicU64,
+}
+
+impl ForceSwitch {
+    pub(crate) fn new() -> Self {
+        ForceSwitch {
+            mutex: std::sync::Mutex::new(()),
+            cond: std::sync::Condvar::new(),
+            last_holder: Default::default(),
+            switch_number: Default::default(),
+        }
+    }
+
+    /// Counts holder changes; a waiter compares it across its timed wait.
+    pub(crate) fn switch_number(&self) -> u64 {
+        self.switch_number
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The taker's side, called with the lock's state held: `mark_taken` flips the state under
+    /// `switch_mutex`; records the holder and wakes a forced releaser. Returns when the lock was
+    /// taken (CLOCK_MONOTONIC ns).
+    pub(crate) fn taken(&self, me: &ThreadCtx, mark_taken: impl FnOnce()) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _switch = lock(&self.mutex);
+        mark_taken();
+        let acquired = monotonic_ns();
+        if self.last_holder.load(Relaxed) != me.index + 1 {
+            self.last_holder.store(me.index + 1, Relaxed);
+            self.switch_number.fetch_add(1, Relaxed);
+        }
+        self.cond.notify_one();
+        acquired
+    }
+
+    /// The releaser's side, before it gives the lock up.
+    pub(crate) fn releasing(&self, me: &ThreadCtx) {
+        self.last_holder
+            .store(me.index + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// After a forced release: waits until someone else took the lock (bounded by `timeout`,
+    /// in case the requester went away).
+    pub(crate) fn wait_until_taken(&self, me: &ThreadCtx, timeout: Duration) {
+        let mut switch = lock(&self.mutex);
+        while self.last_holder.load(std::sync::atomic::Ordering::Relaxed) == me.index + 1 {
+            let (guard, result) = self
+                .cond
+                .wait_timeout(switch, timeout)
+                .unwrap_or_else(|e| e.into_inner());
+            switch = guard;
+            if result.timed_out() {
+                break;
+            }
+        }
+    }
+}

@@ -9,24 +9,20 @@
 //! a whole interval before it can force a CPU-bound holder off: the convoy effect.
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, Ordering::Relaxed},
         Condvar, Mutex,
     },
     time::Duration,
 };
 
-use super::{lock, Gil, ThreadCtx};
+use super::{lock, ForceSwitch, Gil, ThreadCtx};
 use crate::{clock::monotonic_ns, truth::ReleaseReason};
 
 pub struct NewGil {
     /// `gil->mutex` guarding `locked`.
     locked: Mutex<bool>,
     cond: Condvar,
-    switch_mutex: Mutex<()>,
-    switch_cond: Condvar,
-    /// Index + 1 of the last holder (0: none).
-    last_holder: AtomicUsize,
-    switch_number: AtomicU64,
+    switch: ForceSwitch,
     drop_request: AtomicBool,
     interval: Duration,
 }
@@ -36,10 +32,7 @@ impl NewGil {
         NewGil {
             locked: Mutex::new(false),
             cond: Condvar::new(),
-            switch_mutex: Mutex::new(()),
-            switch_cond: Condvar::new(),
-            last_holder: AtomicUsize::new(0),
-            switch_number: AtomicU64::new(0),
+            switch: ForceSwitch::new(),
             drop_request: AtomicBool::new(false),
             interval,
         }
@@ -52,30 +45,20 @@ impl Gil for NewGil {
         let mut locked = lock(&self.locked);
         let contended = *locked;
         while *locked {
-            let saved_switch = self.switch_number.load(Relaxed);
+            let saved_switch = self.switch.switch_number();
             let (guard, result) = self
                 .cond
                 .wait_timeout(locked, self.interval)
                 .unwrap_or_else(|e| e.into_inner());
             locked = guard;
             // Timed out, still held, and nobody switched in the meantime: ask for it.
-            if result.timed_out() && *locked && self.switch_number.load(Relaxed) == saved_switch {
+            if result.timed_out() && *locked && self.switch.switch_number() == saved_switch {
                 self.drop_request.store(true, Relaxed);
                 me.log_drop_request();
             }
         }
-        let acquired;
-        {
-            let _switch = lock(&self.switch_mutex);
-            *locked = true;
-            acquired = monotonic_ns();
-            if self.last_holder.load(Relaxed) != me.index + 1 {
-                self.last_holder.store(me.index + 1, Relaxed);
-                self.switch_number.fetch_add(1, Relaxed);
-            }
-            // FORCE_SWITCHING: tell a forced releaser that someone took it.
-            self.switch_cond.notify_one();
-        }
+        // FORCE_SWITCHING: tell a forced releaser that someone took it.
+        let acquired = self.switch.taken(me, || *locked = true);
         self.drop_request.store(false, Relaxed);
         drop(locked);
         me.log_acquire(started, acquired, contended);
@@ -83,25 +66,14 @@ impl Gil for NewGil {
 
     fn release(&self, me: &mut ThreadCtx, reason: ReleaseReason) {
         me.log_release(reason);
-        self.last_holder.store(me.index + 1, Relaxed);
+        self.switch.releasing(me);
         {
             let mut locked = lock(&self.locked);
             *locked = false;
             self.cond.notify_one();
         }
         if reason == ReleaseReason::Forced {
-            let mut switch = lock(&self.switch_mutex);
-            // Not switched yet: wait (bounded, in case the requester went away).
-            while self.last_holder.load(Relaxed) == me.index + 1 {
-                let (guard, result) = self
-                    .switch_cond
-                    .wait_timeout(switch, self.interval * 4)
-                    .unwrap_or_else(|e| e.into_inner());
-                switch = guard;
-                if result.timed_out() {
-                    break;
-                }
-            }
+            self.switch.wait_until_taken(me, self.interval * 4);
         }
     }
 

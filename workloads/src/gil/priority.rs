@@ -9,13 +9,13 @@
 //! (Beazley noted a real version must also handle starvation; this one does not.)
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, Ordering::Relaxed},
         Condvar, Mutex,
     },
     time::Duration,
 };
 
-use super::{lock, Gil, ThreadCtx};
+use super::{lock, ForceSwitch, Gil, ThreadCtx};
 use crate::{clock::monotonic_ns, truth::ReleaseReason};
 
 #[derive(Default)]
@@ -29,10 +29,7 @@ pub struct PriorityGil {
     state: Mutex<State>,
     high_cond: Condvar,
     low_cond: Condvar,
-    switch_mutex: Mutex<()>,
-    switch_cond: Condvar,
-    last_holder: AtomicUsize,
-    switch_number: AtomicU64,
+    switch: ForceSwitch,
     drop_request: AtomicBool,
     interval: Duration,
 }
@@ -43,10 +40,7 @@ impl PriorityGil {
             state: Mutex::new(State::default()),
             high_cond: Condvar::new(),
             low_cond: Condvar::new(),
-            switch_mutex: Mutex::new(()),
-            switch_cond: Condvar::new(),
-            last_holder: AtomicUsize::new(0),
-            switch_number: AtomicU64::new(0),
+            switch: ForceSwitch::new(),
             drop_request: AtomicBool::new(false),
             interval,
         }
@@ -73,7 +67,7 @@ impl Gil for PriorityGil {
                 // I/O-bound thread facing a CPU-bound holder: preempt now.
                 self.request_drop(me);
             }
-            let saved_switch = self.switch_number.load(Relaxed);
+            let saved_switch = self.switch.switch_number();
             let cond = if high {
                 &self.high_cond
             } else {
@@ -83,25 +77,18 @@ impl Gil for PriorityGil {
                 .wait_timeout(st, self.interval)
                 .unwrap_or_else(|e| e.into_inner());
             st = guard;
-            if result.timed_out() && st.locked && self.switch_number.load(Relaxed) == saved_switch {
+            if result.timed_out() && st.locked && self.switch.switch_number() == saved_switch {
                 self.request_drop(me);
             }
         }
         if high && contended {
             st.high_waiters -= 1;
         }
-        let acquired;
-        {
-            let _switch = lock(&self.switch_mutex);
+        // FORCE_SWITCHING: tell a forced releaser that someone took it.
+        let acquired = self.switch.taken(me, || {
             st.locked = true;
-            acquired = monotonic_ns();
             st.holder_low = me.low_priority;
-            if self.last_holder.load(Relaxed) != me.index + 1 {
-                self.last_holder.store(me.index + 1, Relaxed);
-                self.switch_number.fetch_add(1, Relaxed);
-            }
-            self.switch_cond.notify_one();
-        }
+        });
         self.drop_request.store(false, Relaxed);
         drop(st);
         me.log_acquire(started, acquired, contended);
@@ -114,7 +101,7 @@ impl Gil for PriorityGil {
             _ => {}
         }
         me.log_release(reason);
-        self.last_holder.store(me.index + 1, Relaxed);
+        self.switch.releasing(me);
         {
             let mut st = lock(&self.state);
             st.locked = false;
@@ -125,17 +112,7 @@ impl Gil for PriorityGil {
             }
         }
         if reason == ReleaseReason::Forced {
-            let mut switch = lock(&self.switch_mutex);
-            while self.last_holder.load(Relaxed) == me.index + 1 {
-                let (guard, result) = self
-                    .switch_cond
-                    .wait_timeout(switch, self.interval * 4)
-                    .unwrap_or_else(|e| e.into_inner());
-                switch = guard;
-                if result.timed_out() {
-                    break;
-                }
-            }
+            self.switch.wait_until_taken(me, self.interval * 4);
         }
     }
 
