@@ -5,6 +5,8 @@
 //!   thread close in time (≤ [`MATCH_TOLERANCE_NS`]).
 //! - Every datagram the echo thread received must appear as an I/O operation, in order; its
 //!   recv, lock re-acquisition and reply times are compared with the truth.
+use std::{path::Path, process::Command};
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -212,4 +214,56 @@ pub fn meets_targets(v: &Validation) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Records `workload --gil POLICY --spinners 2 --messages N` under `gil_trace` with its truth
+/// log, reports on it (`--json --detail`) and compares (needs root). One place for
+/// `cargo xtask validate` and the root test.
+pub fn record_and_compare(
+    gil_trace: &Path,
+    workload: &Path,
+    policy: &str,
+    messages: u32,
+    trace: &Path,
+    truth: &Path,
+) -> Result<Validation, String> {
+    let run = |cmd: &mut Command, what: &str| -> Result<Vec<u8>, String> {
+        let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(out.stdout)
+    };
+    run(
+        Command::new(gil_trace)
+            .args(["record", "--quiet", "-o"])
+            .arg(trace)
+            .arg("--")
+            .arg(workload)
+            .args([
+                "--gil",
+                policy,
+                "--spinners",
+                "2",
+                "--messages",
+                &messages.to_string(),
+            ])
+            .args(["--timeout-ms", "300", "--truth"])
+            .arg(truth),
+        &format!("recording {policy}"),
+    )?;
+    let report = run(
+        Command::new(gil_trace)
+            .args(["report", "--json", "--detail"])
+            .arg(trace),
+        &format!("report for {policy}"),
+    )?;
+    let report: Value = serde_json::from_slice(&report).map_err(|e| format!("report JSON: {e}"))?;
+    let text = std::fs::read_to_string(truth).map_err(|e| format!("{}: {e}", truth.display()))?;
+    let events =
+        crate::truth::parse_jsonl(&text).map_err(|e| format!("{}: {e}", truth.display()))?;
+    compare(&report, &events)
 }

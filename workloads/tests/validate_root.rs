@@ -1,12 +1,9 @@
 //! Root-only: records the lab under gil-trace for every policy and checks the analysis
 //! against the lab's own ground truth (the same check as `cargo xtask validate`).
 //! Skips, saying so, only without the privilege to load eBPF.
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
-use gil_lab::{
-    truth::parse_jsonl,
-    validate::{compare, meets_targets},
-};
+use gil_lab::validate::{meets_targets, record_and_compare};
 
 fn can_load_ebpf() -> bool {
     let caps = std::fs::read_to_string("/proc/self/status")
@@ -42,44 +39,11 @@ fn validate(
 ) -> (gil_lab::validate::Validation, PathBuf, PathBuf) {
     let trace = dir.join(format!("{policy}.trace"));
     let truth = dir.join(format!("{policy}.jsonl"));
-    let messages = if policy == "old" { "150" } else { "200" };
-    let out = Command::new(gil_trace())
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_workload"))
-        .args([
-            "--gil",
-            policy,
-            "--spinners",
-            "2",
-            "--messages",
-            messages,
-            "--timeout-ms",
-            "300",
-            "--truth",
-        ])
-        .arg(&truth)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{policy}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(gil_trace())
-        .args(["report", "--json", "--detail"])
-        .arg(&trace)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{policy}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let events = parse_jsonl(&std::fs::read_to_string(&truth).unwrap()).unwrap();
-    (compare(&report, &events).unwrap(), trace, truth)
+    let messages = if policy == "old" { 150 } else { 200 };
+    let workload = std::path::Path::new(env!("CARGO_BIN_EXE_workload"));
+    let v = record_and_compare(&gil_trace(), workload, policy, messages, &trace, &truth)
+        .unwrap_or_else(|e| panic!("{policy}: {e}"));
+    (v, trace, truth)
 }
 
 #[test]

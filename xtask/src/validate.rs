@@ -3,7 +3,7 @@
 use std::{fmt::Write as _, fs, process::Command};
 
 use anyhow::{bail, Context, Result};
-use gil_lab::validate::{compare, meets_targets, Validation};
+use gil_lab::validate::{meets_targets, record_and_compare, Validation};
 
 use crate::{build::release_bin, workspace_root};
 
@@ -13,44 +13,16 @@ pub const POLICIES: [&str; 4] = ["old", "new", "priority", "fair"];
 pub fn run_one(policy: &str, dir: &std::path::Path) -> Result<Validation> {
     let trace = dir.join(format!("{policy}.trace"));
     let truth = dir.join(format!("{policy}.truth.jsonl"));
-    let messages = if policy == "old" { "100" } else { "200" };
-    let out = Command::new(release_bin("gil-trace"))
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(release_bin("workload"))
-        .args([
-            "--gil",
-            policy,
-            "--spinners",
-            "2",
-            "--messages",
-            messages,
-            "--timeout-ms",
-            "300",
-            "--truth",
-        ])
-        .arg(&truth)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "recording {policy} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = Command::new(release_bin("gil-trace"))
-        .args(["report", "--json", "--detail"])
-        .arg(&trace)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "report for {policy} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let truth = gil_lab::truth::parse_jsonl(&fs::read_to_string(&truth)?)?;
-    compare(&report, &truth).map_err(anyhow::Error::msg)
+    let messages = if policy == "old" { 100 } else { 200 };
+    record_and_compare(
+        &release_bin("gil-trace"),
+        &release_bin("workload"),
+        policy,
+        messages,
+        &trace,
+        &truth,
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 pub fn run() -> Result<()> {

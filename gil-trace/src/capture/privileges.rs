@@ -19,14 +19,20 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// Ok when loading tracepoint programs should be allowed: CAP_SYS_ADMIN, or CAP_BPF together
-/// with CAP_PERFMON.
-pub fn check() -> Result<(), CaptureError> {
+/// May this process load tracepoint programs? CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
+pub fn can_load_ebpf() -> bool {
     let caps = effective_caps();
     let has = |cap: u32| caps & (1u64 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Ok when loading tracepoint programs should be allowed; otherwise says what is missing.
+pub fn check() -> Result<(), CaptureError> {
+    if can_load_ebpf() {
         return Ok(());
     }
+    let caps = effective_caps();
+    let has = |cap: u32| caps & (1u64 << cap) != 0;
     let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
         .into_iter()
         .filter(|(cap, _)| !has(*cap))

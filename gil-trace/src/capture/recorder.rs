@@ -3,7 +3,6 @@
 use std::{
     ffi::OsString,
     io::IsTerminal,
-    os::fd::AsFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -349,7 +348,6 @@ async fn event_loop(
                 source: e.into(),
             }
         })?;
-    let _ = ring.get_ref().as_fd();
     let mut sigint =
         signal(SignalKind::interrupt()).map_err(io_err("installing a SIGINT handler"))?;
     let mut sigterm =

@@ -26,17 +26,9 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// True when this process may load eBPF programs. Tests that need it print why they skip.
+/// True when this process may load eBPF programs (the recorder's own check).
 pub fn can_load_ebpf() -> bool {
-    let caps = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    caps & (1 << 21) != 0 || (caps & (1 << 39) != 0 && caps & (1 << 38) != 0)
+    gil_trace::capture::privileges::can_load_ebpf()
 }
 
 /// Skips the calling test (returns true) when not privileged, saying so.
