@@ -431,7 +431,14 @@ fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
             // SAFETY: map value pointer; concurrent deliveries to one socket on two CPUs may
             // race here, which at worst misattributes one arrival time.
             let queue = unsafe { &mut *queue };
-            if queue.tail.wrapping_sub(queue.head) as usize >= ARRIVAL_QUEUE_LEN {
+            let queued = queue.tail.wrapping_sub(queue.head) as i32;
+            if queued < 0 {
+                // The receiver already took this datagram (it dequeued it between the enqueue
+                // and this tracepoint) and used its own time: settle that, keep FIFO aligned.
+                queue.tail = queue.tail.wrapping_add(1);
+                return Ok(0);
+            }
+            if queued as usize >= ARRIVAL_QUEUE_LEN {
                 queue.head = queue.head.wrapping_add(1);
             }
             queue.ts[queue.tail as usize & (ARRIVAL_QUEUE_LEN - 1)] = now;
@@ -473,15 +480,28 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
         Some(queue) => {
             // SAFETY: map value pointer (see try_sock_sk_data_ready).
             let queue = unsafe { &mut *queue };
-            if queue.tail != queue.head {
+            if (queue.tail.wrapping_sub(queue.head) as i32) > 0 {
                 let ts = queue.ts[queue.head as usize & (ARRIVAL_QUEUE_LEN - 1)];
                 queue.head = queue.head.wrapping_add(1);
                 (ts, queue.tail.wrapping_sub(queue.head))
             } else {
-                (0, 0)
+                // A datagram we took before its sk_data_ready ran on the delivering CPU (a
+                // nanosecond race on the enqueue path): it arrived no later than now. Owe the
+                // pending push so later datagrams keep their own times.
+                queue.head = queue.head.wrapping_add(1);
+                (unsafe { bpf_ktime_get_ns() }, 0)
             }
         }
-        None => (0, 0),
+        None => {
+            // First datagram on this socket raced its sk_data_ready the same way.
+            let queue = ArrivalQueue {
+                head: 1,
+                tail: 0,
+                ts: [0; ARRIVAL_QUEUE_LEN],
+            };
+            let _ = SOCKET_ARRIVALS.insert(&sk, &queue, 0);
+            (unsafe { bpf_ktime_get_ns() }, 0)
+        }
     };
     emit(
         EventKind::NetRecv,
