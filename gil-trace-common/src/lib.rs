@@ -245,6 +245,12 @@ pub struct RawEvent {
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
+/// The hot programs (sched_switch, sched_waking, sys_enter/exit, the sock events) copy the
+/// first this-many bytes of their tracepoint record with one helper call and pick fields out
+/// of the copy: one `bpf_probe_read` instead of one per field. Userspace checks that every
+/// field they use lies inside, aligned to its size.
+pub const RECORD_PREFIX_LEN: usize = 64;
+
 /// Field offsets of the tracepoints, read by userspace from tracefs `format` files at load
 /// time and written into the programs' read-only global `PROBE_CONFIG`, so another kernel
 /// layout keeps working.
@@ -253,6 +259,8 @@ const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 pub struct ProbeConfig {
     pub sched_switch_prev_pid: u32,
     pub sched_switch_prev_state: u32,
+    /// Width of prev_state in bytes (a long on most kernels, an int on some).
+    pub sched_switch_prev_state_size: u32,
     pub sched_switch_next_pid: u32,
     pub sched_switch_next_prio: u32,
     pub sched_waking_pid: u32,
@@ -276,7 +284,7 @@ pub struct ProbeConfig {
     pub wakeup_threshold_bytes: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 84);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 88);
 
 #[cfg(feature = "user")]
 mod user {

@@ -25,7 +25,7 @@ use aya_ebpf::{
 use gil_trace_common::{
     ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
     DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_CLASSIFIED_SYSCALLS, MAX_TRACED_THREADS,
-    MAX_TRACKED_SOCKETS,
+    MAX_TRACKED_SOCKETS, RECORD_PREFIX_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -33,6 +33,7 @@ use gil_trace_common::{
 static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     sched_switch_prev_pid: 0,
     sched_switch_prev_state: 0,
+    sched_switch_prev_state_size: 0,
     sched_switch_next_pid: 0,
     sched_switch_next_prio: 0,
     sched_waking_pid: 0,
@@ -93,6 +94,53 @@ fn probe_config() -> &'static ProbeConfig {
 fn is_traced(tid: u32) -> bool {
     // SAFETY: the value is a plain u32 copied out immediately.
     unsafe { TRACED_TIDS.get(&tid).is_some() }
+}
+
+const PREFIX_WORDS: usize = RECORD_PREFIX_LEN / 8;
+
+/// The first `RECORD_PREFIX_LEN` bytes of a tracepoint record, copied with one helper call
+/// (each `read_at` is a `bpf_probe_read`, and those dominated the programs' run time).
+struct Record([u64; PREFIX_WORDS]);
+
+impl Record {
+    #[inline(always)]
+    fn read(ctx: &TracePointContext) -> Result<Record, i64> {
+        Ok(Record(unsafe { ctx.read_at::<[u64; PREFIX_WORDS]>(0)? }))
+    }
+
+    /// The naturally aligned `bytes`-wide field at `offset` (userspace checked it fits).
+    #[inline(always)]
+    fn field(&self, offset: &u32, bytes: u32) -> Result<u64, i64> {
+        let offset = config(offset);
+        let word = *self.0.get(offset / 8).ok_or(-1i64)?;
+        let shifted = word >> ((offset % 8) * 8);
+        Ok(match bytes {
+            8 => shifted,
+            _ => shifted & ((1u64 << (bytes * 8)) - 1),
+        })
+    }
+
+    #[inline(always)]
+    fn u16(&self, offset: &u32) -> Result<u16, i64> {
+        Ok(self.field(offset, 2)? as u16)
+    }
+
+    #[inline(always)]
+    fn i32(&self, offset: &u32) -> Result<i32, i64> {
+        Ok(self.field(offset, 4)? as u32 as i32)
+    }
+
+    #[inline(always)]
+    fn u64(&self, offset: &u32) -> Result<u64, i64> {
+        self.field(offset, 8)
+    }
+
+    /// The u64 `index` words after `offset` (syscall arguments).
+    #[inline(always)]
+    fn u64_after(&self, offset: &u32, index: usize) -> Result<u64, i64> {
+        let word = config(offset) / 8 + index;
+        self.0.get(word).copied().ok_or(-1i64)
+    }
 }
 
 #[inline(always)]
@@ -161,17 +209,21 @@ pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
 
 fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let prev: i32 = unsafe { ctx.read_at(config(&c.sched_switch_prev_pid))? };
-    let next: i32 = unsafe { ctx.read_at(config(&c.sched_switch_next_pid))? };
-    let prev = prev as u32;
-    let next = next as u32;
+    let record = Record::read(ctx)?;
+    let prev = record.i32(&c.sched_switch_prev_pid)? as u32;
+    let next = record.i32(&c.sched_switch_next_pid)? as u32;
     let prev_traced = is_traced(prev);
     let next_traced = is_traced(next);
     if !prev_traced && !next_traced {
         return Ok(0);
     }
-    let prev_state: i64 = unsafe { ctx.read_at(config(&c.sched_switch_prev_state))? };
-    let next_prio: i32 = unsafe { ctx.read_at(config(&c.sched_switch_next_prio))? };
+    // prev_state is a long on some kernels and an unsigned int on others: userspace gives
+    // its width in the config.
+    let prev_state = record.field(
+        &c.sched_switch_prev_state,
+        config(&c.sched_switch_prev_state_size) as u32,
+    )? as i64;
+    let next_prio = record.i32(&c.sched_switch_next_prio)?;
     let (_, tgid) = current();
     emit(
         EventKind::SchedSwitch,
@@ -197,12 +249,12 @@ pub fn sched_sched_waking(ctx: TracePointContext) -> u32 {
 
 fn try_sched_sched_waking(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let wakee: i32 = unsafe { ctx.read_at(config(&c.sched_waking_pid))? };
-    let wakee = wakee as u32;
+    let record = Record::read(ctx)?;
+    let wakee = record.i32(&c.sched_waking_pid)? as u32;
     if !is_traced(wakee) {
         return Ok(0);
     }
-    let target_cpu: i32 = unsafe { ctx.read_at(config(&c.sched_waking_target_cpu))? };
+    let target_cpu = record.i32(&c.sched_waking_target_cpu)?;
     let (tid, tgid) = current();
     emit(
         EventKind::SchedWaking,
@@ -331,12 +383,12 @@ fn try_raw_syscalls_sys_enter(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let c = probe_config();
-    let nr: i64 = unsafe { ctx.read_at(config(&c.sys_enter_id))? };
+    let record = Record::read(ctx)?;
+    let nr = record.u64(&c.sys_enter_id)? as i64;
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let args = config(&c.sys_enter_args);
-    let arg = |i: usize| -> Result<u64, i64> { Ok(unsafe { ctx.read_at::<u64>(args + 8 * i)? }) };
+    let arg = |i: usize| record.u64_after(&c.sys_enter_args, i);
     match class {
         SyscallClass::Recv | SyscallClass::Send | SyscallClass::Poll => {
             let kind = match class {
@@ -390,11 +442,12 @@ fn try_raw_syscalls_sys_exit(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let c = probe_config();
-    let nr: i64 = unsafe { ctx.read_at(config(&c.sys_exit_id))? };
+    let record = Record::read(ctx)?;
+    let nr = record.u64(&c.sys_exit_id)? as i64;
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let ret: i64 = unsafe { ctx.read_at(config(&c.sys_exit_ret))? };
+    let ret = record.u64(&c.sys_exit_ret)? as i64;
     let (kind, detail) = match class {
         SyscallClass::Recv => (EventKind::RecvExit, nr as u64),
         SyscallClass::Send => (EventKind::SendExit, nr as u64),
@@ -420,11 +473,11 @@ pub fn sock_sk_data_ready(ctx: TracePointContext) -> u32 {
 
 fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let protocol: u16 = unsafe { ctx.read_at(config(&c.sk_data_ready_protocol))? };
-    if protocol != IPPROTO_UDP {
+    let record = Record::read(ctx)?;
+    if record.u16(&c.sk_data_ready_protocol)? != IPPROTO_UDP {
         return Ok(0);
     }
-    let sk: u64 = unsafe { ctx.read_at(config(&c.sk_data_ready_skaddr))? };
+    let sk = record.u64(&c.sk_data_ready_skaddr)?;
     let now = unsafe { bpf_ktime_get_ns() };
     match SOCKET_ARRIVALS.get_ptr_mut(&sk) {
         Some(queue) => {
@@ -469,13 +522,14 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let c = probe_config();
-    let protocol: u16 = unsafe { ctx.read_at(config(&c.recv_length_protocol))? };
-    let ret: i32 = unsafe { ctx.read_at(config(&c.recv_length_ret))? };
-    let flags: i32 = unsafe { ctx.read_at(config(&c.recv_length_flags))? };
+    let record = Record::read(ctx)?;
+    let protocol = record.u16(&c.recv_length_protocol)?;
+    let ret = record.i32(&c.recv_length_ret)?;
+    let flags = record.i32(&c.recv_length_flags)?;
     if protocol != IPPROTO_UDP || ret < 0 || flags & MSG_PEEK != 0 {
         return Ok(0);
     }
-    let sk: u64 = unsafe { ctx.read_at(config(&c.recv_length_sk))? };
+    let sk = record.u64(&c.recv_length_sk)?;
     let (arrival, left) = match SOCKET_ARRIVALS.get_ptr_mut(&sk) {
         Some(queue) => {
             // SAFETY: map value pointer (see try_sock_sk_data_ready).

@@ -90,6 +90,10 @@ struct RecordArgs {
     /// No live status line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Have the kernel time the eBPF programs and print the capture cost per event
+    /// (also kept in the trace's trailer). Timing adds two clock reads per program run.
+    #[arg(long)]
+    cost: bool,
     /// The command to run and trace.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -239,6 +243,7 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         duration,
         buffer_size: args.buffer_size,
         live_status: !args.quiet,
+        measure_cost: args.cost,
     })?;
     eprintln!(
         "gil-trace: wrote {} ({} events, {} lost; stopped: {})",
@@ -247,6 +252,26 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         outcome.lost,
         outcome.stop_reason
     );
+    if let Some(cost) = outcome.cost.as_ref().filter(|_| args.cost) {
+        let per_event = |ns: u64| ns as f64 / outcome.events.max(1) as f64;
+        let (bpf_ns, runs) = (cost.bpf_run_ns.unwrap_or(0), cost.bpf_runs.unwrap_or(0));
+        eprintln!(
+            "gil-trace: capture cost: eBPF {:.1} ms in {runs} runs ({:.0} ns/run, {:.0} ns/event), recorder {:.1} ms CPU ({:.0} ns/event)",
+            bpf_ns as f64 / 1e6,
+            bpf_ns as f64 / runs.max(1) as f64,
+            per_event(bpf_ns),
+            cost.recorder_cpu_ns as f64 / 1e6,
+            per_event(cost.recorder_cpu_ns),
+        );
+        for p in &cost.bpf_programs {
+            eprintln!(
+                "gil-trace:   {:<28} {:>10} runs {:>6.0} ns/run",
+                p.program,
+                p.runs,
+                p.run_ns as f64 / p.runs.max(1) as f64
+            );
+        }
+    }
     // Pass the command's exit status through, like `time`. Stopped by a signal while the
     // command still ran (a second Ctrl-C): 128 + that signal, as a shell would report it.
     let by_signal = match outcome.stop_reason.as_str() {

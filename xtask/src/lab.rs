@@ -9,7 +9,7 @@ use crate::{build::release_bin, workspace_root};
 const POLICIES: [&str; 4] = ["old", "new", "priority", "fair"];
 const SPINNERS: [u32; 4] = [0, 1, 2, 4];
 
-fn machine() -> String {
+pub fn machine() -> String {
     let out = |cmd: &str, args: &[&str]| {
         Command::new(cmd)
             .args(args)

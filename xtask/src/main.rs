@@ -49,8 +49,13 @@ enum Command {
     /// Record the lab for every policy with its truth log and check the analysis against it
     /// (root); writes docs/validation.md.
     Validate,
-    /// Performance figures (analysis speed on a ≥ 10 M-event trace); writes BENCHMARKS.md.
-    Bench,
+    /// Performance figures side by side with perf (recording overhead, capture capacity,
+    /// trace size, analysis speed); root; writes BENCHMARKS.md.
+    Bench {
+        /// Alternating rounds per overhead configuration (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Render chart SVGs to PNG in headless Chromium, to look at them (default: the demo's).
     ChartsPng {
         /// SVG files.
@@ -96,10 +101,10 @@ fn run() -> Result<()> {
         }
         Command::Lint => build::lint(),
         Command::ChartsPng { svgs } => png::run(&svgs),
-        Command::Bench => {
+        Command::Bench { rounds } => {
             setup::run()?;
             build::build_all(true)?;
-            bench::run()
+            bench::run(rounds.max(1))
         }
         Command::Validate => {
             setup::run()?;

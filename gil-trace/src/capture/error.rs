@@ -17,6 +17,15 @@ pub enum CaptureError {
     /// A tracepoint lacks a field the programs read.
     #[error("tracepoint {tracepoint} has no field {field} on this kernel")]
     FieldMissing { tracepoint: String, field: String },
+    /// A field the programs read from their record prefix is misplaced on this kernel.
+    #[error("tracepoint {tracepoint} field {field} ({size} bytes at offset {offset}) is not where gil-trace can read it (aligned, within the first {limit} bytes)")]
+    FieldLayout {
+        tracepoint: String,
+        field: String,
+        offset: u32,
+        size: u32,
+        limit: usize,
+    },
     /// This binary was built without the eBPF object.
     #[error(
         "this gil-trace was built without its eBPF programs; build it with `cargo xtask build`"

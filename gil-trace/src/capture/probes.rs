@@ -6,7 +6,9 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use gil_trace_common::{EventKind, ProbeConfig, SyscallClass, DROP_SLOTS, DROP_SLOT_FILTER_FULL};
+use gil_trace_common::{
+    EventKind, ProbeConfig, SyscallClass, DROP_SLOTS, DROP_SLOT_FILTER_FULL, RECORD_PREFIX_LEN,
+};
 
 use super::{tracefs, CaptureError};
 use crate::trace::LostCounts;
@@ -168,7 +170,51 @@ pub fn probe_config(
             missing.push("sched:sched_process_exit.group_dead".into());
             0
         });
+    // Fields the hot programs pick out of their one-copy record prefix: (tracepoint, field,
+    // bytes read). Each must be aligned to that width and end inside the prefix.
+    let prefix_fields: [(&str, &str, u32); 15] = [
+        ("sched_switch", "prev_pid", 4),
+        ("sched_switch", "next_pid", 4),
+        ("sched_switch", "next_prio", 4),
+        ("sched_waking", "pid", 4),
+        ("sched_waking", "target_cpu", 4),
+        ("sk_data_ready", "skaddr", 8),
+        ("sk_data_ready", "protocol", 2),
+        ("sock_recv_length", "sk", 8),
+        ("sock_recv_length", "protocol", 2),
+        ("sock_recv_length", "ret", 4),
+        ("sock_recv_length", "flags", 4),
+        ("sys_enter", "id", 8),
+        ("sys_enter", "args", 48),
+        ("sys_exit", "id", 8),
+        ("sys_exit", "ret", 8),
+    ];
+    let prev_state_size = formats
+        .get("sched_switch")
+        .and_then(|f| f.size("prev_state"))
+        .unwrap_or(8);
+    for (tp, name, size) in
+        prefix_fields
+            .into_iter()
+            .chain([("sched_switch", "prev_state", prev_state_size)])
+    {
+        let Some(offset) = formats.get(tp).and_then(|f| f.offset(name)) else {
+            continue; // absent optional tracepoint, or reported as missing below
+        };
+        let align = size.min(8);
+        let fits = offset as usize + size as usize <= RECORD_PREFIX_LEN;
+        if !fits || offset % align != 0 || ![1, 2, 4, 8, 48].contains(&size) {
+            return Err(CaptureError::FieldLayout {
+                tracepoint: tp.to_string(),
+                field: name.to_string(),
+                offset,
+                size,
+                limit: RECORD_PREFIX_LEN,
+            });
+        }
+    }
     let config = ProbeConfig {
+        sched_switch_prev_state_size: prev_state_size,
         sched_switch_prev_pid: field("sched_switch", "prev_pid")?,
         sched_switch_prev_state: field("sched_switch", "prev_state")?,
         sched_switch_next_pid: field("sched_switch", "next_pid")?,
@@ -229,7 +275,9 @@ fn attach_error(tracepoint: &str, source: aya::programs::ProgramError) -> Captur
 /// Loaded and attached programs with the maps userspace uses.
 pub struct Probes {
     /// Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// Held while the kernel times every program run (`--cost`); closing it stops that.
+    run_time_stats: Option<std::os::fd::OwnedFd>,
     /// Taken by the recorder (it registers the fd with its event loop).
     pub ring: Option<RingBuf<MapData>>,
     pub traced: HashMap<MapData, u32, u32>,
@@ -245,7 +293,9 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
 impl Probes {
     /// Loads the programs with this kernel's offsets, sizes the ring buffer, fills the syscall
     /// classifier and attaches every available tracepoint.
-    pub fn load(buffer_size: u32) -> Result<Probes, CaptureError> {
+    /// With `measure_cost`, the kernel also times every run of the programs (BPF_ENABLE_STATS:
+    /// about two clock reads per run, so it is opt-in).
+    pub fn load(buffer_size: u32, measure_cost: bool) -> Result<Probes, CaptureError> {
         let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
         let root = tracefs::root()?;
         // Wake the reader once an eighth of the buffer is used; it also polls every few ms.
@@ -295,8 +345,19 @@ impl Probes {
             .map_err(map_err("TRACED_TIDS"))?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map"))
             .map_err(map_err("DROPS"))?;
+        let run_time_stats = if measure_cost {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| CaptureError::Io {
+                    what: "enabling BPF run-time statistics".into(),
+                    source: e.io_error,
+                })?,
+            )
+        } else {
+            None
+        };
         Ok(Probes {
-            _ebpf: ebpf,
+            ebpf,
+            run_time_stats,
             ring: Some(ring),
             traced,
             drops,
@@ -333,6 +394,22 @@ impl Probes {
         for tid in tids {
             let _ = self.traced.remove(&tid);
         }
+    }
+
+    /// Per program: (name, ns, runs) as timed by the kernel, when loaded with `measure_cost`.
+    pub fn bpf_run_time(&self) -> Option<Vec<(String, u64, u64)>> {
+        self.run_time_stats.as_ref()?;
+        let mut out = Vec::new();
+        for (name, program) in self.ebpf.programs() {
+            if let Ok(info) = program.info() {
+                out.push((
+                    name.to_string(),
+                    info.run_time().as_nanos() as u64,
+                    info.run_count(),
+                ));
+            }
+        }
+        Some(out)
     }
 
     /// Events lost in the kernel so far, per CPU and kind.

@@ -28,7 +28,7 @@ use super::{
     CaptureError,
 };
 use crate::trace::{
-    format::{ExitInfo, CLOCK_NAME, FORMAT_VERSION},
+    format::{CaptureCost, ExitInfo, ProgramCost, CLOCK_NAME, FORMAT_VERSION},
     TraceMeta, TraceTrailer, TraceWriter,
 };
 
@@ -50,6 +50,8 @@ pub struct RecordOptions {
     pub buffer_size: u32,
     /// Print a one-line live status on stderr (only when it is a terminal).
     pub live_status: bool,
+    /// Have the kernel time the eBPF programs (recorded in the trailer's `capture_cost`).
+    pub measure_cost: bool,
 }
 
 /// How a recording ended.
@@ -61,6 +63,7 @@ pub struct RecordOutcome {
     pub stop_reason: String,
     /// The spawned command's exit (None with `-p`, or if it was still running).
     pub exit: Option<ExitInfo>,
+    pub cost: Option<CaptureCost>,
 }
 
 /// Grace period for the command to exit after a forwarded signal or `--duration`.
@@ -72,6 +75,18 @@ pub fn monotonic_ns() -> u64 {
     let ts =
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// User + system CPU of this process so far (children excluded).
+fn own_cpu_ns() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let ns = |t: nix::sys::time::TimeVal| {
+                t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1_000
+            };
+            ns(u.user_time()) + ns(u.system_time())
+        })
+        .unwrap_or(0)
 }
 
 fn unix_ns() -> u64 {
@@ -177,7 +192,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         }
     }
 
-    let mut probes = Probes::load(opts.buffer_size)?;
+    let mut probes = Probes::load(opts.buffer_size, opts.measure_cost)?;
     let (kernel_release, hostname) = read_host();
     let meta = TraceMeta {
         format_version: FORMAT_VERSION,
@@ -254,11 +269,30 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
     let lost = probes.lost();
     let lost_total = lost.total;
     let events = writer.events();
+    let bpf = probes.bpf_run_time();
+    let cost = CaptureCost {
+        recorder_cpu_ns: own_cpu_ns(),
+        bpf_run_ns: bpf.as_ref().map(|p| p.iter().map(|(_, ns, _)| ns).sum()),
+        bpf_runs: bpf
+            .as_ref()
+            .map(|p| p.iter().map(|(_, _, runs)| runs).sum()),
+        bpf_programs: bpf
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, _, runs)| *runs > 0)
+            .map(|(program, run_ns, runs)| ProgramCost {
+                program,
+                run_ns,
+                runs,
+            })
+            .collect(),
+    };
     let trailer = TraceTrailer {
         end_monotonic_ns: monotonic_ns(),
         lost,
         stop_reason: stop_reason.clone(),
         exit: exit.clone(),
+        capture_cost: Some(cost.clone()),
         ..Default::default()
     };
     let path = writer.finish(trailer)?;
@@ -271,6 +305,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         lost: lost_total,
         stop_reason,
         exit,
+        cost: Some(cost),
     })
 }
 

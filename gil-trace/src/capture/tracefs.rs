@@ -49,6 +49,11 @@ impl Format {
         self.fields.get(field).map(|f| f.0)
     }
 
+    /// Size in bytes (of the whole array for array fields).
+    pub fn size(&self, field: &str) -> Option<u32> {
+        self.fields.get(field).map(|f| f.1)
+    }
+
     /// Parses a tracefs `format` file.
     pub fn parse(text: &str) -> Format {
         let mut fields = HashMap::new();

@@ -99,6 +99,31 @@ pub struct TraceTrailer {
     /// Why recording stopped: "exit", "duration", "signal SIGINT", ...
     pub stop_reason: String,
     pub exit: Option<ExitInfo>,
+    /// What capturing cost (absent in traces from older recorders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_cost: Option<CaptureCost>,
+}
+
+/// CPU spent capturing: the recorder process, and (with `record --cost`) the eBPF programs
+/// as timed by the kernel, over every run including those filtered out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureCost {
+    /// User + system CPU of the recorder itself (not the traced command).
+    pub recorder_cpu_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_run_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_runs: Option<u64>,
+    /// The same, per program (only programs that ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bpf_programs: Vec<ProgramCost>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramCost {
+    pub program: String,
+    pub run_ns: u64,
+    pub runs: u64,
 }
 
 // --- varints ------------------------------------------------------------------------------

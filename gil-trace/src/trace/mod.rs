@@ -10,6 +10,6 @@ pub mod writer;
 
 pub use error::TraceError;
 pub use event::{Event, EventData, FutexCall, IoClass};
-pub use format::{LostCounts, ThreadInfo, TraceMeta, TraceTrailer};
+pub use format::{CaptureCost, LostCounts, ThreadInfo, TraceMeta, TraceTrailer};
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
