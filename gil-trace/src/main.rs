@@ -315,9 +315,9 @@ fn build_report(
         detail: args.detail || args.svg.is_some(),
     };
     let mut first = Some(reader);
-    let open = || match first.take() {
-        Some(r) => Ok(r.events()),
-        None => TraceReader::open(trace).map(|r| r.events()),
+    let open = |kinds| match first.take() {
+        Some(r) => Ok(r.events_of(kinds)),
+        None => TraceReader::open(trace).map(|r| r.events_of(kinds)),
     };
     Ok((analyze(&meta, &trailer, open, opts, |_| {})?, opts))
 }
@@ -335,7 +335,7 @@ fn chart_data(
         .unwrap_or_else(|| default_window(report, start, end));
     let mut data = ChartData::new(report, format!("gil-trace: {}", trace.display()), window);
     timeline_pass(
-        || TraceReader::open(trace).map(|r| r.events()),
+        |kinds| TraceReader::open(trace).map(|r| r.events_of(kinds)),
         &report.lock_set,
         |span| data.add_span(span),
     )?;
@@ -450,14 +450,14 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let mut first = Some(reader);
-    let open = || match first.take() {
-        Some(r) => Ok(r.events()),
-        None => TraceReader::open(&args.trace).map(|r| r.events()),
+    let open = |kinds| match first.take() {
+        Some(r) => Ok(r.events_of(kinds)),
+        None => TraceReader::open(&args.trace).map(|r| r.events_of(kinds)),
     };
     let report = analyze(&meta, &trailer, open, opts, |_| {})?;
     let mut spans = Vec::new();
     timeline_pass(
-        || TraceReader::open(&args.trace).map(|r| r.events()),
+        |kinds| TraceReader::open(&args.trace).map(|r| r.events_of(kinds)),
         &report.lock_set,
         |s| spans.push(*s),
     )?;

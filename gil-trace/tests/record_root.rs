@@ -767,3 +767,45 @@ fn many_new_threads_are_all_followed() {
         );
     }
 }
+
+#[test]
+fn record_cost_times_the_programs_and_keeps_the_figures_in_the_trailer() {
+    if skip_without_privilege("record_cost_times_the_programs_and_keeps_the_figures_in_the_trailer")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let out = gil_trace()
+        .args(["record", "--quiet", "--cost", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(workspace_bin("workload"))
+        .args(["storm", "--seconds", "0.3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("capture cost: eBPF"),
+        "{}",
+        stderr(&out)
+    );
+    let reader = TraceReader::open(&trace).unwrap();
+    let events = reader.trailer().events;
+    let cost = reader.trailer().capture_cost.clone().expect("capture_cost");
+    // Every emitted event is one program run; filtered-out runs only add to that.
+    assert!(
+        cost.bpf_runs.unwrap() >= events,
+        "{cost:?} vs {events} events"
+    );
+    assert!(
+        cost.bpf_run_ns.unwrap() > 0 && cost.recorder_cpu_ns > 0,
+        "{cost:?}"
+    );
+    let switch = cost
+        .bpf_programs
+        .iter()
+        .find(|p| p.program == "sched_sched_switch")
+        .expect("sched_switch timed");
+    assert!(switch.runs > 0 && switch.run_ns > 0);
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use gil_trace::trace::{
     format::{FORMAT_VERSION, MAGIC},
-    Event, TraceError, TraceMeta, TraceReader, TraceTrailer, TraceWriter,
+    Event, KindMask, TraceError, TraceMeta, TraceReader, TraceTrailer, TraceWriter,
 };
 use gil_trace_common::{EventKind, RawEvent};
 
@@ -64,6 +64,30 @@ fn write_trace(path: &Path, events: &[RawEvent]) {
 
 fn read_all(path: &Path) -> Result<Vec<Event>, TraceError> {
     TraceReader::open(path)?.events().collect()
+}
+
+#[test]
+fn a_kind_filtered_read_keeps_exactly_those_events_with_their_timestamps() {
+    // The skipped records still carry timestamp deltas: dropping them must not shift the
+    // kept ones.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let events = synthetic_events(50_000);
+    write_trace(&path, &events);
+    let kinds = [EventKind::FutexEnter, EventKind::ProcessExit];
+    let filtered: Vec<Event> = TraceReader::open(&path)
+        .unwrap()
+        .raw_events_of(KindMask::of(&kinds))
+        .map(Result::unwrap)
+        .collect();
+    let expected: Vec<Event> = events
+        .iter()
+        .filter(|e| kinds.iter().any(|&k| k as u32 == e.kind))
+        .copied()
+        .map(Event::from)
+        .collect();
+    assert!(expected.len() > 5_000, "{}", expected.len());
+    assert_eq!(filtered, expected);
 }
 
 #[test]

@@ -410,7 +410,6 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
             rss_kib,
         });
     }
-    let _ = fs::remove_file(&big);
     if with_perf {
         // perf's own scheduler analysis on a storm recorded with the tracepoints it needs.
         let data = dir.join("storm.perf.data");
@@ -448,14 +447,33 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
     Ok((rows, size as f64 / events as f64))
 }
 
+/// Only the analysis-speed figures, printed, BENCHMARKS.md untouched (for quick comparisons
+/// while optimizing).
+pub fn run_analysis_only() -> Result<()> {
+    let dir = workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    analysis(&dir, false).map(|_| ())
+}
+
 pub fn run(rounds: usize) -> Result<()> {
     let dir = workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
-    let with_perf = Command::new("perf")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let perf_works = || {
+        Command::new("perf")
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !perf_works() {
+        // A fresh Debian machine: perf comes from linux-perf (best effort; idempotent).
+        eprintln!("[bench] perf not found: apt-get install linux-perf");
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "linux-perf"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    }
+    let with_perf = perf_works();
     if !with_perf {
         eprintln!("[bench] perf not found: perf columns are left out (apt install linux-perf)");
     }

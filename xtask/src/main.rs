@@ -55,6 +55,9 @@ enum Command {
         /// Alternating rounds per overhead configuration (the median is reported).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Only the analysis-speed figures, printed (BENCHMARKS.md is left as it is).
+        #[arg(long)]
+        analysis_only: bool,
     },
     /// Render chart SVGs to PNG in headless Chromium, to look at them (default: the demo's).
     ChartsPng {
@@ -101,10 +104,17 @@ fn run() -> Result<()> {
         }
         Command::Lint => build::lint(),
         Command::ChartsPng { svgs } => png::run(&svgs),
-        Command::Bench { rounds } => {
+        Command::Bench {
+            rounds,
+            analysis_only,
+        } => {
             setup::run()?;
             build::build_all(true)?;
-            bench::run(rounds.max(1))
+            if analysis_only {
+                bench::run_analysis_only()
+            } else {
+                bench::run(rounds.max(1))
+            }
         }
         Command::Validate => {
             setup::run()?;

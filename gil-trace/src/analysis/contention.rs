@@ -968,7 +968,7 @@ mod tests {
             detail,
             ..Default::default()
         };
-        let open = || {
+        let open = |_| {
             Ok(crate::trace::sort::SortedEvents::new(
                 events.clone().into_iter().map(Ok),
             ))

@@ -16,8 +16,9 @@ use crate::{
         locks::{Lock, LockFinder, LockSet},
         timeline::{StateSpan, TimelineTracker},
     },
-    trace::{sort::SortedEvents, Event, EventData, TraceError, TraceMeta, TraceTrailer},
+    trace::{sort::SortedEvents, Event, EventData, KindMask, TraceError, TraceMeta, TraceTrailer},
 };
+use gil_trace_common::EventKind;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReportOptions {
@@ -76,17 +77,25 @@ pub fn timeline_pass<I, F>(
 ) -> Result<(), TraceError>
 where
     I: Iterator<Item = Result<Event, TraceError>>,
-    F: FnMut() -> Result<SortedEvents<I>, TraceError>,
+    F: FnMut(KindMask) -> Result<SortedEvents<I>, TraceError>,
 {
     let mut timeline = TimelineTracker::new(locks);
-    for ev in open()? {
+    for ev in open(KindMask::ALL)? {
         timeline.observe(&ev?, &mut |span| sink(&span));
     }
     timeline.finish(&mut |span| sink(&span));
     Ok(())
 }
 
-/// Builds the report. `open` yields a fresh time-ordered event stream (called twice).
+/// The kinds lock identification reads: pass 1 skips decoding the rest.
+pub const LOCK_PASS_KINDS: KindMask = KindMask::of(&[
+    EventKind::FutexEnter,
+    EventKind::FutexExit,
+    EventKind::ProcessExit,
+]);
+
+/// Builds the report. `open(kinds)` yields a fresh time-ordered event stream (called twice);
+/// it may leave out kinds not in `kinds`.
 pub fn analyze<I, F>(
     meta: &TraceMeta,
     trailer: &TraceTrailer,
@@ -96,7 +105,7 @@ pub fn analyze<I, F>(
 ) -> Result<Report, TraceError>
 where
     I: Iterator<Item = Result<Event, TraceError>>,
-    F: FnMut() -> Result<SortedEvents<I>, TraceError>,
+    F: FnMut(KindMask) -> Result<SortedEvents<I>, TraceError>,
 {
     let in_window = |ev: &Event| {
         opts.window
@@ -106,7 +115,7 @@ where
     // Pass 1 needs no global time order (only per-thread order, which the file keeps), so it
     // skips the sort window.
     let mut finder = LockFinder::default();
-    for ev in open()?.into_inner() {
+    for ev in open(LOCK_PASS_KINDS)?.into_inner() {
         let ev = ev?;
         if in_window(&ev) {
             finder.observe(&ev);
@@ -124,7 +133,7 @@ where
         },
     );
     let mut lost_spans = Vec::new();
-    let mut events = open()?;
+    let mut events = open(KindMask::ALL)?;
     for ev in events.by_ref() {
         let ev = ev?;
         if !in_window(&ev) {

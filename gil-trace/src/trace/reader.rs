@@ -233,6 +233,16 @@ impl TraceReader {
 
     /// Decodes the next event block into `out` (cleared first). `Ok(false)` at the end.
     pub fn next_block(&mut self, out: &mut Vec<RawEvent>) -> Result<bool, TraceError> {
+        self.next_block_of(out, KindMask::ALL)
+    }
+
+    /// As [`Self::next_block`], keeping only the kinds in `kinds` (the others are still
+    /// validated, but not stored).
+    pub fn next_block_of(
+        &mut self,
+        out: &mut Vec<RawEvent>,
+        kinds: KindMask,
+    ) -> Result<bool, TraceError> {
         out.clear();
         if self.pos >= self.events_end {
             return Ok(false);
@@ -255,29 +265,65 @@ impl TraceReader {
         if crc32fast::hash(&self.buf) != crc {
             return Err(self.corrupt(at, "event block checksum mismatch"));
         }
-        decode_block(&self.buf, out).map_err(|what| self.corrupt(at, what))?;
+        decode_block(&self.buf, out, kinds).map_err(|what| self.corrupt(at, what))?;
         self.pos = at + BLOCK_HEADER_LEN + len as u64;
         Ok(true)
     }
 
     /// All events in file order (not sorted), decoded block by block.
     pub fn raw_events(self) -> RawEvents {
+        self.raw_events_of(KindMask::ALL)
+    }
+
+    /// The events of these kinds only, in file order: a pass that needs few kinds skips
+    /// building the others.
+    pub fn raw_events_of(self, kinds: KindMask) -> RawEvents {
         RawEvents {
             reader: self,
             block: Vec::new(),
             next: 0,
             failed: false,
+            kinds,
         }
     }
 
     /// All events in timestamp order (sorted with a bounded window; see [`SortedEvents`]).
     pub fn events(self) -> SortedEvents<RawEvents> {
-        SortedEvents::new(self.raw_events())
+        self.events_of(KindMask::ALL)
+    }
+
+    /// The events of these kinds only, in timestamp order.
+    pub fn events_of(self, kinds: KindMask) -> SortedEvents<RawEvents> {
+        SortedEvents::new(self.raw_events_of(kinds))
     }
 }
 
-/// Decodes an event block payload (after its checksum was verified).
-fn decode_block(payload: &[u8], out: &mut Vec<RawEvent>) -> Result<(), String> {
+/// A set of event kinds (by `EventKind` value); kinds beyond the mask's width, e.g. unknown
+/// ones from a newer format, are in [`KindMask::ALL`] only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindMask(u64);
+
+impl KindMask {
+    pub const ALL: KindMask = KindMask(u64::MAX);
+
+    pub const fn of(kinds: &[gil_trace_common::EventKind]) -> KindMask {
+        let mut mask = 0u64;
+        let mut i = 0;
+        while i < kinds.len() {
+            mask |= 1 << (kinds[i] as u32);
+            i += 1;
+        }
+        KindMask(mask)
+    }
+
+    #[inline(always)]
+    pub fn contains(self, kind: u64) -> bool {
+        self.0 == u64::MAX || (kind < 64 && self.0 & (1 << kind) != 0)
+    }
+}
+
+/// Decodes an event block payload (after its checksum was verified), keeping `kinds`.
+fn decode_block(payload: &[u8], out: &mut Vec<RawEvent>, kinds: KindMask) -> Result<(), String> {
     let count = u32::from_le_bytes(payload[..4].try_into().unwrap()) as usize;
     let base_ts = u64::from_le_bytes(payload[4..12].try_into().unwrap());
     let records = &payload[12..];
@@ -317,6 +363,9 @@ fn decode_block(payload: &[u8], out: &mut Vec<RawEvent>) -> Result<(), String> {
             }
         }
         ts = ts.wrapping_add(delta as u64);
+        if !kinds.contains(kind) {
+            continue;
+        }
         out.push(RawEvent {
             ts_ns: ts,
             kind: kind as u32,
@@ -341,6 +390,7 @@ pub struct RawEvents {
     block: Vec<RawEvent>,
     next: usize,
     failed: bool,
+    kinds: KindMask,
 }
 
 impl RawEvents {
@@ -358,7 +408,7 @@ impl Iterator for RawEvents {
                 return None;
             }
             self.next = 0;
-            match self.reader.next_block(&mut self.block) {
+            match self.reader.next_block_of(&mut self.block, self.kinds) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
