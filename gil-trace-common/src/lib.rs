@@ -19,8 +19,12 @@ pub const DROP_SLOTS: u32 = 16;
 /// `TRACED_TIDS` map was full (their events are then missing, not just one event).
 pub const DROP_SLOT_FILTER_FULL: u32 = 0;
 
-/// Maximum number of threads traced at once (size of the in-kernel filter map).
+/// Maximum number of threads traced at once (size of the in-kernel bookkeeping map).
 pub const MAX_TRACED_THREADS: u32 = 32768;
+
+/// Length of the in-kernel fast filter, an array indexed by tid; userspace sizes it to the
+/// kernel's `pid_max` at load time (this is only the object file's placeholder).
+pub const TRACED_FLAGS_DEFAULT_LEN: u32 = 32768;
 
 /// Maximum number of UDP sockets whose queued-datagram arrival times are remembered (LRU).
 pub const MAX_TRACKED_SOCKETS: u32 = 8192;
@@ -44,8 +48,9 @@ pub struct ArrivalQueue {
 
 const _: () = assert!(ARRIVAL_QUEUE_LEN.is_power_of_two());
 
-/// Maximum number of syscall numbers the syscall classifier map holds.
-pub const MAX_CLASSIFIED_SYSCALLS: u32 = 64;
+/// Size of the syscall classifier array (indexed by syscall number; every architecture's
+/// numbers that gil-trace classifies are below this).
+pub const SYSCALL_TABLE_LEN: u32 = 1024;
 
 /// What a [`RawEvent`] describes. Values are stable: they are written into trace files.
 #[repr(u32)]
@@ -245,7 +250,7 @@ pub struct RawEvent {
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
-/// The hot programs (sched_switch, sched_waking, sys_enter/exit, the sock events) copy the
+/// The hot tracepoint programs (sched_switch, sched_waking, the sock events) copy the
 /// first this-many bytes of their tracepoint record with one helper call and pick fields out
 /// of the copy: one `bpf_probe_read` instead of one per field. Userspace checks that every
 /// field they use lies inside, aligned to its size.
@@ -275,16 +280,9 @@ pub struct ProbeConfig {
     pub recv_length_protocol: u32,
     pub recv_length_ret: u32,
     pub recv_length_flags: u32,
-    pub sys_enter_id: u32,
-    pub sys_enter_args: u32,
-    pub sys_exit_id: u32,
-    pub sys_exit_ret: u32,
-    /// Ring-buffer fill level (bytes) above which a submit wakes userspace; below it the
-    /// events wait for userspace's periodic poll (fewer wakeups under load).
-    pub wakeup_threshold_bytes: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 88);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 68);
 
 #[cfg(feature = "user")]
 mod user {

@@ -14,18 +14,19 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use gil_trace_common::{
     ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
-    DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_CLASSIFIED_SYSCALLS, MAX_TRACED_THREADS,
-    MAX_TRACKED_SOCKETS, RECORD_PREFIX_LEN,
+    DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS,
+    RECORD_PREFIX_LEN, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -48,24 +49,25 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     recv_length_protocol: 0,
     recv_length_ret: 0,
     recv_length_flags: 0,
-    sys_enter_id: 0,
-    sys_enter_args: 0,
-    sys_exit_id: 0,
-    sys_exit_ret: 0,
-    wakeup_threshold_bytes: 0,
 };
 
 /// Event stream to userspace; its size is set at load time (`--buffer-size`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4096 * 1024, 0);
 
-/// Threads being traced (tid → tgid).
+/// Threads being traced (tid → tgid): the set userspace lists and prunes.
 #[map]
 static TRACED_TIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED_THREADS, 0);
 
-/// Syscall number → `SyscallClass`, filled by userspace for its architecture.
+/// The same set as flags indexed by tid (sized to pid_max at load): the hot programs test it
+/// with an array lookup the verifier inlines, instead of hashing the tid on every event.
 #[map]
-static SYSCALL_CLASS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_CLASSIFIED_SYSCALLS, 0);
+static TRACED_FLAGS: Array<u32> = Array::with_max_entries(TRACED_FLAGS_DEFAULT_LEN, 0);
+
+/// Syscall number → `SyscallClass` (0: not classified), filled by userspace for its
+/// architecture; an array, so the lookup is inlined too.
+#[map]
+static SYSCALL_CLASS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_LEN, 0);
 
 /// UDP socket → arrival times of its queued datagrams. Every UDP socket on the host passes
 /// here (its owner is unknown until it reads); LRU so idle sockets age out by themselves.
@@ -92,8 +94,22 @@ fn probe_config() -> &'static ProbeConfig {
 /// verifier rejects ("pointer |= pointer prohibited"); as a subprogram it returns a scalar.
 #[inline(never)]
 fn is_traced(tid: u32) -> bool {
-    // SAFETY: the value is a plain u32 copied out immediately.
-    unsafe { TRACED_TIDS.get(&tid).is_some() }
+    TRACED_FLAGS.get(tid).is_some_and(|flag| *flag != 0)
+}
+
+/// Adds or removes a thread in both the bookkeeping map and the fast flags.
+#[inline(always)]
+fn set_traced(tid: u32, traced: bool) -> bool {
+    // Listed first when adding, unflagged first when removing: a flagged thread is always
+    // listed, so userspace can find (and prune) every thread that produces events.
+    if traced && TRACED_TIDS.insert(&tid, &0, 0).is_err() {
+        return false;
+    }
+    if let Some(flag) = TRACED_FLAGS.get_ptr_mut(tid) {
+        // SAFETY: a map value slot; a u32 store is atomic.
+        unsafe { *flag = traced as u32 };
+    }
+    traced || TRACED_TIDS.remove(&tid).is_ok()
 }
 
 const PREFIX_WORDS: usize = RECORD_PREFIX_LEN / 8;
@@ -134,13 +150,6 @@ impl Record {
     fn u64(&self, offset: &u32) -> Result<u64, i64> {
         self.field(offset, 8)
     }
-
-    /// The u64 `index` words after `offset` (syscall arguments).
-    #[inline(always)]
-    fn u64_after(&self, offset: &u32, index: usize) -> Result<u64, i64> {
-        let word = config(offset) / 8 + index;
-        self.0.get(word).copied().ok_or(-1i64)
-    }
 }
 
 #[inline(always)]
@@ -151,30 +160,24 @@ fn count_drop(slot: u32) {
     }
 }
 
-/// Reserves, fills and submits one event; counts it as dropped when the ring buffer is full.
+/// Writes one event; counts it as dropped when the ring buffer is full. One helper call
+/// (`bpf_ringbuf_output`) instead of reserve + query + submit: on kernels with return-thunk
+/// mitigations every helper call is expensive. No wakeup: the reader drains on a 10 ms timer.
 #[inline(always)]
 fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
-    match EVENTS.reserve::<RawEvent>(0) {
-        Some(mut entry) => {
-            entry.write(RawEvent {
-                ts_ns,
-                kind: kind as u32,
-                tid,
-                tgid,
-                cpu: unsafe { bpf_get_smp_processor_id() },
-                args,
-            });
-            // Wake the reader only when enough has piled up; it also polls on a timer.
-            let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-            let flags = if pending >= config(&probe_config().wakeup_threshold_bytes) as u64 {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            entry.submit(flags as u64);
-        }
-        None => count_drop(kind as u32),
+    let event = RawEvent {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind: kind as u32,
+        tid,
+        tgid,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        args,
+    };
+    if EVENTS
+        .output::<RawEvent>(&event, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count_drop(kind as u32);
     }
 }
 
@@ -280,7 +283,7 @@ fn try_sched_sched_process_fork(ctx: &TracePointContext) -> Result<u32, i64> {
     let child: i32 = unsafe { ctx.read_at(config(&probe_config().fork_child_pid))? };
     let child = child as u32;
     // The child's tgid is not in the tracepoint; events from the child carry it.
-    if TRACED_TIDS.insert(&child, &0, 0).is_err() {
+    if !set_traced(child, true) {
         count_drop(DROP_SLOT_FILTER_FULL);
     }
     emit(EventKind::ProcessFork, tid, tgid, [child as u64, 0, 0, 0]);
@@ -313,7 +316,7 @@ fn try_sched_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     );
     // The exiting task still runs (and switches out) after this; its final sched_switch is
     // caught through the next task or lost — harmless, it is the end of its timeline.
-    let _ = TRACED_TIDS.remove(&tid);
+    set_traced(tid, false);
     Ok(0)
 }
 
@@ -358,37 +361,64 @@ fn try_task_task_rename(ctx: &TracePointContext) -> Result<u32, i64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// syscalls: one pair of programs on raw_syscalls, classified through SYSCALL_CLASS, because
-// the per-syscall tracepoints are dispatched from the same hook anyway.
+// syscalls: BPF raw tracepoints on sys_enter/sys_exit. They run for every syscall on the host,
+// but a raw tracepoint hands the program the tracepoint's arguments directly (no trace record
+// is built), so an untraced syscall costs one inlined array lookup; the per-syscall
+// `syscalls:*` tracepoints would need ~40 perf attachments, each detached with an RCU wait.
+// Classified through SYSCALL_CLASS by number; arguments are read from the saved user
+// registers (`struct pt_regs`, whose layout is per architecture).
+
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+compile_error!("gil-trace's syscall programs know the pt_regs layout of x86_64 and aarch64 only");
+
+#[cfg(bpf_target_arch = "x86_64")]
+mod regs {
+    /// Words of `struct pt_regs` read: up to orig_ax.
+    pub const WORDS: usize = 16;
+    /// di, si, dx, r10, r8, r9: the syscall arguments, in order.
+    pub const ARGS: [usize; 6] = [14, 13, 12, 7, 9, 8];
+    /// orig_ax: the syscall number.
+    pub const NR: usize = 15;
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+mod regs {
+    /// Words of `struct pt_regs` read: x0..x8.
+    pub const WORDS: usize = 9;
+    /// x0..x5 (x0 still holds the first argument at sys_enter).
+    pub const ARGS: [usize; 6] = [0, 1, 2, 3, 4, 5];
+    /// x8: the syscall number.
+    pub const NR: usize = 8;
+}
 
 #[inline(always)]
 fn syscall_class(nr: i64) -> Option<SyscallClass> {
-    if nr < 0 {
+    if nr < 0 || nr >= SYSCALL_TABLE_LEN as i64 {
         return None;
     }
-    // SAFETY: plain u8 copied out.
-    let raw = unsafe { *SYSCALL_CLASS.get(&(nr as u32))? };
+    let raw = *SYSCALL_CLASS.get(nr as u32)?;
     SyscallClass::try_from(raw).ok()
 }
 
-#[tracepoint]
-pub fn raw_syscalls_sys_enter(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_syscalls_sys_enter(ctx: RawTracePointContext) -> i32 {
     let _ = try_raw_syscalls_sys_enter(&ctx);
     0
 }
 
-fn try_raw_syscalls_sys_enter(ctx: &TracePointContext) -> Result<u32, i64> {
+fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let (tid, tgid) = current();
     if !is_traced(tid) {
         return Ok(0);
     }
-    let c = probe_config();
-    let record = Record::read(ctx)?;
-    let nr = record.u64(&c.sys_enter_id)? as i64;
+    // sys_enter(struct pt_regs *regs, long id)
+    let nr: i64 = ctx.arg(1);
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let arg = |i: usize| record.u64_after(&c.sys_enter_args, i);
+    let regs_ptr: u64 = ctx.arg(0);
+    let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
+    let arg = |i: usize| -> Result<u64, i64> { Ok(regs[regs::ARGS[i]]) };
     match class {
         SyscallClass::Recv | SyscallClass::Send | SyscallClass::Poll => {
             let kind = match class {
@@ -430,24 +460,25 @@ fn try_raw_syscalls_sys_enter(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-#[tracepoint]
-pub fn raw_syscalls_sys_exit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_syscalls_sys_exit(ctx: RawTracePointContext) -> i32 {
     let _ = try_raw_syscalls_sys_exit(&ctx);
     0
 }
 
-fn try_raw_syscalls_sys_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let (tid, tgid) = current();
     if !is_traced(tid) {
         return Ok(0);
     }
-    let c = probe_config();
-    let record = Record::read(ctx)?;
-    let nr = record.u64(&c.sys_exit_id)? as i64;
+    // sys_exit(struct pt_regs *regs, long ret)
+    let regs_ptr: u64 = ctx.arg(0);
+    let nr_ptr = (regs_ptr as *const u64).wrapping_add(regs::NR);
+    let nr = unsafe { bpf_probe_read_kernel(nr_ptr)? } as i64;
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let ret = record.u64(&c.sys_exit_ret)? as i64;
+    let ret: i64 = ctx.arg(1);
     let (kind, detail) = match class {
         SyscallClass::Recv => (EventKind::RecvExit, nr as u64),
         SyscallClass::Send => (EventKind::SendExit, nr as u64),

@@ -2,8 +2,8 @@
 use std::path::Path;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gil_trace_common::{
@@ -61,18 +61,6 @@ pub const PROBES: &[Probe] = &[
         required: false,
     },
     Probe {
-        program: "raw_syscalls_sys_enter",
-        category: "raw_syscalls",
-        name: "sys_enter",
-        required: true,
-    },
-    Probe {
-        program: "raw_syscalls_sys_exit",
-        category: "raw_syscalls",
-        name: "sys_exit",
-        required: true,
-    },
-    Probe {
         program: "sock_sk_data_ready",
         category: "sock",
         name: "sk_data_ready",
@@ -86,7 +74,14 @@ pub const PROBES: &[Probe] = &[
     },
 ];
 
-/// Syscall numbers of this architecture and how the programs classify them.
+/// The programs on the raw `sys_enter`/`sys_exit` tracepoints (BPF raw tracepoints: no
+/// per-event record is built, so the many syscalls of untraced processes cost little).
+pub const SYSCALL_PROGRAMS: [(&str, &str); 2] = [
+    ("raw_syscalls_sys_enter", "sys_enter"),
+    ("raw_syscalls_sys_exit", "sys_exit"),
+];
+
+/// The syscalls gil-trace classifies on this architecture: (number, class).
 pub fn syscall_table() -> Vec<(u32, SyscallClass)> {
     use SyscallClass::*;
     #[cfg(target_arch = "x86_64")]
@@ -133,10 +128,7 @@ pub fn syscall_table() -> Vec<(u32, SyscallClass)> {
 
 /// Reads every tracepoint's layout into a [`ProbeConfig`]; returns it with the optional
 /// tracepoints (or fields) this kernel lacks.
-pub fn probe_config(
-    root: &Path,
-    wakeup_threshold_bytes: u32,
-) -> Result<(ProbeConfig, Vec<String>), CaptureError> {
+pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureError> {
     let mut missing = Vec::new();
     let mut formats = std::collections::HashMap::new();
     for probe in PROBES {
@@ -172,7 +164,7 @@ pub fn probe_config(
         });
     // Fields the hot programs pick out of their one-copy record prefix: (tracepoint, field,
     // bytes read). Each must be aligned to that width and end inside the prefix.
-    let prefix_fields: [(&str, &str, u32); 15] = [
+    let prefix_fields: [(&str, &str, u32); 11] = [
         ("sched_switch", "prev_pid", 4),
         ("sched_switch", "next_pid", 4),
         ("sched_switch", "next_prio", 4),
@@ -184,10 +176,6 @@ pub fn probe_config(
         ("sock_recv_length", "protocol", 2),
         ("sock_recv_length", "ret", 4),
         ("sock_recv_length", "flags", 4),
-        ("sys_enter", "id", 8),
-        ("sys_enter", "args", 48),
-        ("sys_exit", "id", 8),
-        ("sys_exit", "ret", 8),
     ];
     let prev_state_size = formats
         .get("sched_switch")
@@ -231,14 +219,22 @@ pub fn probe_config(
         recv_length_protocol: field("sock_recv_length", "protocol")?,
         recv_length_ret: field("sock_recv_length", "ret")?,
         recv_length_flags: field("sock_recv_length", "flags")?,
-        sys_enter_id: field("sys_enter", "id")?,
-        sys_enter_args: field("sys_enter", "args")?,
-        sys_exit_id: field("sys_exit", "id")?,
-        sys_exit_ret: field("sys_exit", "ret")?,
-        wakeup_threshold_bytes,
     };
     Ok((config, missing))
 }
+
+/// The kernel's highest pid + 1 (the fast filter's length); the largest possible value when
+/// it cannot be read.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(PID_MAX_LIMIT)
+        .clamp(1, PID_MAX_LIMIT)
+}
+
+/// PID_MAX_LIMIT on 64-bit kernels.
+const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
 
 /// The embedded eBPF object, if this binary has one.
 pub fn ebpf_object() -> Option<&'static [u8]> {
@@ -274,13 +270,17 @@ fn attach_error(tracepoint: &str, source: aya::programs::ProgramError) -> Captur
 
 /// Loaded and attached programs with the maps userspace uses.
 pub struct Probes {
-    /// Owns the programs and their links: dropping it detaches everything.
+    /// One per attached tracepoint; detached in parallel on drop (see `Drop`).
+    links: Vec<Box<dyn std::any::Any + Send>>,
+    /// Owns the programs and maps.
     ebpf: Ebpf,
     /// Held while the kernel times every program run (`--cost`); closing it stops that.
     run_time_stats: Option<std::os::fd::OwnedFd>,
     /// Taken by the recorder (it registers the fd with its event loop).
     pub ring: Option<RingBuf<MapData>>,
-    pub traced: HashMap<MapData, u32, u32>,
+    traced: HashMap<MapData, u32, u32>,
+    /// The same set as flags indexed by tid (the programs' fast filter).
+    traced_flags: Array<MapData, u32>,
     drops: PerCpuArray<MapData, u64>,
     pub attached: Vec<String>,
     pub missing: Vec<String>,
@@ -288,6 +288,19 @@ pub struct Probes {
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
     move |source| CaptureError::Map { map, source }
+}
+
+impl Drop for Probes {
+    /// Detaching a tracepoint program waits for an RCU grace period (tens of ms on a VM);
+    /// started together, the waits overlap where the kernel allows it.
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+    }
 }
 
 impl Probes {
@@ -298,8 +311,7 @@ impl Probes {
     pub fn load(buffer_size: u32, measure_cost: bool) -> Result<Probes, CaptureError> {
         let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
         let root = tracefs::root()?;
-        // Wake the reader once an eighth of the buffer is used; it also polls every few ms.
-        let (config, missing) = probe_config(&root, buffer_size / 8)?;
+        let (config, missing) = probe_config(&root)?;
         // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
         let _ = nix::sys::resource::setrlimit(
             nix::sys::resource::Resource::RLIMIT_MEMLOCK,
@@ -309,18 +321,20 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("PROBE_CONFIG", &config, true)
             .map_max_entries("EVENTS", buffer_size)
+            .map_max_entries("TRACED_FLAGS", pid_max())
             .load(object)?;
 
-        let mut classes: HashMap<_, u32, u8> =
-            HashMap::try_from(ebpf.map_mut("SYSCALL_CLASS").expect("SYSCALL_CLASS map"))
+        let mut classes: Array<_, u8> =
+            Array::try_from(ebpf.map_mut("SYSCALL_CLASS").expect("SYSCALL_CLASS map"))
                 .map_err(map_err("SYSCALL_CLASS"))?;
         for (nr, class) in syscall_table() {
             classes
-                .insert(nr, class as u8, 0)
+                .set(nr, class as u8, 0)
                 .map_err(map_err("SYSCALL_CLASS"))?;
         }
 
         let mut attached = Vec::new();
+        let mut links: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
         for probe in PROBES {
             let name = format!("{}:{}", probe.category, probe.name);
             if missing.contains(&name) {
@@ -333,9 +347,23 @@ impl Probes {
                 .try_into()
                 .map_err(attach_err)?;
             program.load().map_err(attach_err)?;
-            program
+            let link_id = program
                 .attach(probe.category, probe.name)
                 .map_err(attach_err)?;
+            links.push(Box::new(program.take_link(link_id).map_err(attach_err)?));
+            attached.push(name);
+        }
+        for (program_name, tp) in SYSCALL_PROGRAMS {
+            let name = format!("raw_syscalls:{tp} (raw tracepoint)");
+            let attach_err = |source: aya::programs::ProgramError| attach_error(&name, source);
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(program_name)
+                .unwrap_or_else(|| panic!("eBPF object lacks program {program_name}"))
+                .try_into()
+                .map_err(attach_err)?;
+            program.load().map_err(attach_err)?;
+            let link_id = program.attach(tp).map_err(attach_err)?;
+            links.push(Box::new(program.take_link(link_id).map_err(attach_err)?));
             attached.push(name);
         }
 
@@ -343,6 +371,9 @@ impl Probes {
             .map_err(map_err("EVENTS"))?;
         let traced = HashMap::try_from(ebpf.take_map("TRACED_TIDS").expect("TRACED_TIDS map"))
             .map_err(map_err("TRACED_TIDS"))?;
+        let traced_flags =
+            Array::try_from(ebpf.take_map("TRACED_FLAGS").expect("TRACED_FLAGS map"))
+                .map_err(map_err("TRACED_FLAGS"))?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map"))
             .map_err(map_err("DROPS"))?;
         let run_time_stats = if measure_cost {
@@ -356,10 +387,12 @@ impl Probes {
             None
         };
         Ok(Probes {
+            links,
             ebpf,
             run_time_stats,
             ring: Some(ring),
             traced,
+            traced_flags,
             drops,
             attached,
             missing,
@@ -370,7 +403,15 @@ impl Probes {
     pub fn trace_thread(&mut self, tid: u32, tgid: u32) -> Result<(), CaptureError> {
         self.traced
             .insert(tid, tgid, 0)
-            .map_err(map_err("TRACED_TIDS"))
+            .map_err(map_err("TRACED_TIDS"))?;
+        self.traced_flags
+            .set(tid, 1, 0)
+            .map_err(map_err("TRACED_FLAGS"))
+    }
+
+    fn untrace(&mut self, tid: u32) {
+        let _ = self.traced_flags.set(tid, 0, 0);
+        let _ = self.traced.remove(&tid);
     }
 
     /// Is any traced thread still alive? Drops entries whose thread is gone without an exit
@@ -382,7 +423,7 @@ impl Probes {
             if std::path::Path::new(&format!("/proc/{tid}")).exists() {
                 alive = true;
             } else {
-                let _ = self.traced.remove(&tid);
+                self.untrace(tid);
             }
         }
         alive
@@ -392,7 +433,7 @@ impl Probes {
     pub fn stop_tracing(&mut self) {
         let tids: Vec<u32> = self.traced.keys().filter_map(Result::ok).collect();
         for tid in tids {
-            let _ = self.traced.remove(&tid);
+            self.untrace(tid);
         }
     }
 

@@ -49,6 +49,15 @@ impl Format {
         self.fields.get(field).map(|f| f.0)
     }
 
+    /// The offset of the first field that starts after `offset`.
+    pub fn first_offset_after(&self, offset: u32) -> Option<u32> {
+        self.fields
+            .values()
+            .map(|f| f.0)
+            .filter(|&o| o > offset)
+            .min()
+    }
+
     /// Size in bytes (of the whole array for array fields).
     pub fn size(&self, field: &str) -> Option<u32> {
         self.fields.get(field).map(|f| f.1)
