@@ -137,6 +137,21 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Longest encoded record: five u32/u64 varints (≤ 5+10+5+5+5 bytes), the mask, four u64s.
+pub const MAX_RECORD_LEN: usize = 30 + 1 + 4 * 10;
+
+/// `put_varint` into a fixed buffer (the caller sized it for the longest record).
+#[inline(always)]
+pub fn put_varint_into(out: &mut [u8; MAX_RECORD_LEN], len: &mut usize, mut v: u64) {
+    while v >= 0x80 {
+        out[*len] = (v as u8) | 0x80;
+        *len += 1;
+        v >>= 7;
+    }
+    out[*len] = v as u8;
+    *len += 1;
+}
+
 #[inline]
 pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64

@@ -16,12 +16,66 @@ use super::{
 };
 
 /// Thread names and processes learned from the event stream (for the trailer's table).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ThreadTable {
     threads: BTreeMap<u32, ThreadInfo>,
+    /// `tid << 32 | tgid` of threads already in the table, direct-mapped by tid: the recorder
+    /// calls `observe_raw` for every event, and almost all of them are from known threads.
+    seen: Box<[u64; SEEN_SLOTS]>,
+}
+
+const SEEN_SLOTS: usize = 1024;
+
+impl Default for ThreadTable {
+    fn default() -> Self {
+        ThreadTable {
+            threads: BTreeMap::new(),
+            seen: Box::new([0; SEEN_SLOTS]),
+        }
+    }
 }
 
 impl ThreadTable {
+    /// As [`Self::observe`], on the raw record: only names and forks need decoding; every
+    /// other kind just says "this thread (of that process) exists".
+    pub fn observe_raw(&mut self, raw: &RawEvent) {
+        match EventKind::try_from(raw.kind) {
+            Ok(EventKind::Comm | EventKind::ProcessFork) => self.observe(&Event::from(*raw)),
+            Ok(EventKind::SchedSwitch) => {
+                let (prev_traced, next_traced) = (raw.args[3] & 1 != 0, raw.args[3] & 2 != 0);
+                if next_traced {
+                    self.see(raw.args[0] as u32, 0);
+                }
+                if prev_traced {
+                    self.see(raw.tid, raw.tgid);
+                }
+            }
+            Ok(EventKind::SchedWaking) => self.see(raw.args[0] as u32, 0),
+            Ok(_) => self.see(raw.tid, raw.tgid),
+            Err(_) => {}
+        }
+    }
+
+    /// The thread exists; `tgid` (when not 0) is its process.
+    #[inline]
+    fn see(&mut self, tid: u32, tgid: u32) {
+        if tid == 0 {
+            return;
+        }
+        let slot = &mut self.seen[tid as usize % SEEN_SLOTS];
+        if (*slot >> 32) as u32 == tid && (tgid == 0 || *slot as u32 == tgid) {
+            return;
+        }
+        let entry = self.threads.entry(tid).or_insert_with(|| ThreadInfo {
+            tid,
+            ..Default::default()
+        });
+        if tgid != 0 {
+            entry.tgid = tgid;
+        }
+        *slot = (tid as u64) << 32 | entry.tgid as u64;
+    }
+
     /// Learns from one event. Only traced threads enter the table: a switch names untraced
     /// tasks too (its flags say which side is traced) and a waker may be any task.
     pub fn observe(&mut self, ev: &Event) {
@@ -170,21 +224,26 @@ impl TraceWriter {
             self.block_base_ts = raw.ts_ns;
             self.prev_ts = raw.ts_ns;
         }
-        let b = &mut self.block;
-        put_varint(b, raw.kind as u64);
-        put_varint(b, zigzag(raw.ts_ns.wrapping_sub(self.prev_ts) as i64));
-        put_varint(b, raw.tid as u64);
-        put_varint(b, raw.tgid as u64);
-        put_varint(b, raw.cpu as u64);
+        // Encoded into a stack buffer, then appended once: a `Vec::push` per byte (with its
+        // capacity check) made this the recorder's hottest loop.
+        let mut record = [0u8; MAX_RECORD_LEN];
+        let mut len = 0;
+        let mut put = |v: u64| put_varint_into(&mut record, &mut len, v);
+        put(raw.kind as u64);
+        put(zigzag(raw.ts_ns.wrapping_sub(self.prev_ts) as i64));
+        put(raw.tid as u64);
+        put(raw.tgid as u64);
+        put(raw.cpu as u64);
         let mask = raw
             .args
             .iter()
             .enumerate()
             .fold(0u8, |m, (i, &a)| m | (((a != 0) as u8) << i));
-        b.push(mask);
+        put(mask as u64);
         for &a in raw.args.iter().filter(|&&a| a != 0) {
-            put_varint(b, a);
+            put(a);
         }
+        self.block.extend_from_slice(&record[..len]);
         self.prev_ts = raw.ts_ns;
         self.block_events += 1;
         self.events += 1;
@@ -192,7 +251,7 @@ impl TraceWriter {
             Ok(kind) => self.counts[kind as usize] += 1,
             Err(_) => self.unknown_kinds += 1,
         }
-        self.threads.observe(&Event::from(*raw));
+        self.threads.observe_raw(raw);
         if self.block.len() >= BLOCK_TARGET_LEN {
             self.flush_block()?;
         }
@@ -298,5 +357,53 @@ impl Drop for TraceWriter {
             // Not finished: never leave a partial file behind.
             let _ = fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_fast_path_builds_the_same_thread_table_as_full_decoding() {
+        // Many threads (more than the cache's slots, so slots collide), a tgid change (exec
+        // by a non-leader thread), names, forks, switches naming untraced tasks.
+        let mut events = Vec::new();
+        let mut state = 0x2545f4914f6cdd1du64;
+        for i in 0..50_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let tid = 100 + (state % 3000) as u32;
+            let tgid = if i > 25_000 && tid % 7 == 0 { tid } else { 100 };
+            let kinds = [
+                EventKind::SchedSwitch,
+                EventKind::SchedWaking,
+                EventKind::FutexEnter,
+                EventKind::Comm,
+                EventKind::ProcessFork,
+                EventKind::ProcessExit,
+            ];
+            let kind = kinds[(state >> 20) as usize % kinds.len()];
+            events.push(RawEvent {
+                ts_ns: i,
+                kind: kind as u32,
+                tid,
+                tgid: if state & 0x100 == 0 { tgid } else { 0 },
+                cpu: 0,
+                args: [
+                    100 + (state >> 30) % 3500,
+                    state >> 8 & 0xffff,
+                    (state >> 40) % 3,
+                    state >> 50 & 3,
+                ],
+            });
+        }
+        let (mut fast, mut full) = (ThreadTable::default(), ThreadTable::default());
+        for raw in &events {
+            fast.observe_raw(raw);
+            full.observe(&Event::from(*raw));
+        }
+        assert_eq!(fast.into_vec(), full.into_vec());
     }
 }
