@@ -375,7 +375,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let tid = 100 + (state % 3000) as u32;
-            let tgid = if i > 25_000 && tid % 7 == 0 { tid } else { 100 };
+            let tgid = if i > 25_000 && tid.is_multiple_of(7) { tid } else { 100 };
             let kinds = [
                 EventKind::SchedSwitch,
                 EventKind::SchedWaking,
