@@ -424,3 +424,31 @@ fn mutated_traces_never_panic() {
         "mutations should mostly be detected: {errors}"
     );
 }
+
+#[test]
+fn the_trailer_futex_index_identifies_the_same_locks_as_a_pass_over_the_events() {
+    // The writer keeps the futex table in the trailer; a report uses it instead of a first
+    // pass, except with --window (which needs a pass over the window's events). Over the
+    // whole trace both must give the same locks.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    synthetic_echo_trace(&path, 40, 3_000_000, 2);
+    let reader = TraceReader::open(&path).unwrap();
+    let index = reader.trailer().futex_index.as_ref().expect("futex_index");
+    assert!(!index.words.is_empty());
+    let locks = |extra: &[&str]| {
+        let out = gil_trace()
+            .args(["report", "--json"])
+            .args(extra)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["locks"].clone()
+    };
+    let from_index = locks(&[]);
+    let from_pass = locks(&["--window", "0.."]);
+    assert!(!from_index.as_array().unwrap().is_empty());
+    assert_eq!(from_index, from_pass);
+}

@@ -1,5 +1,5 @@
-//! The full report: two streaming passes over the trace.
-//! Pass 1 identifies locks; pass 2 runs every tracker with the locks known.
+//! The full report: one streaming pass over the trace, with the locks identified first from
+//! the trailer's futex table (or, for older traces and time windows, from a first pass).
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -16,9 +16,11 @@ use crate::{
         locks::{Lock, LockFinder, LockSet},
         timeline::{StateSpan, TimelineTracker},
     },
-    trace::{sort::SortedEvents, Event, EventData, KindMask, TraceError, TraceMeta, TraceTrailer},
+    trace::{
+        futex_index::FutexIndex, sort::SortedEvents, Event, EventData, KindMask, TraceError,
+        TraceMeta, TraceTrailer,
+    },
 };
-use gil_trace_common::EventKind;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReportOptions {
@@ -88,13 +90,10 @@ where
 }
 
 /// The kinds lock identification reads: pass 1 skips decoding the rest.
-pub const LOCK_PASS_KINDS: KindMask = KindMask::of(&[
-    EventKind::FutexEnter,
-    EventKind::FutexExit,
-    EventKind::ProcessExit,
-]);
+pub const LOCK_PASS_KINDS: KindMask = KindMask::of(&FutexIndex::KINDS);
 
-/// Builds the report. `open(kinds)` yields a fresh time-ordered event stream (called twice);
+/// Builds the report. `open(kinds)` yields a fresh time-ordered event stream (called once, or
+/// twice when locks need their own pass);
 /// it may leave out kinds not in `kinds`.
 pub fn analyze<I, F>(
     meta: &TraceMeta,
@@ -112,15 +111,22 @@ where
             .is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b)
     };
 
-    // Pass 1 needs no global time order (only per-thread order, which the file keeps), so it
-    // skips the sort window.
-    let mut finder = LockFinder::default();
-    for ev in open(LOCK_PASS_KINDS)?.into_inner() {
-        let ev = ev?;
-        if in_window(&ev) {
-            finder.observe(&ev);
+    // Pass 1, lock identification, reads the futex table the writer kept in the trailer;
+    // older traces and time windows need a pass of their own. It needs no global time order
+    // (only per-thread order, which the file keeps), so it skips the sort window.
+    let finder = match (&trailer.futex_index, opts.window) {
+        (Some(stored), None) => LockFinder::from_index(FutexIndex::from_stored(stored.clone())),
+        _ => {
+            let mut finder = LockFinder::default();
+            for ev in open(LOCK_PASS_KINDS)?.into_inner() {
+                let ev = ev?;
+                if in_window(&ev) {
+                    finder.observe(&ev);
+                }
+            }
+            finder
         }
-    }
+    };
     let locks = finder.finish(opts.lock);
 
     let mut summary = SummaryBuilder::default();

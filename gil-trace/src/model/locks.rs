@@ -12,37 +12,13 @@ use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
-use crate::trace::{Event, EventData};
-
-/// A futex word: (process, address).
-pub type WordKey = (u32, u64);
-
-pub const ETIMEDOUT: i64 = -110;
-pub const EAGAIN: i64 = -11;
+pub use crate::trace::futex_index::{FutexIndex, WordKey, WordStats, EAGAIN, ETIMEDOUT};
+use crate::trace::Event;
 
 /// Two words within this many bytes may be one lock (CPython's GIL: cond, mutex,
 /// switch_cond, switch_mutex span ~180 bytes; adjacent words are 4–80 bytes apart).
 pub const ADJACENT_BYTES: u64 = 128;
-/// Ops of one thread on two words closer than this in time count as "used together".
-pub const TOGETHER_NS: u64 = 50_000;
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct WordStats {
-    pub tgid: u32,
-    pub addr: u64,
-    pub waits: u64,
-    /// Waits with a timeout (condvar-style "gate" words; see [`Lock::gate_words`]).
-    pub timed_waits: u64,
-    pub wait_ns: u64,
-    pub timeouts: u64,
-    pub wakes: u64,
-    /// Threads woken by wakes on this word (sum of the wake calls' return values).
-    pub woken: u64,
-    #[serde(skip)]
-    pub waiters: BTreeSet<u32>,
-    #[serde(skip)]
-    pub users: BTreeSet<u32>,
-}
+pub use crate::trace::futex_index::TOGETHER_NS;
 
 /// An identified lock: one or more futex words.
 #[derive(Clone, Debug, Serialize)]
@@ -75,21 +51,11 @@ impl Lock {
     }
 }
 
-#[derive(Default)]
-struct PerThread {
-    /// The futex call in progress: word, is_wait, enter time.
-    current: Option<(WordKey, bool, u64)>,
-    /// Last finished futex op: word and exit time.
-    last: Option<(WordKey, u64)>,
-}
-
-/// Pass 1: collects futex statistics.
+/// Pass 1: collects futex statistics (or takes them from the trace's trailer, where the
+/// writer kept the same table while recording).
 #[derive(Default)]
 pub struct LockFinder {
-    words: FxHashMap<WordKey, WordStats>,
-    together: FxHashMap<(WordKey, WordKey), u64>,
-    threads: FxHashMap<u32, PerThread>,
-    tgid_of: FxHashMap<u32, u32>,
+    index: FutexIndex,
 }
 
 /// All identified locks, most contended first.
@@ -120,61 +86,13 @@ impl LockSet {
 }
 
 impl LockFinder {
+    /// Starts from a finished table (e.g. a trace trailer's `futex_index`).
+    pub fn from_index(index: FutexIndex) -> LockFinder {
+        LockFinder { index }
+    }
+
     pub fn observe(&mut self, ev: &Event) {
-        if ev.tgid != 0 {
-            if let EventData::FutexEnter(_) | EventData::FutexExit { .. } = ev.data {
-                self.tgid_of.insert(ev.tid, ev.tgid);
-            }
-        }
-        match ev.data {
-            EventData::FutexEnter(call) => {
-                let tgid = self.tgid_of.get(&ev.tid).copied().unwrap_or(ev.tgid);
-                let key = (tgid, call.uaddr);
-                let wait = call.is_wait();
-                let stats = self.words.entry(key).or_insert_with(|| WordStats {
-                    tgid,
-                    addr: call.uaddr,
-                    ..Default::default()
-                });
-                stats.users.insert(ev.tid);
-                if wait {
-                    stats.waits += 1;
-                    stats.timed_waits += call.has_timeout as u64;
-                    stats.waiters.insert(ev.tid);
-                }
-                if call.is_wake() {
-                    stats.wakes += 1;
-                }
-                let t = self.threads.entry(ev.tid).or_default();
-                if let Some((prev, exit)) = t.last {
-                    if prev != key && ev.ts_ns.saturating_sub(exit) <= TOGETHER_NS {
-                        let pair = if prev < key { (prev, key) } else { (key, prev) };
-                        *self.together.entry(pair).or_default() += 1;
-                    }
-                }
-                t.current = Some((key, wait, ev.ts_ns));
-            }
-            EventData::FutexExit { ret, .. } => {
-                let t = self.threads.entry(ev.tid).or_default();
-                if let Some((key, wait, enter)) = t.current.take() {
-                    if let Some(stats) = self.words.get_mut(&key) {
-                        if wait {
-                            stats.wait_ns += ev.ts_ns.saturating_sub(enter);
-                            if ret == ETIMEDOUT {
-                                stats.timeouts += 1;
-                            }
-                        } else if ret > 0 {
-                            stats.woken += ret as u64;
-                        }
-                    }
-                    t.last = Some((key, ev.ts_ns));
-                }
-            }
-            EventData::Exit { .. } => {
-                self.threads.remove(&ev.tid);
-            }
-            _ => {}
-        }
+        self.index.observe(ev);
     }
 
     /// Groups and ranks. `force` (from `--lock ADDR`) makes the lock containing that address
@@ -183,8 +101,8 @@ impl LockFinder {
         // Candidate words: waited on by someone and used by at least two threads (a lone
         // thread's futex, e.g. a join, is not a lock between threads).
         let candidates: Vec<&WordStats> = self
-            .words
-            .values()
+            .index
+            .words()
             .filter(|w| (w.waits > 0 && w.users.len() >= 2) || Some(w.addr) == force)
             .collect();
         let index: FxHashMap<WordKey, usize> = candidates
@@ -226,9 +144,9 @@ impl LockFinder {
             }
         }
         // Used together: one thread's op on one word right after an op on the other, often.
-        let mut together: Vec<_> = self.together.iter().collect();
+        let mut together: Vec<_> = self.index.together().collect();
         together.sort();
-        for ((ka, kb), &n) in together {
+        for ((ka, kb), n) in together {
             let (Some(&ia), Some(&ib)) = (index.get(ka), index.get(kb)) else {
                 continue;
             };
@@ -332,7 +250,7 @@ impl LockFinder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::FutexCall;
+    use crate::trace::{EventData, FutexCall};
     use gil_trace_common::SyscallClass;
 
     fn futex(ts: u64, tid: u32, uaddr: u64, op: u32) -> Event {

@@ -102,6 +102,10 @@ pub struct TraceTrailer {
     /// What capturing cost (absent in traces from older recorders).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_cost: Option<CaptureCost>,
+    /// Futex traffic per word, kept by the writer so lock identification needs no pass over
+    /// the events (absent in older traces, or when too large to store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futex_index: Option<super::futex_index::StoredFutexIndex>,
 }
 
 /// CPU spent capturing: the recorder process, and (with `record --cost`) the eBPF programs

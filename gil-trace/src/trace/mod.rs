@@ -4,6 +4,7 @@
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod futex_index;
 pub mod reader;
 pub mod sort;
 pub mod writer;

@@ -12,6 +12,7 @@ use gil_trace_common::{CommSource, EventKind, RawEvent, DROP_SLOTS};
 use super::{
     event::{Event, EventData},
     format::*,
+    futex_index::FutexIndex,
     TraceError,
 };
 
@@ -153,6 +154,7 @@ pub struct TraceWriter {
     events: u64,
     offset: u64,
     threads: ThreadTable,
+    futex: FutexIndex,
 }
 
 impl TraceWriter {
@@ -185,6 +187,7 @@ impl TraceWriter {
             events: 0,
             offset: 0,
             threads: ThreadTable::default(),
+            futex: FutexIndex::default(),
         };
         let meta_json = serde_json::to_vec(meta).expect("meta serializes");
         let mut header = Vec::with_capacity(meta_json.len() + 20);
@@ -252,6 +255,7 @@ impl TraceWriter {
             Err(_) => self.unknown_kinds += 1,
         }
         self.threads.observe_raw(raw);
+        self.futex.observe_raw(raw);
         if self.block.len() >= BLOCK_TARGET_LEN {
             self.flush_block()?;
         }
@@ -325,8 +329,14 @@ impl TraceWriter {
         }
         threads.sort_by_key(|t| t.tid);
         trailer.threads = threads;
+        trailer.futex_index = self.futex.to_stored();
+        let mut json = serde_json::to_vec(&trailer).expect("trailer serializes");
+        if json.len() > MAX_META_LEN as usize && trailer.futex_index.is_some() {
+            // Readers can rebuild the index; they cannot read an oversized trailer.
+            trailer.futex_index = None;
+            json = serde_json::to_vec(&trailer).expect("trailer serializes");
+        }
         let trailer_offset = self.offset;
-        let json = serde_json::to_vec(&trailer).expect("trailer serializes");
         self.write_block(TAG_TRAILER, &[&json])?;
         let mut footer = [0u8; FOOTER_LEN as usize];
         footer[..8].copy_from_slice(&trailer_offset.to_le_bytes());
@@ -375,7 +385,11 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let tid = 100 + (state % 3000) as u32;
-            let tgid = if i > 25_000 && tid.is_multiple_of(7) { tid } else { 100 };
+            let tgid = if i > 25_000 && tid.is_multiple_of(7) {
+                tid
+            } else {
+                100
+            };
             let kinds = [
                 EventKind::SchedSwitch,
                 EventKind::SchedWaking,
