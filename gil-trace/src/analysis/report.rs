@@ -233,7 +233,7 @@ where
         .collect();
     if late > 0 {
         summary.warnings.push(format!(
-            "{late} events arrived later than the sort window; their times were raised"
+            "{late} events came too far out of time order to be put back in place (later than the sort window or the writer's holdback); their times were raised"
         ));
     }
     if !lost_spans.is_empty() {

@@ -227,6 +227,8 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         buffer_size_bytes: opts.buffer_size as u64,
         tracepoints: probes.attached.clone(),
         missing_tracepoints: probes.missing.clone(),
+        // The writer orders the events (and says so in what it writes).
+        events_ordered: true,
     };
     let mut meta = meta;
     let (child, root_pid) = match &opts.target {

@@ -9,7 +9,9 @@
 //! record : kind varint | ts zigzag-varint delta | tid, tgid, cpu varints |
 //!          arg mask u8 | the non-zero args as varints
 //! ```
-//! All integers little endian. Records are in arrival order (per-CPU reservations interleave
+//! All integers little endian. Records are in timestamp order when the header's
+//! `events_ordered` says so (the writer holds events briefly to order them); older traces are
+//! in arrival order (per-CPU reservations interleave
 //! slightly); the reader sorts them with a bounded window.
 use std::collections::BTreeMap;
 
@@ -57,6 +59,10 @@ pub struct TraceMeta {
     pub tracepoints: Vec<String>,
     /// Optional tracepoints this kernel lacks (the data they give is absent).
     pub missing_tracepoints: Vec<String>,
+    /// Events are in timestamp order (writers since this field; a straggler later than the
+    /// writer's holdback may still be out of order). Older traces: false, readers sort.
+    #[serde(default)]
+    pub events_ordered: bool,
 }
 
 /// Events lost in the kernel (ring buffer full) or threads not followed (filter map full).

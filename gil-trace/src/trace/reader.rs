@@ -292,9 +292,14 @@ impl TraceReader {
         self.events_of(KindMask::ALL)
     }
 
-    /// The events of these kinds only, in timestamp order.
+    /// The events of these kinds only, in timestamp order (sorted here with a bounded window
+    /// unless the writer already ordered them).
     pub fn events_of(self, kinds: KindMask) -> SortedEvents<RawEvents> {
-        SortedEvents::new(self.raw_events_of(kinds))
+        if self.meta.events_ordered {
+            SortedEvents::ordered(self.raw_events_of(kinds))
+        } else {
+            SortedEvents::new(self.raw_events_of(kinds))
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Streams events to disk in checksummed blocks; the file appears under its final name only
 //! once complete (written to a temporary name, synced, renamed).
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fs::{self, File},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
@@ -155,7 +155,18 @@ pub struct TraceWriter {
     offset: u64,
     threads: ThreadTable,
     futex: FutexIndex,
+    /// Events not yet encoded, in timestamp order, held for [`ORDER_HOLDBACK_NS`].
+    pending: VecDeque<RawEvent>,
+    /// Latest timestamp pushed.
+    max_ts: u64,
 }
+
+/// The writer holds events this long (in trace time) before encoding them, sorted: the ring
+/// buffer delivers events in reservation order, which trails timestamp order by at most a few
+/// µs (an interrupt's program between another's clock read and its write). Files are then in
+/// timestamp order, and readers need no sort window. A straggler later than this is written
+/// out of order; readers clamp it (and count it).
+pub const ORDER_HOLDBACK_NS: u64 = 10_000_000;
 
 impl TraceWriter {
     /// Creates `<dir>/.<name>.tmp-<pid>` and writes the header.
@@ -188,8 +199,14 @@ impl TraceWriter {
             offset: 0,
             threads: ThreadTable::default(),
             futex: FutexIndex::default(),
+            pending: VecDeque::with_capacity(4096),
+            max_ts: 0,
         };
-        let meta_json = serde_json::to_vec(meta).expect("meta serializes");
+        let meta = TraceMeta {
+            events_ordered: true,
+            ..meta.clone()
+        };
+        let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
         let mut header = Vec::with_capacity(meta_json.len() + 20);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -221,8 +238,35 @@ impl TraceWriter {
         Ok(())
     }
 
-    /// Appends one event.
+    /// Appends one event (tables and counts now; encoded once the holdback has passed).
     pub fn push(&mut self, raw: &RawEvent) -> Result<(), TraceError> {
+        self.events += 1;
+        match EventKind::try_from(raw.kind) {
+            Ok(kind) => self.counts[kind as usize] += 1,
+            Err(_) => self.unknown_kinds += 1,
+        }
+        // Both tables need per-thread order only, which arrival order keeps.
+        self.threads.observe_raw(raw);
+        self.futex.observe_raw(raw);
+        self.max_ts = self.max_ts.max(raw.ts_ns);
+        // Almost always in order: appended. An early one is inserted after the held events
+        // with the same or an earlier stamp (stable); it is only a few positions from the end.
+        match self.pending.back() {
+            Some(back) if back.ts_ns > raw.ts_ns => {
+                let at = self.pending.partition_point(|e| e.ts_ns <= raw.ts_ns);
+                self.pending.insert(at, *raw);
+            }
+            _ => self.pending.push_back(*raw),
+        }
+        let limit = self.max_ts.saturating_sub(ORDER_HOLDBACK_NS);
+        while self.pending.front().is_some_and(|e| e.ts_ns < limit) {
+            let raw = self.pending.pop_front().expect("front exists");
+            self.encode(&raw)?;
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, raw: &RawEvent) -> Result<(), TraceError> {
         if self.block_events == 0 {
             self.block_base_ts = raw.ts_ns;
             self.prev_ts = raw.ts_ns;
@@ -249,13 +293,6 @@ impl TraceWriter {
         self.block.extend_from_slice(&record[..len]);
         self.prev_ts = raw.ts_ns;
         self.block_events += 1;
-        self.events += 1;
-        match EventKind::try_from(raw.kind) {
-            Ok(kind) => self.counts[kind as usize] += 1,
-            Err(_) => self.unknown_kinds += 1,
-        }
-        self.threads.observe_raw(raw);
-        self.futex.observe_raw(raw);
         if self.block.len() >= BLOCK_TARGET_LEN {
             self.flush_block()?;
         }
@@ -309,6 +346,9 @@ impl TraceWriter {
     /// Writes the trailer and footer, syncs, and renames the file into place.
     /// `trailer.counts`, `.events` and `.threads` are filled in here.
     pub fn finish(mut self, mut trailer: TraceTrailer) -> Result<PathBuf, TraceError> {
+        while let Some(raw) = self.pending.pop_front() {
+            self.encode(&raw)?;
+        }
         self.flush_block()?;
         trailer.counts = self.counts();
         trailer.events = self.events;
