@@ -311,8 +311,8 @@ fn build_report(
         tid: args.tid,
         lock: args.lock,
         convoy_threshold_ns: args.convoy_threshold,
-        // Charts need the per-item rows (handoffs, arrivals) even when the JSON does not.
-        detail: args.detail || args.svg.is_some(),
+        detail: args.detail,
+        detail_window: None,
     };
     let mut first = Some(reader);
     let open = |kinds| match first.take() {
@@ -322,7 +322,8 @@ fn build_report(
     Ok((analyze(&meta, &trailer, open, opts, |_| {})?, opts))
 }
 
-/// The chart data of one analysed trace (one more pass for the timeline).
+/// The chart data of one analysed trace: one more pass, for the timeline and the per-item
+/// marks of the chart's window only (so memory stays flat however long the trace).
 fn chart_data(
     trace: &Path,
     report: &gil_trace::analysis::Report,
@@ -334,11 +335,24 @@ fn chart_data(
         .map(|(a, b)| (a, b.min(end)))
         .unwrap_or_else(|| default_window(report, start, end));
     let mut data = ChartData::new(report, format!("gil-trace: {}", trace.display()), window);
-    timeline_pass(
-        |kinds| TraceReader::open(trace).map(|r| r.events_of(kinds)),
-        &report.lock_set,
-        |span| data.add_span(span),
-    )?;
+    // Acquisitions a window-length either side, so holder bands reach the window's edges.
+    let len = window.1.saturating_sub(window.0);
+    let detail_opts = ReportOptions {
+        detail: true,
+        detail_window: Some((window.0.saturating_sub(len), window.1.saturating_add(len))),
+        ..*opts
+    };
+    let reader = TraceReader::open(trace)?;
+    let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
+    let mut first = Some(reader);
+    let open = |kinds| match first.take() {
+        Some(r) => Ok(r.events_of(kinds)),
+        None => TraceReader::open(trace).map(|r| r.events_of(kinds)),
+    };
+    let detailed = analyze(&meta, &trailer, open, detail_opts, |span| {
+        data.add_span(span)
+    })?;
+    data.add_detail(&detailed);
     Ok(data)
 }
 

@@ -87,6 +87,9 @@ pub struct LockHandoffs {
     pub wait: Distribution,
     /// from tid → to tid → count.
     pub matrix: BTreeMap<u32, BTreeMap<u32, u64>>,
+    /// The wait's full distribution (for charts).
+    #[serde(skip)]
+    pub wait_histogram: Histogram,
 }
 
 #[derive(Default)]
@@ -171,6 +174,9 @@ pub struct IoStallSummary {
     pub work: Distribution,
     /// Share of the total stall time in each component.
     pub share: BTreeMap<String, f64>,
+    /// The components' full distributions, in `COMPONENTS` order (for charts).
+    #[serde(skip)]
+    pub component_histograms: Vec<Histogram>,
 }
 
 #[derive(Default)]
@@ -273,8 +279,16 @@ enum OpsState {
 #[derive(Clone, Copy, Debug)]
 pub struct ContentionOptions {
     pub convoy_threshold_ns: u64,
-    /// Keep per-item arrays (io_ops, handoff_events) — memory grows with events.
+    /// Keep per-item arrays (io_ops, handoff_events) — memory grows with events...
     pub detail: bool,
+    /// ...unless limited to this time span (charts' detail window): then it is bounded.
+    pub detail_window: Option<(u64, u64)>,
+}
+
+impl ContentionOptions {
+    fn keep(&self, ts: u64) -> bool {
+        self.detail && self.detail_window.is_none_or(|(a, b)| ts >= a && ts <= b)
+    }
 }
 
 /// The pass-2 tracker.
@@ -610,7 +624,7 @@ impl<'a> ContentionTracker<'a> {
             *acc.matrix.entry(f).or_default().entry(tid).or_default() += 1;
         }
         self.holder[lock] = Some(tid);
-        if self.opts.detail {
+        if self.opts.keep(acquire_ns) {
             self.handoff_events.push(HandoffEvent {
                 lock: self.locks.locks[lock].name(),
                 kind,
@@ -773,7 +787,7 @@ impl<'a> ContentionTracker<'a> {
         } else {
             self.close_convoy(op.tid);
         }
-        if self.opts.detail {
+        if self.opts.keep(op.arrival_ns.unwrap_or(op.recv_exit_ns)) {
             self.io_ops.push(op);
         }
     }
@@ -823,6 +837,7 @@ impl<'a> ContentionTracker<'a> {
                 wake_to_run: acc.wake_to_run.summary(),
                 run_to_acquire: acc.run_to_acquire.summary(),
                 wait: acc.wait.summary(),
+                wait_histogram: acc.wait.clone(),
                 matrix: acc.matrix.clone(),
             })
             .collect();
@@ -852,6 +867,7 @@ impl<'a> ContentionTracker<'a> {
             lock_wait: p[3].summary(),
             work: p[4].summary(),
             share,
+            component_histograms: p.to_vec(),
         };
         let mut convoys = self.convoys;
         convoys.sort_by(|a, b| {

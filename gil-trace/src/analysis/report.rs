@@ -32,6 +32,8 @@ pub struct ReportOptions {
     pub lock: Option<u64>,
     pub convoy_threshold_ns: u64,
     pub detail: bool,
+    /// With `detail`: keep per-item rows only in this span, so memory stays bounded.
+    pub detail_window: Option<(u64, u64)>,
 }
 
 /// A time span in which the kernel dropped events.
@@ -136,6 +138,7 @@ where
         ContentionOptions {
             convoy_threshold_ns: opts.convoy_threshold_ns,
             detail: opts.detail,
+            detail_window: opts.detail_window,
         },
     );
     let mut lost_spans = Vec::new();

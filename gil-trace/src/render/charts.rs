@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    analysis::{contention::COMPONENTS, Report},
+    analysis::{contention::COMPONENTS, histogram::Histogram, Report},
     model::timeline::{StateSpan, StateTotals, ThreadState},
 };
 
@@ -108,12 +108,21 @@ pub struct ChartData {
     pub trace_start_ns: u64,
 }
 
-fn downsample(mut v: Vec<u64>, max: usize) -> Vec<u64> {
-    v.sort_unstable();
-    if v.len() <= max {
-        return v;
+/// Up to `max` points of a distribution's CDF (evenly spaced percentiles), ascending.
+fn cdf_points(h: &Histogram, max: usize) -> Vec<u64> {
+    let n = (h.count() as usize).min(max);
+    if n == 0 {
+        return Vec::new();
     }
-    (0..max).map(|i| v[i * (v.len() - 1) / (max - 1)]).collect()
+    (0..n)
+        .map(|i| {
+            h.percentile(if n == 1 {
+                100.0
+            } else {
+                i as f64 * 100.0 / (n - 1) as f64
+            })
+        })
+        .collect()
 }
 
 /// How much of the worst convoy the default window shows (enough to see single handoffs).
@@ -169,7 +178,9 @@ pub fn lanes_for(report: &Report) -> (Vec<Lane>, usize) {
 }
 
 impl ChartData {
-    /// Builds everything but the state grids' contents (fed by [`ChartData::add_span`]).
+    /// Builds everything but the state grids' contents (fed by [`ChartData::add_span`]) and
+    /// the window's per-item marks (from [`ChartData::add_detail`]). Needs no per-item rows:
+    /// the distributions come from the report's histograms, so memory stays flat.
     pub fn new(report: &Report, title: String, window: (u64, u64)) -> ChartData {
         let (lanes, hidden_lanes) = lanes_for(report);
         let start = report.summary.meta.start_ns;
@@ -178,80 +189,24 @@ impl ChartData {
         let lane_of: BTreeMap<u32, usize> =
             lanes.iter().enumerate().map(|(i, l)| (l.tid, i)).collect();
         let (ws, we) = window;
-        let in_win = |t: u64| t >= ws && t <= we;
-        let mut holders = Vec::new();
-        let mut handoffs = Vec::new();
-        if let (Some(events), Some(primary)) = (&report.handoff_events, report.locks.first()) {
-            let name = primary.name();
-            let mut acq: Vec<_> = events.iter().filter(|h| h.lock == name).collect();
-            acq.sort_by_key(|h| h.acquire_ns);
-            for (i, h) in acq.iter().enumerate() {
-                // Held until the next acquisition (releases themselves are not always visible).
-                let until = acq.get(i + 1).map(|n| n.acquire_ns).unwrap_or(h.acquire_ns);
-                if let Some(&lane) = lane_of.get(&h.to_tid) {
-                    if until > ws && h.acquire_ns < we {
-                        holders.push((h.acquire_ns.max(ws), until.min(we), lane));
-                    }
-                    if let Some(from) = h.from_tid.and_then(|f| lane_of.get(&f)) {
-                        if in_win(h.acquire_ns) {
-                            handoffs.push((h.acquire_ns, *from, lane));
-                        }
-                    }
-                }
-            }
-        }
-        let step = |n: usize| (n / MAX_MARKS).max(1);
-        let handoffs: Vec<_> = handoffs
-            .iter()
-            .step_by(step(handoffs.len()))
-            .copied()
-            .collect();
-        let holders = if holders.len() > MAX_CELLS {
-            holders.into_iter().step_by(2).collect()
-        } else {
-            holders
-        };
-        let mut arrivals = Vec::new();
-        let mut components: Vec<Vec<u64>> = vec![Vec::new(); 5];
-        if let Some(ops) = &report.io_ops {
-            for op in ops {
-                if let (Some(a), Some(&lane)) = (op.arrival_ns, lane_of.get(&op.tid)) {
-                    if in_win(a) {
-                        arrivals.push((a, lane));
-                    }
-                }
-                for (i, v) in op.components().into_iter().enumerate() {
-                    components[i].push(v);
-                }
-            }
-        }
-        let arrivals: Vec<_> = arrivals
-            .iter()
-            .step_by(step(arrivals.len()))
-            .copied()
-            .collect();
         let stall_components = COMPONENTS
             .iter()
-            .zip(components)
-            .map(|(n, v)| (n.to_string(), downsample(v, 400)))
+            .zip(&report.io_stalls.component_histograms)
+            .map(|(n, h)| (n.to_string(), cdf_points(h, 400)))
             .collect();
-        let mut waits: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        if let Some(events) = &report.handoff_events {
-            for h in events {
-                waits
-                    .entry(h.lock.clone())
-                    .or_default()
-                    .push(h.acquire_ns - h.wait_start_ns);
-            }
-        }
-        let order: Vec<String> = report.locks.iter().take(3).map(|l| l.name()).collect();
-        let handoff_waits = order
-            .into_iter()
-            .filter_map(|n| {
-                waits
-                    .remove(&n)
-                    .map(|v| (format!("lock {n}"), downsample(v, 400)))
+        let handoff_waits = report
+            .locks
+            .iter()
+            .take(3)
+            .filter_map(|l| {
+                let name = l.name();
+                report
+                    .handoffs
+                    .iter()
+                    .find(|h| h.lock == name)
+                    .map(|h| (format!("lock {name}"), cdf_points(&h.wait_histogram, 400)))
             })
+            .filter(|(_, points)| !points.is_empty())
             .collect();
         let convoys = report
             .convoys
@@ -276,15 +231,73 @@ impl ChartData {
             overview: StateGrid::new(start, end, lanes.len(), 300),
             lanes,
             hidden_lanes,
-            holders,
-            handoffs,
-            arrivals,
+            holders: Vec::new(),
+            handoffs: Vec::new(),
+            arrivals: Vec::new(),
             convoys,
             stall_components,
             handoff_waits,
             state_shares,
             trace_start_ns: start,
         }
+    }
+
+    /// The window's marks: lock holders, handoffs and datagram arrivals, from a report made
+    /// with per-item rows (for this window only; see `ReportOptions::detail_window`).
+    pub fn add_detail(&mut self, report: &Report) {
+        let (ws, we) = (self.detail.start_ns, self.detail.end_ns);
+        let in_win = |t: u64| t >= ws && t <= we;
+        let lane_of: BTreeMap<u32, usize> = self
+            .lanes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.tid, i))
+            .collect();
+        let mut holders = Vec::new();
+        let mut handoffs = Vec::new();
+        if let (Some(events), Some(primary)) = (&report.handoff_events, report.locks.first()) {
+            let name = primary.name();
+            let mut acq: Vec<_> = events.iter().filter(|h| h.lock == name).collect();
+            acq.sort_by_key(|h| h.acquire_ns);
+            for (i, h) in acq.iter().enumerate() {
+                // Held until the next acquisition (releases themselves are not always visible).
+                let until = acq.get(i + 1).map(|n| n.acquire_ns).unwrap_or(h.acquire_ns);
+                if let Some(&lane) = lane_of.get(&h.to_tid) {
+                    if until > ws && h.acquire_ns < we {
+                        holders.push((h.acquire_ns.max(ws), until.min(we), lane));
+                    }
+                    if let Some(from) = h.from_tid.and_then(|f| lane_of.get(&f)) {
+                        if in_win(h.acquire_ns) {
+                            handoffs.push((h.acquire_ns, *from, lane));
+                        }
+                    }
+                }
+            }
+        }
+        let step = |n: usize| (n / MAX_MARKS).max(1);
+        self.handoffs = handoffs
+            .iter()
+            .step_by(step(handoffs.len()))
+            .copied()
+            .collect();
+        self.holders = if holders.len() > MAX_CELLS {
+            holders.into_iter().step_by(2).collect()
+        } else {
+            holders
+        };
+        let mut arrivals = Vec::new();
+        for op in report.io_ops.iter().flatten() {
+            if let (Some(a), Some(&lane)) = (op.arrival_ns, lane_of.get(&op.tid)) {
+                if in_win(a) {
+                    arrivals.push((a, lane));
+                }
+            }
+        }
+        self.arrivals = arrivals
+            .iter()
+            .step_by(step(arrivals.len()))
+            .copied()
+            .collect();
     }
 
     pub fn lane_of(&self, tid: u32) -> Option<usize> {
