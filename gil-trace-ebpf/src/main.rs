@@ -90,9 +90,9 @@ fn probe_config() -> &'static ProbeConfig {
     &PROBE_CONFIG
 }
 
-/// Not inlined on purpose: inlined, LLVM merges two lookups into `ptr_a | ptr_b`, which the
-/// verifier rejects ("pointer |= pointer prohibited"); as a subprogram it returns a scalar.
-#[inline(never)]
+/// Inlined: an array lookup the verifier turns into a few instructions (a subprogram call
+/// costs more on kernels with return-thunk mitigations).
+#[inline(always)]
 fn is_traced(tid: u32) -> bool {
     TRACED_FLAGS.get(tid).is_some_and(|flag| *flag != 0)
 }
