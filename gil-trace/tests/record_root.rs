@@ -298,10 +298,12 @@ fn attaches_to_a_running_process_and_refuses_a_missing_pid() {
             "pingpong",
             "--lockers",
             "3",
+            // Far more work than the 0.3 + 1 s the test looks at (it is killed after): the
+            // threads must still be running when gil-trace attaches (~1.5 s at 4000/20000).
             "--rounds",
-            "4000",
+            "40000",
             "--datagrams",
-            "20000",
+            "200000",
         ])
         .stdout(std::process::Stdio::null())
         .spawn()
