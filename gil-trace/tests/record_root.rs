@@ -199,14 +199,11 @@ fn report_json_has_the_documented_counts() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(workspace_bin("workload"))
-        .args(["pingpong", "--rounds", "50", "--datagrams", "20"])
-        .output()
-        .unwrap();
+    let out = record_workload(
+        &trace,
+        &[],
+        &["pingpong", "--rounds", "50", "--datagrams", "20"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = gil_trace()
         .arg("report")
@@ -484,12 +481,10 @@ fn a_full_disk_is_a_one_line_error_and_leaves_no_file() {
     }
     let _guard = Unmount(mnt.clone());
     let trace = mnt.join("t.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(workspace_bin("workload"))
-        .args([
+    let out = record_workload(
+        &trace,
+        &[],
+        &[
             "pingpong",
             "--lockers",
             "4",
@@ -497,9 +492,8 @@ fn a_full_disk_is_a_one_line_error_and_leaves_no_file() {
             "3000",
             "--datagrams",
             "5000",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_one_line_error(&out, "No space left on device");
     assert!(stderr(&out).contains("t.trace"), "{}", stderr(&out));
     let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().collect();
@@ -513,14 +507,11 @@ fn a_tiny_ring_buffer_counts_drops_and_the_report_marks_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "--buffer-size", "4K", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(workspace_bin("workload"))
-        .args(["storm", "--seconds", "0.5"])
-        .output()
-        .unwrap();
+    let out = record_workload(
+        &trace,
+        &["--buffer-size", "4K"],
+        &["storm", "--seconds", "0.5"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let reader = TraceReader::open(&trace).unwrap();
     let lost = reader.trailer().lost.clone();
@@ -736,14 +727,7 @@ fn many_new_threads_are_all_followed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(workspace_bin("workload"))
-        .args(["storm", "--pairs", "16", "--seconds", "0.3"])
-        .output()
-        .unwrap();
+    let out = record_workload(&trace, &[], &["storm", "--pairs", "16", "--seconds", "0.3"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let reader = TraceReader::open(&trace).unwrap();
     assert_eq!(reader.trailer().lost.total, 0);
@@ -778,14 +762,7 @@ fn record_cost_times_the_programs_and_keeps_the_figures_in_the_trailer() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "--cost", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(workspace_bin("workload"))
-        .args(["storm", "--seconds", "0.3"])
-        .output()
-        .unwrap();
+    let out = record_workload(&trace, &["--cost"], &["storm", "--seconds", "0.3"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("capture cost: eBPF"),

@@ -40,6 +40,20 @@ pub fn skip_without_privilege(test: &str) -> bool {
     true
 }
 
+/// `gil-trace record --quiet EXTRA… -o TRACE -- workload ARGS…`, run to the end.
+pub fn record_workload(trace: &Path, extra: &[&str], workload_args: &[&str]) -> Output {
+    gil_trace()
+        .args(["record", "--quiet"])
+        .args(extra)
+        .arg("-o")
+        .arg(trace)
+        .arg("--")
+        .arg(workspace_bin("workload"))
+        .args(workload_args)
+        .output()
+        .unwrap()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
