@@ -4,12 +4,14 @@
 //! `try_…(ctx) -> Result<u32, i64>` and ignores its error (a failed kernel read loses one event;
 //! a full ring buffer is counted in `DROPS`).
 //!
-//! Filtering happens here, in the kernel: only threads in `TRACED_TIDS` produce events. Userspace
-//! seeds that map with the command it starts (or the process it attaches to); the fork/exit
-//! handlers keep it current as threads and child processes come and go.
+//! Filtering happens here, in the kernel: only threads flagged in `TRACED_FLAGS` (and listed in
+//! `TRACED_TIDS`) produce events. Userspace seeds both with the command it starts (or the
+//! process it attaches to); the fork/exit handlers keep them current as threads and child
+//! processes come and go.
 //!
-//! Field offsets are not hard-coded: userspace reads them from tracefs `format` files and writes
-//! them into `PROBE_CONFIG` before loading.
+//! Tracepoint field offsets are not hard-coded: userspace reads them from tracefs `format`
+//! files and writes them into `PROBE_CONFIG` before loading. The syscall programs are raw
+//! tracepoints and read the saved registers, whose layout is fixed per architecture.
 #![no_std]
 #![no_main]
 
