@@ -117,15 +117,27 @@ impl<'a> TimelineTracker<'a> {
         }
     }
 
-    fn set(&mut self, tid: u32, ts: u64, state: ThreadState, sink: &mut impl FnMut(StateSpan)) {
-        let t = self.threads.entry(tid).or_insert(Tracked {
+    /// The thread's record; a thread seen for the first time starts in `state` at `ts`.
+    fn slot(&mut self, tid: u32, ts: u64, state: ThreadState) -> &mut Tracked {
+        self.threads.entry(tid).or_insert(Tracked {
             state,
             since: ts,
             last_ns: ts,
             syscall: InSyscall::None,
             exited: false,
             totals: StateTotals::default(),
-        });
+        })
+    }
+
+    /// Moves a thread to `state` at `ts`, closing the span it was in. (An associated function
+    /// on the record, so one lookup serves several steps of an event.)
+    fn transition(
+        t: &mut Tracked,
+        tid: u32,
+        ts: u64,
+        state: ThreadState,
+        sink: &mut impl FnMut(StateSpan),
+    ) {
         if t.exited {
             return;
         }
@@ -145,15 +157,28 @@ impl<'a> TimelineTracker<'a> {
         }
     }
 
+    fn set(&mut self, tid: u32, ts: u64, state: ThreadState, sink: &mut impl FnMut(StateSpan)) {
+        let t = self.slot(tid, ts, state);
+        Self::transition(t, tid, ts, state, sink);
+    }
+
+    /// The thread is the running subject of this event (it is on a CPU now) and its syscall
+    /// state becomes `syscall`.
+    fn running_in(
+        &mut self,
+        tid: u32,
+        ts: u64,
+        syscall: InSyscall,
+        sink: &mut impl FnMut(StateSpan),
+    ) {
+        let t = self.slot(tid, ts, ThreadState::Running);
+        Self::transition(t, tid, ts, ThreadState::Running, sink);
+        t.syscall = syscall;
+    }
+
     /// The thread is the running subject of this event: it is on a CPU now.
     fn touch_running(&mut self, tid: u32, ts: u64, sink: &mut impl FnMut(StateSpan)) {
         self.set(tid, ts, ThreadState::Running, sink);
-    }
-
-    fn syscall(&mut self, tid: u32, s: InSyscall) {
-        if let Some(t) = self.threads.get_mut(&tid) {
-            t.syscall = s;
-        }
     }
 
     pub fn observe(&mut self, ev: &Event, sink: &mut impl FnMut(StateSpan)) {
@@ -167,23 +192,19 @@ impl<'a> TimelineTracker<'a> {
                 ..
             } => {
                 if prev_traced {
-                    let syscall = self
-                        .threads
-                        .get(&ev.tid)
-                        .map(|t| t.syscall)
-                        .unwrap_or(InSyscall::None);
+                    // The thread ran until now (created running if new), then switches out.
+                    let t = self.slot(ev.tid, ts, ThreadState::Running);
                     let state = if switched_out_runnable(prev_state) {
                         ThreadState::Runnable
                     } else {
-                        match syscall {
+                        match t.syscall {
                             InSyscall::LockWait => ThreadState::LockWait,
                             InSyscall::IoWait => ThreadState::IoWait,
                             _ => ThreadState::Sleep,
                         }
                     };
-                    // Make sure the thread exists (running until now), then switch it out.
-                    self.touch_running(ev.tid, ts, sink);
-                    self.set(ev.tid, ts, state, sink);
+                    Self::transition(t, ev.tid, ts, ThreadState::Running, sink);
+                    Self::transition(t, ev.tid, ts, state, sink);
                 }
                 if next_traced {
                     self.set(next_tid, ts, ThreadState::Running, sink);
@@ -202,30 +223,29 @@ impl<'a> TimelineTracker<'a> {
                 }
             }
             EventData::FutexEnter(call) => {
-                self.touch_running(ev.tid, ts, sink);
-                if ev.tgid != 0 {
+                let tgid = if ev.tgid != 0 {
                     self.tgid_of.insert(ev.tid, ev.tgid);
-                }
-                let tgid = self.tgid_of.get(&ev.tid).copied().unwrap_or(ev.tgid);
+                    ev.tgid
+                } else {
+                    self.tgid_of.get(&ev.tid).copied().unwrap_or(0)
+                };
                 let s = if call.is_wait() && self.locks.lock_of((tgid, call.uaddr)).is_some() {
                     InSyscall::LockWait
                 } else {
                     InSyscall::Other
                 };
-                self.syscall(ev.tid, s);
+                self.running_in(ev.tid, ts, s, sink);
             }
             EventData::IoEnter { class, .. } => {
-                self.touch_running(ev.tid, ts, sink);
                 let s = if class == IoClass::Send {
                     InSyscall::Other
                 } else {
                     InSyscall::IoWait
                 };
-                self.syscall(ev.tid, s);
+                self.running_in(ev.tid, ts, s, sink);
             }
             EventData::FutexExit { .. } | EventData::IoExit { .. } => {
-                self.touch_running(ev.tid, ts, sink);
-                self.syscall(ev.tid, InSyscall::None);
+                self.running_in(ev.tid, ts, InSyscall::None, sink);
             }
             EventData::Exit { .. } => {
                 self.touch_running(ev.tid, ts, sink);
