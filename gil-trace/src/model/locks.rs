@@ -250,39 +250,7 @@ impl LockFinder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::{EventData, FutexCall};
-    use gil_trace_common::SyscallClass;
-
-    fn futex(ts: u64, tid: u32, uaddr: u64, op: u32) -> Event {
-        Event {
-            ts_ns: ts,
-            tid,
-            tgid: 1,
-            cpu: 0,
-            data: EventData::FutexEnter(FutexCall {
-                class: SyscallClass::Futex,
-                uaddr,
-                op,
-                val: 0,
-                uaddr2: 0,
-                val3: 0,
-                has_timeout: op == 137,
-            }),
-        }
-    }
-
-    fn exit(ts: u64, tid: u32, ret: i64) -> Event {
-        Event {
-            ts_ns: ts,
-            tid,
-            tgid: 1,
-            cpu: 0,
-            data: EventData::FutexExit {
-                class: SyscallClass::Futex,
-                ret,
-            },
-        }
-    }
+    use crate::trace::futex_index::test_events::{exit, futex};
 
     /// A GIL-like pattern: cond word 0x1028/0x102c and mutex word 0x1030 shared by 3 threads,
     /// a thread-private join word far away, and an unrelated 2-thread lock elsewhere.

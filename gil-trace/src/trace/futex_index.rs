@@ -214,13 +214,15 @@ impl FutexIndex {
     }
 }
 
+/// Futex events for unit tests (here and in `model::locks`).
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_events {
     use super::*;
     use crate::trace::FutexCall;
     use gil_trace_common::SyscallClass;
 
-    fn futex(ts: u64, tid: u32, uaddr: u64, op: u32) -> Event {
+    /// A futex call by `tid` of process 1; op 137 (FUTEX_WAIT_BITSET | PRIVATE) has a timeout.
+    pub fn futex(ts: u64, tid: u32, uaddr: u64, op: u32) -> Event {
         Event {
             ts_ns: ts,
             tid,
@@ -230,15 +232,15 @@ mod tests {
                 class: SyscallClass::Futex,
                 uaddr,
                 op,
-                val: 1,
+                val: 0,
                 uaddr2: 0,
                 val3: 0,
-                has_timeout: false,
+                has_timeout: op == 137,
             }),
         }
     }
 
-    fn exit(ts: u64, tid: u32, ret: i64) -> Event {
+    pub fn exit(ts: u64, tid: u32, ret: i64) -> Event {
         Event {
             ts_ns: ts,
             tid,
@@ -250,6 +252,12 @@ mod tests {
             },
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_events::{exit, futex};
+    use super::*;
 
     #[test]
     fn the_stored_table_reads_back_equal() {
