@@ -28,10 +28,7 @@ fn record_python(spinners: u32, messages: u32) -> (Fixture, serde_json::Value) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/py_echo.py");
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("py.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
+    let out = record_cmd(&trace, &[])
         .arg(&py)
         .arg(script)
         .args([spinners.to_string(), messages.to_string()])

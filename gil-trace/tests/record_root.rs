@@ -249,20 +249,16 @@ fn exit_status_passes_through_and_missing_command_fails_cleanly() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .args(["--", "sh", "-c", "exit 7"])
+    let out = record_cmd(&trace, &[])
+        .args(["sh", "-c", "exit 7"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(TraceReader::open(&trace).is_ok());
 
     let missing = dir.path().join("missing.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&missing)
-        .args(["--", "/nonexistent/program"])
+    let out = record_cmd(&missing, &[])
+        .arg("/nonexistent/program")
         .output()
         .unwrap();
     assert_one_line_error(&out, "command not found");
@@ -353,10 +349,8 @@ fn sigterm_stops_recording_forwards_to_the_command_and_keeps_a_valid_trace() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let child = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .args(["--", "sleep", "30"])
+    let child = record_cmd(&trace, &[])
+        .args(["sleep", "30"])
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -387,13 +381,11 @@ fn under_sudo_the_command_runs_as_the_invoking_user_who_owns_the_trace() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
     // What sudo sets for the user who ran it (here: nobody).
-    let out = gil_trace()
+    let out = record_cmd(&trace, &[])
         .env("SUDO_UID", "65534")
         .env("SUDO_GID", "65534")
         .env("SUDO_USER", "nobody")
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .args(["--", "sh", "-c", "id -u; id -g; id -G; echo $HOME"])
+        .args(["sh", "-c", "id -u; id -g; id -G; echo $HOME"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -553,13 +545,7 @@ fn a_command_that_cannot_exec_is_a_one_line_error() {
     std::fs::write(&bogus, [0x7f, b'E', b'L', b'F', 0, 0, 0, 0]).unwrap();
     std::fs::set_permissions(&bogus, std::fs::Permissions::from_mode(0o755)).unwrap();
     let trace = dir.path().join("t.trace");
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(&bogus)
-        .output()
-        .unwrap();
+    let out = record_cmd(&trace, &[]).arg(&bogus).output().unwrap();
     assert_one_line_error(&out, "exec failed");
     assert!(!trace.exists());
 }
@@ -577,10 +563,8 @@ fn descendants_that_outlive_the_command_are_followed_to_the_end() {
         "{} pingpong --rounds 100 --datagrams 50 > /dev/null & exit 0",
         workspace_bin("workload").display()
     );
-    let out = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .args(["--", "sh", "-c", &script])
+    let out = record_cmd(&trace, &[])
+        .args(["sh", "-c", &script])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -608,10 +592,7 @@ fn descendants_that_outlive_the_command_are_followed_to_the_end() {
 
 /// Starts `record -- ARGS` in the background (stdin not a terminal, so SIGINT is forwarded).
 fn spawn_record(trace: &std::path::Path, args: &[&str]) -> std::process::Child {
-    gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(trace)
-        .arg("--")
+    record_cmd(trace, &[])
         .args(args)
         .stdin(std::process::Stdio::null())
         // Not piped: the command's children inherit them and would hold a pipe open.
@@ -695,10 +676,7 @@ fn output_removed_mid_run_is_an_error_and_leaves_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let child = gil_trace()
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
+    let child = record_cmd(&trace, &[])
         .arg(workspace_bin("workload"))
         .args(["storm", "--seconds", "1"])
         .stdout(std::process::Stdio::null())

@@ -40,14 +40,21 @@ pub fn skip_without_privilege(test: &str) -> bool {
     true
 }
 
-/// `gil-trace record --quiet EXTRA… -o TRACE -- workload ARGS…`, run to the end.
-pub fn record_workload(trace: &Path, extra: &[&str], workload_args: &[&str]) -> Output {
-    gil_trace()
-        .args(["record", "--quiet"])
+/// `gil-trace record --quiet EXTRA… -o TRACE --`: the caller appends the command (and any
+/// environment or stdio) and runs it.
+pub fn record_cmd(trace: &Path, extra: &[&str]) -> Command {
+    let mut cmd = gil_trace();
+    cmd.args(["record", "--quiet"])
         .args(extra)
         .arg("-o")
         .arg(trace)
-        .arg("--")
+        .arg("--");
+    cmd
+}
+
+/// `gil-trace record --quiet EXTRA… -o TRACE -- workload ARGS…`, run to the end.
+pub fn record_workload(trace: &Path, extra: &[&str], workload_args: &[&str]) -> Output {
+    record_cmd(trace, extra)
         .arg(workspace_bin("workload"))
         .args(workload_args)
         .output()
