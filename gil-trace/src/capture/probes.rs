@@ -292,7 +292,8 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
 
 impl Drop for Probes {
     /// Detaching a tracepoint program waits for an RCU grace period (tens of ms on a VM);
-    /// started together, the waits overlap where the kernel allows it.
+    /// started together, the waits overlap where the kernel allows it (`record -- true`
+    /// exits in 0.38 s instead of 0.66 s with aya's one-by-one drop).
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links);
         std::thread::scope(|scope| {

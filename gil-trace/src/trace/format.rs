@@ -138,19 +138,10 @@ pub struct ProgramCost {
 
 // --- varints ------------------------------------------------------------------------------
 
-#[inline]
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// Longest encoded record: five u32/u64 varints (≤ 5+10+5+5+5 bytes), the mask, four u64s.
 pub const MAX_RECORD_LEN: usize = 30 + 1 + 4 * 10;
 
-/// `put_varint` into a fixed buffer (the caller sized it for the longest record).
+/// Appends `v` as a LEB128 varint to a record buffer (sized for the longest record).
 #[inline(always)]
 pub fn put_varint_into(out: &mut [u8; MAX_RECORD_LEN], len: &mut usize, mut v: u64) {
     while v >= 0x80 {
@@ -228,6 +219,12 @@ fn get_varint_slow(buf: &[u8], pos: &mut usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put_varint(out: &mut Vec<u8>, v: u64) {
+        let (mut buf, mut len) = ([0u8; MAX_RECORD_LEN], 0);
+        put_varint_into(&mut buf, &mut len, v);
+        out.extend_from_slice(&buf[..len]);
+    }
 
     #[test]
     fn varints_round_trip_at_the_edges() {

@@ -57,10 +57,6 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> SortedEvents<I> {
         self.late
     }
 
-    pub fn inner(&self) -> &I {
-        &self.inner
-    }
-
     /// The unsorted stream underneath (file order). Per-thread order is still causal there:
     /// a thread's events are reserved in the order they happen.
     pub fn into_inner(self) -> I {
