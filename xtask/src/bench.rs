@@ -141,6 +141,46 @@ fn perf_event_count(data: &Path) -> Result<u64> {
         })
 }
 
+/// `gil-trace record --quiet EXTRA… -o OUT --` (the command comes next).
+fn gil_trace_record(out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(release_bin("gil-trace"));
+    c.args(["record", "--quiet"])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg("--");
+    c
+}
+
+/// `perf record -q -e EVENTS -o OUT --` (the command comes next).
+fn perf_record(out: &Path, events: &str) -> Command {
+    let mut c = Command::new("perf");
+    c.args(["record", "-q", "-e", events, "-o"])
+        .arg(out)
+        .arg("--");
+    c
+}
+
+/// The lab binary appended to a recorder command.
+fn under(mut recorder: Command) -> Command {
+    recorder.arg(release_bin("workload"));
+    recorder
+}
+
+/// Records `workload ARGS…` with `recorder`, output discarded; the error says `what` failed.
+fn record_quietly(recorder: Command, workload_args: &[&str], what: &str) -> Result<()> {
+    let status = under(recorder)
+        .args(workload_args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .with_context(|| what.to_string())?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
 fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -> Result<LabRun> {
     let workload = release_bin("workload");
     let lab_args = [
@@ -158,22 +198,8 @@ fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -
     let perf_data = dir.join("overhead.perf.data");
     let mut cmd = match mode {
         Mode::Untraced => Command::new(&workload),
-        Mode::GilTrace => {
-            let mut c = Command::new(release_bin("gil-trace"));
-            c.args(["record", "--quiet", "-o"])
-                .arg(&trace)
-                .arg("--")
-                .arg(&workload);
-            c
-        }
-        Mode::Perf => {
-            let mut c = Command::new("perf");
-            c.args(["record", "-q", "-e", PERF_EVENTS, "-o"])
-                .arg(&perf_data)
-                .arg("--")
-                .arg(&workload);
-            c
-        }
+        Mode::GilTrace => under(gil_trace_record(&trace, &[])),
+        Mode::Perf => under(perf_record(&perf_data, PERF_EVENTS)),
     };
     let out = cmd
         .args(&lab_args)
@@ -315,18 +341,11 @@ fn capacity(dir: &Path) -> Result<Vec<CapacityRow>> {
     let trace = dir.join("storm.trace");
     let mut rows = Vec::new();
     for pairs in [1u32, 2, 4, 8] {
-        let status = Command::new(release_bin("gil-trace"))
-            .args(["record", "--quiet", "--cost", "-o"])
-            .arg(&trace)
-            .arg("--")
-            .arg(release_bin("workload"))
-            .args(["storm", "--pairs", &pairs.to_string(), "--seconds", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("recording the storm ({pairs} pairs) failed");
-        }
+        record_quietly(
+            gil_trace_record(&trace, &["--cost"]),
+            &["storm", "--pairs", &pairs.to_string(), "--seconds", "1"],
+            &format!("recording the storm ({pairs} pairs)"),
+        )?;
         let reader = TraceReader::open(&trace)?;
         let (meta, trailer) = (reader.meta(), reader.trailer());
         let seconds = trailer
@@ -370,18 +389,11 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
     let base = workspace_root().join(BASE_TRACE);
     if TraceReader::open(&base).is_err() {
         eprintln!("[bench] recording {BASE_TRACE}");
-        let status = Command::new(release_bin("gil-trace"))
-            .args(["record", "--quiet", "-o"])
-            .arg(&base)
-            .arg("--")
-            .arg(release_bin("workload"))
-            .args(["--gil", "new", "--spinners", "2", "--messages", "300"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("recording the base trace failed (bench needs root)");
-        }
+        record_quietly(
+            gil_trace_record(&base, &[]),
+            &["--gil", "new", "--spinners", "2", "--messages", "300"],
+            "recording the base trace (bench needs root)",
+        )?;
     }
     let big: PathBuf = dir.join("big.trace");
     let events = replicate(&base, &big, 10_000_000)?;
@@ -420,18 +432,11 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
     if with_perf {
         // perf's own scheduler analysis on a storm recorded with the tracepoints it needs.
         let data = dir.join("storm.perf.data");
-        let status = Command::new("perf")
-            .args(["record", "-q", "-e", "sched:sched_switch,sched:sched_wakeup,sched:sched_waking,syscalls:sys_enter_futex,syscalls:sys_exit_futex", "-o"])
-            .arg(&data)
-            .arg("--")
-            .arg(release_bin("workload"))
-            .args(["storm", "--pairs", "2", "--seconds", "4"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("perf record of the storm failed");
-        }
+        record_quietly(
+            perf_record(&data, "sched:sched_switch,sched:sched_wakeup,sched:sched_waking,syscalls:sys_enter_futex,syscalls:sys_exit_futex"),
+            &["storm", "--pairs", "2", "--seconds", "4"],
+            "perf record of the storm",
+        )?;
         let events = perf_event_count(&data)?;
         let mut cmd = Command::new("perf");
         cmd.args(["sched", "timehist", "-i"])
