@@ -20,6 +20,7 @@ use super::histogram::{Distribution, Histogram};
 use crate::{
     model::{
         locks::{LockSet, EAGAIN, ETIMEDOUT},
+        thread_map::ThreadMap,
         timeline::{StateSpan, ThreadState},
     },
     trace::{Event, EventData, IoClass},
@@ -295,7 +296,7 @@ impl ContentionOptions {
 pub struct ContentionTracker<'a> {
     locks: &'a LockSet,
     opts: ContentionOptions,
-    threads: FxHashMap<u32, ThreadCtx>,
+    threads: ThreadMap<ThreadCtx>,
     per_lock: Vec<LockAcc>,
     /// Last known holder per lock (for timeout acquisitions' "from").
     holder: Vec<Option<u32>>,
@@ -310,7 +311,7 @@ impl<'a> ContentionTracker<'a> {
         ContentionTracker {
             locks,
             opts,
-            threads: FxHashMap::default(),
+            threads: ThreadMap::default(),
             per_lock: (0..locks.locks.len()).map(|_| LockAcc::default()).collect(),
             holder: vec![None; locks.locks.len()],
             io: IoAcc::default(),
@@ -333,7 +334,7 @@ impl<'a> ContentionTracker<'a> {
             return;
         }
         for (tid, t) in self.threads.iter_mut() {
-            if *tid != span.tid
+            if tid != span.tid
                 && t.ops_state == OpsState::AwaitLock
                 && t.holder_spans.len() < MAX_HOLDER_SPANS
             {
@@ -353,29 +354,26 @@ impl<'a> ContentionTracker<'a> {
                 | EventData::Unknown { .. }
         );
         if subject_runs {
-            if let Some(t) = self
-                .threads
-                .get_mut(&ev.tid)
-                .filter(|t| t.recv_resume_pending)
-            {
-                t.recv_resume_pending = false;
-                for op in &mut t.ops {
-                    op.recv_resumed_ns.get_or_insert(op.recv_exit_ns);
+            // The thread runs user code again: after a recv, or after its reply.
+            let resumed_reply = self.threads.get_mut(ev.tid).is_some_and(|t| {
+                if t.recv_resume_pending {
+                    t.recv_resume_pending = false;
+                    for op in &mut t.ops {
+                        op.recv_resumed_ns.get_or_insert(op.recv_exit_ns);
+                    }
                 }
+                if t.ops_state != OpsState::AwaitResume {
+                    return false;
+                }
+                // It ran on without being switched out: back in user space right at the exit.
+                for op in &mut t.ops {
+                    op.reply_resumed_ns = op.reply_done_ns;
+                }
+                true
+            });
+            if resumed_reply {
+                self.finish_ops(ev.tid, ts);
             }
-        }
-        if subject_runs
-            && self
-                .threads
-                .get(&ev.tid)
-                .is_some_and(|t| t.ops_state == OpsState::AwaitResume)
-        {
-            // It ran on without being switched out: back in user space right at the exit.
-            let t = self.threads.get_mut(&ev.tid).unwrap();
-            for op in &mut t.ops {
-                op.reply_resumed_ns = op.reply_done_ns;
-            }
-            self.finish_ops(ev.tid, ts);
         }
         match ev.data {
             EventData::Switch {
@@ -386,7 +384,7 @@ impl<'a> ContentionTracker<'a> {
                 ..
             } => {
                 if prev_traced {
-                    let t = self.threads.entry(ev.tid).or_default();
+                    let t = self.threads.get_or_default(ev.tid);
                     if let Some(since) = t.running_since.take() {
                         if let Some(take) = &mut t.take {
                             take.cpu_since_last_op += ts.saturating_sub(since);
@@ -404,21 +402,20 @@ impl<'a> ContentionTracker<'a> {
                             take.preempted = true;
                         }
                     }
-                    self.maybe_close_take(ev.tid, ts);
+                    if Self::take_is_over(t) {
+                        self.close_take(ev.tid);
+                    }
                 }
                 if next_traced {
-                    if self
-                        .threads
-                        .get(&next_tid)
-                        .is_some_and(|t| t.ops_state == OpsState::AwaitResume)
-                    {
-                        let t = self.threads.get_mut(&next_tid).unwrap();
+                    let t = self.threads.get_or_default(next_tid);
+                    if t.ops_state == OpsState::AwaitResume {
+                        // Back in user space after its reply, once on a CPU again.
                         for op in &mut t.ops {
                             op.reply_resumed_ns = Some(ts);
                         }
                         self.finish_ops(next_tid, ts);
                     }
-                    let t = self.threads.entry(next_tid).or_default();
+                    let t = self.threads.get_or_default(next_tid);
                     t.running_since = Some(ts);
                     if t.recv_resume_pending {
                         t.recv_resume_pending = false;
@@ -442,11 +439,11 @@ impl<'a> ContentionTracker<'a> {
                 }
             }
             EventData::Waking { wakee, .. } => {
-                let (release_ns, via_lock) = match self.threads.get(&ev.tid).and_then(|w| w.futex) {
+                let (release_ns, via_lock) = match self.threads.get(ev.tid).and_then(|w| w.futex) {
                     Some((Some(_), _, true, enter)) => (Some(enter), true),
                     _ => (None, false),
                 };
-                let t = self.threads.entry(wakee).or_default();
+                let t = self.threads.get_or_default(wakee);
                 t.pending_wake = Some(Wakeup {
                     waker: ev.tid,
                     release_ns,
@@ -461,7 +458,7 @@ impl<'a> ContentionTracker<'a> {
             }
             EventData::FutexEnter(call) => {
                 self.account_cpu(ev.tid, ts);
-                let t = self.threads.entry(ev.tid).or_default();
+                let t = self.threads.get_or_default(ev.tid);
                 if ev.tgid != 0 {
                     t.tgid = ev.tgid;
                 }
@@ -472,7 +469,7 @@ impl<'a> ContentionTracker<'a> {
                     if t.take.as_ref().is_some_and(|k| k.lock != lock) {
                         self.close_take(ev.tid);
                     }
-                    let t = self.threads.get_mut(&ev.tid).unwrap();
+                    let t = self.threads.get_mut(ev.tid).unwrap();
                     let take = t.take.get_or_insert_with(|| Take {
                         lock,
                         start_ns: ts,
@@ -493,7 +490,7 @@ impl<'a> ContentionTracker<'a> {
             }
             EventData::FutexExit { ret, .. } => {
                 self.account_cpu(ev.tid, ts);
-                let t = self.threads.entry(ev.tid).or_default();
+                let t = self.threads.get_or_default(ev.tid);
                 if let Some((Some(_), true, _, _)) = t.futex.take() {
                     let wake = t.pending_wake.take();
                     if let Some(take) = &mut t.take {
@@ -528,15 +525,15 @@ impl<'a> ContentionTracker<'a> {
             EventData::NetRecv {
                 arrival_ns, len, ..
             } => {
-                let t = self.threads.entry(ev.tid).or_default();
+                let t = self.threads.get_or_default(ev.tid);
                 if t.ops_state != OpsState::InRecv {
                     // A datagram outside a recv syscall we saw start: keep it, recv enter unknown.
                     self.finish_ops(ev.tid, ts);
-                    let t = self.threads.get_mut(&ev.tid).unwrap();
+                    let t = self.threads.get_mut(ev.tid).unwrap();
                     t.ops_state = OpsState::InRecv;
                     t.in_recv.get_or_insert(ts);
                 }
-                let t = self.threads.get_mut(&ev.tid).unwrap();
+                let t = self.threads.get_mut(ev.tid).unwrap();
                 let recv_enter = t.in_recv.unwrap_or(ts);
                 let (woken, run) = match t.recv_wake {
                     Some((w, r)) if arrival_ns.is_none_or(|a| a <= w) => (Some(w), r),
@@ -556,38 +553,36 @@ impl<'a> ContentionTracker<'a> {
                 self.close_take(ev.tid);
                 self.finish_ops(ev.tid, ts);
                 self.close_convoy(ev.tid);
-                self.threads.remove(&ev.tid);
+                self.threads.remove(ev.tid);
             }
             _ => {}
         }
     }
 
     fn account_cpu(&mut self, tid: u32, ts: u64) {
-        let t = self.threads.entry(tid).or_default();
+        let t = self.threads.get_or_default(tid);
         let since = t.running_since.get_or_insert(ts);
         let ran = ts.saturating_sub(*since);
         *since = ts;
         if let Some(take) = &mut t.take {
             take.cpu_since_last_op += ran;
         }
-        self.maybe_close_take(tid, ts);
-    }
-
-    fn maybe_close_take(&mut self, tid: u32, _ts: u64) {
-        let close = self
-            .threads
-            .get(&tid)
-            .and_then(|t| t.take.as_ref())
-            .is_some_and(|k| k.cpu_since_last_op > TAKE_GAP_CPU_NS);
-        let in_futex = self.threads.get(&tid).is_some_and(|t| t.futex.is_some());
-        if close && !in_futex {
+        if Self::take_is_over(t) {
             self.close_take(tid);
         }
     }
 
+    /// Ran too long without touching the lock, outside a futex call: the take is over.
+    fn take_is_over(t: &ThreadCtx) -> bool {
+        t.futex.is_none()
+            && t.take
+                .as_ref()
+                .is_some_and(|k| k.cpu_since_last_op > TAKE_GAP_CPU_NS)
+    }
+
     /// A take is over: record the acquisition (if it waited) and hand it to the I/O tracker.
     fn close_take(&mut self, tid: u32) {
-        let Some(t) = self.threads.get_mut(&tid) else {
+        let Some(t) = self.threads.get_mut(tid) else {
             return;
         };
         let Some(take) = t.take.take() else { return };
@@ -640,7 +635,7 @@ impl<'a> ContentionTracker<'a> {
             });
         }
         // The I/O side: a datagram waiting for the lock got it now.
-        let t = self.threads.get_mut(&tid).unwrap();
+        let t = self.threads.get_mut(tid).unwrap();
         if t.ops_state == OpsState::AwaitLock && Some(lock) == self.locks.primary().map(|l| l.id) {
             for op in &mut t.ops {
                 if op.lock_acquired_ns == 0 && acquire_ns >= op.recv_exit_ns {
@@ -655,7 +650,7 @@ impl<'a> ContentionTracker<'a> {
     }
 
     fn io_enter(&mut self, tid: u32, class: IoClass, ts: u64) {
-        let t = self.threads.entry(tid).or_default();
+        let t = self.threads.get_or_default(tid);
         // Released the lock for I/O (as interpreters do around blocking calls).
         for h in self.holder.iter_mut() {
             if *h == Some(tid) {
@@ -684,10 +679,10 @@ impl<'a> ContentionTracker<'a> {
             IoClass::Recv | IoClass::Poll => {
                 if class == IoClass::Recv {
                     self.finish_ops(tid, ts);
-                    let t = self.threads.get_mut(&tid).unwrap();
+                    let t = self.threads.get_mut(tid).unwrap();
                     t.ops_state = OpsState::InRecv;
                 }
-                let t = self.threads.get_mut(&tid).unwrap();
+                let t = self.threads.get_mut(tid).unwrap();
                 t.in_recv = Some(ts);
                 t.recv_wake = None;
             }
@@ -695,7 +690,7 @@ impl<'a> ContentionTracker<'a> {
     }
 
     fn io_exit(&mut self, tid: u32, class: IoClass, _ret: i64, ts: u64) {
-        let t = self.threads.entry(tid).or_default();
+        let t = self.threads.get_or_default(tid);
         match class {
             IoClass::Send => {
                 t.in_send = false;
@@ -726,7 +721,7 @@ impl<'a> ContentionTracker<'a> {
 
     /// The datagrams of the last recv are complete: record them.
     fn finish_ops(&mut self, tid: u32, _ts: u64) {
-        let Some(t) = self.threads.get_mut(&tid) else {
+        let Some(t) = self.threads.get_mut(tid) else {
             return;
         };
         if t.ops.is_empty() {
@@ -770,7 +765,7 @@ impl<'a> ContentionTracker<'a> {
         // Convoy episodes: consecutive ops of one thread with a long lock wait.
         let convoyed = op.lock_wait_ns > self.opts.convoy_threshold_ns;
         if convoyed {
-            let t = self.threads.entry(op.tid).or_default();
+            let t = self.threads.get_or_default(op.tid);
             let c = t.convoy.get_or_insert_with(|| OpenConvoy {
                 start_ns: op.arrival_ns.unwrap_or(op.recv_enter_ns),
                 end_ns: 0,
@@ -793,7 +788,7 @@ impl<'a> ContentionTracker<'a> {
     }
 
     fn close_convoy(&mut self, tid: u32) {
-        let Some(c) = self.threads.get_mut(&tid).and_then(|t| t.convoy.take()) else {
+        let Some(c) = self.threads.get_mut(tid).and_then(|t| t.convoy.take()) else {
             return;
         };
         if (c.ops as usize) < CONVOY_MIN_OPS {
@@ -817,7 +812,7 @@ impl<'a> ContentionTracker<'a> {
 
     /// Ends the pass: flushes open takes, datagrams and episodes.
     pub fn finish(mut self) -> ContentionResult {
-        let tids: Vec<u32> = self.threads.keys().copied().collect();
+        let tids: Vec<u32> = self.threads.tids().collect();
         for tid in tids {
             self.close_take(tid);
             self.finish_ops(tid, 0);

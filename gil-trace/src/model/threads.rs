@@ -1,6 +1,5 @@
 //! Per-thread totals: on-CPU time, context switches, futex calls, datagrams.
-use rustc_hash::FxHashMap;
-
+use super::thread_map::ThreadMap;
 use serde::Serialize;
 
 use crate::trace::{Event, EventData, IoClass, ThreadInfo};
@@ -45,13 +44,14 @@ struct Tracked {
 /// Builds [`ThreadStats`] from the event stream.
 #[derive(Default)]
 pub struct ThreadTracker {
-    threads: FxHashMap<u32, Tracked>,
+    threads: ThreadMap<Tracked>,
     last_ns: u64,
 }
 
 impl ThreadTracker {
+    #[inline(always)]
     fn thread(&mut self, tid: u32, ts: u64) -> &mut Tracked {
-        let t = self.threads.entry(tid).or_default();
+        let t = self.threads.get_or_default(tid);
         if t.stats.first_ns == 0 {
             t.stats.tid = tid;
             t.stats.first_ns = ts;
@@ -128,12 +128,12 @@ impl ThreadTracker {
     /// Final per-thread stats, by tid, with names (and processes) from the trace's thread table.
     pub fn finish(mut self, table: &[ThreadInfo]) -> Vec<ThreadStats> {
         let end = self.last_ns;
-        for t in self.threads.values_mut() {
+        for (_, t) in self.threads.iter_mut() {
             if let Some(since) = t.running_since.take() {
                 t.stats.on_cpu_ns += end.saturating_sub(since);
             }
         }
-        let mut out: Vec<ThreadStats> = self.threads.into_values().map(|t| t.stats).collect();
+        let mut out: Vec<ThreadStats> = self.threads.into_entries().map(|(_, t)| t.stats).collect();
         for info in table {
             if let Some(s) = out.iter_mut().find(|s| s.tid == info.tid) {
                 s.name = info.name.clone();

@@ -4,7 +4,7 @@ use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
-use super::locks::LockSet;
+use super::{locks::LockSet, thread_map::ThreadMap};
 use crate::trace::{Event, EventData, IoClass};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -98,8 +98,8 @@ struct Tracked {
 /// reports only need the totals).
 pub struct TimelineTracker<'a> {
     locks: &'a LockSet,
-    threads: FxHashMap<u32, Tracked>,
-    tgid_of: FxHashMap<u32, u32>,
+    threads: ThreadMap<Tracked>,
+    tgid_of: ThreadMap<u32>,
 }
 
 /// Was the task preempted (still runnable) when switched out? prev_state is TASK_RUNNING (0),
@@ -112,14 +112,14 @@ impl<'a> TimelineTracker<'a> {
     pub fn new(locks: &'a LockSet) -> Self {
         TimelineTracker {
             locks,
-            threads: FxHashMap::default(),
-            tgid_of: FxHashMap::default(),
+            threads: ThreadMap::default(),
+            tgid_of: ThreadMap::default(),
         }
     }
 
     /// The thread's record; a thread seen for the first time starts in `state` at `ts`.
     fn slot(&mut self, tid: u32, ts: u64, state: ThreadState) -> &mut Tracked {
-        self.threads.entry(tid).or_insert(Tracked {
+        self.threads.get_or_insert_with(tid, || Tracked {
             state,
             since: ts,
             last_ns: ts,
@@ -211,7 +211,7 @@ impl<'a> TimelineTracker<'a> {
                 }
             }
             EventData::Waking { wakee, .. } => {
-                let blocked = self.threads.get(&wakee).map(|t| {
+                let blocked = self.threads.get(wakee).map(|t| {
                     matches!(
                         t.state,
                         ThreadState::LockWait | ThreadState::IoWait | ThreadState::Sleep
@@ -224,10 +224,10 @@ impl<'a> TimelineTracker<'a> {
             }
             EventData::FutexEnter(call) => {
                 let tgid = if ev.tgid != 0 {
-                    self.tgid_of.insert(ev.tid, ev.tgid);
+                    *self.tgid_of.get_or_default(ev.tid) = ev.tgid;
                     ev.tgid
                 } else {
-                    self.tgid_of.get(&ev.tid).copied().unwrap_or(0)
+                    self.tgid_of.get(ev.tid).copied().unwrap_or(0)
                 };
                 let s = if call.is_wait() && self.locks.lock_of((tgid, call.uaddr)).is_some() {
                     InSyscall::LockWait
@@ -249,7 +249,7 @@ impl<'a> TimelineTracker<'a> {
             }
             EventData::Exit { .. } => {
                 self.touch_running(ev.tid, ts, sink);
-                if let Some(t) = self.threads.get_mut(&ev.tid) {
+                if let Some(t) = self.threads.get_mut(ev.tid) {
                     t.exited = true;
                 }
             }
@@ -267,13 +267,13 @@ impl<'a> TimelineTracker<'a> {
             if t.last_ns > t.since {
                 t.totals.add(t.state, t.last_ns - t.since);
                 sink(StateSpan {
-                    tid: *tid,
+                    tid,
                     state: t.state,
                     start_ns: t.since,
                     end_ns: t.last_ns,
                 });
             }
-            out.insert(*tid, t.totals);
+            out.insert(tid, t.totals);
         }
         out
     }
