@@ -316,8 +316,8 @@ fn build_report(
     };
     let mut first = Some(reader);
     let open = |kinds| match first.take() {
-        Some(r) => Ok(r.events_of(kinds)),
-        None => TraceReader::open(trace).map(|r| r.events_of(kinds)),
+        Some(r) => Ok(r.batches_of(kinds)),
+        None => TraceReader::open(trace).map(|r| r.batches_of(kinds)),
     };
     Ok((analyze(&meta, &trailer, open, opts, |_| {})?, opts))
 }
@@ -346,8 +346,8 @@ fn chart_data(
     let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
     let mut first = Some(reader);
     let open = |kinds| match first.take() {
-        Some(r) => Ok(r.events_of(kinds)),
-        None => TraceReader::open(trace).map(|r| r.events_of(kinds)),
+        Some(r) => Ok(r.batches_of(kinds)),
+        None => TraceReader::open(trace).map(|r| r.batches_of(kinds)),
     };
     let detailed = analyze(&meta, &trailer, open, detail_opts, |span| {
         data.add_span(span)
@@ -465,13 +465,13 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
     };
     let mut first = Some(reader);
     let open = |kinds| match first.take() {
-        Some(r) => Ok(r.events_of(kinds)),
-        None => TraceReader::open(&args.trace).map(|r| r.events_of(kinds)),
+        Some(r) => Ok(r.batches_of(kinds)),
+        None => TraceReader::open(&args.trace).map(|r| r.batches_of(kinds)),
     };
     let report = analyze(&meta, &trailer, open, opts, |_| {})?;
     let mut spans = Vec::new();
     timeline_pass(
-        |kinds| TraceReader::open(&args.trace).map(|r| r.events_of(kinds)),
+        |kinds| TraceReader::open(&args.trace).map(|r| r.batches_of(kinds)),
         &report.lock_set,
         |s| spans.push(*s),
     )?;

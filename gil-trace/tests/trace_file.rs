@@ -136,6 +136,54 @@ fn round_trip_preserves_every_event_and_sorts_them() {
     assert!(bytes < 40.0, "{bytes:.1} bytes per event");
 }
 
+/// A version-1 trace: the lab recording the benchmark replicates (`cargo xtask bench`).
+fn version_1_trace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/bench-data/lab-new-2.trace")
+}
+
+#[test]
+fn a_version_1_trace_reads_and_reports_exactly_as_its_version_2_copy() {
+    // Version 2 changed the record encoding; recordings made before must still read.
+    let old = version_1_trace();
+    let reader = TraceReader::open(&old).unwrap();
+    assert_eq!(reader.meta().format_version, 1);
+    let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
+    let events: Vec<RawEvent> = {
+        let mut reader = reader;
+        let (mut all, mut block) = (Vec::new(), Vec::new());
+        while reader.next_block(&mut block).unwrap() {
+            all.extend_from_slice(&block);
+        }
+        all
+    };
+    assert!(events.len() > 20_000, "{}", events.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("v2.trace");
+    let mut w = TraceWriter::create(&new, &meta).unwrap();
+    for e in &events {
+        w.push(e).unwrap();
+    }
+    w.finish(trailer).unwrap();
+    let copy = TraceReader::open(&new).unwrap();
+    assert_eq!(copy.meta().format_version, FORMAT_VERSION);
+    let read_back: Vec<Event> = copy.events().map(Result::unwrap).collect();
+    let original: Vec<Event> = TraceReader::open(&old)
+        .unwrap()
+        .events()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(read_back, original);
+
+    let mut a = report_json(&old, &["--detail"]);
+    let mut b = report_json(&new, &["--detail"]);
+    for v in [&mut a, &mut b] {
+        v["meta"]["format_version"] = serde_json::Value::Null;
+    }
+    assert!(a["convoys"].as_array().is_some_and(|c| !c.is_empty()));
+    assert_eq!(a, b);
+}
+
 #[test]
 fn an_unfinished_writer_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,8 +17,8 @@ use crate::{
         timeline::{StateSpan, TimelineTracker},
     },
     trace::{
-        futex_index::FutexIndex, sort::SortedEvents, Event, EventData, KindMask, TraceError,
-        TraceMeta, TraceTrailer,
+        futex_index::FutexIndex, BatchedEvents, Event, EventData, KindMask, TraceError, TraceMeta,
+        TraceTrailer,
     },
 };
 
@@ -74,18 +74,21 @@ pub struct Report {
 
 /// One more streaming pass that only rebuilds the thread timelines, handing every span to
 /// `sink` (charts collect them for their own time window).
-pub fn timeline_pass<I, F>(
+pub fn timeline_pass<S, F>(
     mut open: F,
     locks: &LockSet,
     mut sink: impl FnMut(&StateSpan),
 ) -> Result<(), TraceError>
 where
-    I: Iterator<Item = Result<Event, TraceError>>,
-    F: FnMut(KindMask) -> Result<SortedEvents<I>, TraceError>,
+    S: BatchedEvents,
+    F: FnMut(KindMask) -> Result<S, TraceError>,
 {
     let mut timeline = TimelineTracker::new(locks);
-    for ev in open(KindMask::ALL)? {
-        timeline.observe(&ev?, &mut |span| sink(&span));
+    let (mut events, mut batch) = (open(KindMask::ALL)?, Vec::new());
+    while events.next_batch(&mut batch)? {
+        for ev in &batch {
+            timeline.observe(ev, &mut |span| sink(&span));
+        }
     }
     timeline.finish(&mut |span| sink(&span));
     Ok(())
@@ -97,7 +100,7 @@ pub const LOCK_PASS_KINDS: KindMask = KindMask::of(&FutexIndex::KINDS);
 /// Builds the report. `open(kinds)` yields a fresh time-ordered event stream (called once, or
 /// twice when locks need their own pass);
 /// it may leave out kinds not in `kinds`.
-pub fn analyze<I, F>(
+pub fn analyze<S, F>(
     meta: &TraceMeta,
     trailer: &TraceTrailer,
     mut open: F,
@@ -105,8 +108,8 @@ pub fn analyze<I, F>(
     mut on_span: impl FnMut(&StateSpan),
 ) -> Result<Report, TraceError>
 where
-    I: Iterator<Item = Result<Event, TraceError>>,
-    F: FnMut(KindMask) -> Result<SortedEvents<I>, TraceError>,
+    S: BatchedEvents,
+    F: FnMut(KindMask) -> Result<S, TraceError>,
 {
     let in_window = |ev: &Event| {
         opts.window
@@ -114,16 +117,16 @@ where
     };
 
     // Pass 1, lock identification, reads the futex table the writer kept in the trailer;
-    // older traces and time windows need a pass of their own. It needs no global time order
-    // (only per-thread order, which the file keeps), so it skips the sort window.
+    // older traces and time windows need a pass of their own over the futex events.
+    let mut batch = Vec::new();
     let finder = match (&trailer.futex_index, opts.window) {
         (Some(stored), None) => LockFinder::from_index(FutexIndex::from_stored(stored.clone())),
         _ => {
             let mut finder = LockFinder::default();
-            for ev in open(LOCK_PASS_KINDS)?.into_inner() {
-                let ev = ev?;
-                if in_window(&ev) {
-                    finder.observe(&ev);
+            let mut events = open(LOCK_PASS_KINDS)?;
+            while events.next_batch(&mut batch)? {
+                for ev in batch.iter().filter(|ev| in_window(ev)) {
+                    finder.observe(ev);
                 }
             }
             finder
@@ -143,24 +146,22 @@ where
     );
     let mut lost_spans = Vec::new();
     let mut events = open(KindMask::ALL)?;
-    for ev in events.by_ref() {
-        let ev = ev?;
-        if !in_window(&ev) {
-            continue;
-        }
-        if let EventData::Lost { count, since_ns } = ev.data {
-            lost_spans.push(LostSpan {
-                start_ns: since_ns,
-                end_ns: ev.ts_ns,
-                events: count,
+    while events.next_batch(&mut batch)? {
+        for ev in batch.iter().filter(|ev| in_window(ev)) {
+            if let EventData::Lost { count, since_ns } = ev.data {
+                lost_spans.push(LostSpan {
+                    start_ns: since_ns,
+                    end_ns: ev.ts_ns,
+                    events: count,
+                });
+            }
+            summary.observe(ev);
+            timeline.observe(ev, &mut |span| {
+                contention.observe_span(&span);
+                on_span(&span);
             });
+            contention.observe(ev);
         }
-        summary.observe(&ev);
-        timeline.observe(&ev, &mut |span| {
-            contention.observe_span(&span);
-            on_span(&span);
-        });
-        contention.observe(&ev);
     }
     let late = events.late_events();
     let totals = timeline.finish(&mut |span| on_span(&span));

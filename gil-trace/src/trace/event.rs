@@ -210,6 +210,7 @@ fn syscall_class(raw: u64) -> SyscallClass {
 }
 
 impl From<RawEvent> for Event {
+    #[inline]
     fn from(raw: RawEvent) -> Event {
         let a = raw.args;
         let data = match EventKind::try_from(raw.kind) {

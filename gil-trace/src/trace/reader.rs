@@ -25,7 +25,11 @@ pub struct TraceReader {
     pos: u64,
     /// Offset of the trailer block: events end there.
     events_end: u64,
+    /// Scratch for header and trailer; the current event block's payload while decoding.
     buf: Vec<u8>,
+    block: BlockCursor,
+    /// The file's format version (records differ between 1 and 2).
+    version: u32,
 }
 
 impl std::fmt::Debug for TraceReader {
@@ -62,12 +66,16 @@ impl TraceReader {
         let mut reader = TraceReader {
             path: path.to_path_buf(),
             // No bigger than the input: small traces (and fuzz inputs) stay cheap to open.
-            file: BufReader::with_capacity(file_len.clamp(4096, 1 << 20) as usize, source),
+            // Smaller than an event block, so blocks are read straight into `buf` rather
+            // than copied twice.
+            file: BufReader::with_capacity(file_len.clamp(4096, 64 << 10) as usize, source),
             meta: TraceMeta::default(),
             trailer: TraceTrailer::default(),
             pos: 0,
             events_end: 0,
             buf: Vec::new(),
+            block: BlockCursor::default(),
+            version: FORMAT_VERSION,
         };
         reader.read_header(file_len)?;
         reader.read_trailer(file_len)?;
@@ -158,7 +166,7 @@ impl TraceReader {
         let version = u32_at(&self.buf, 8);
         let meta_len = u32_at(&self.buf, 12);
         let meta_crc = u32_at(&self.buf, 16);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(TraceError::UnsupportedVersion {
                 path: self.path.clone(),
                 found: version,
@@ -185,6 +193,7 @@ impl TraceReader {
             )
         })?;
         self.pos = HEADER_FIXED_LEN + meta_len as u64;
+        self.version = version;
         Ok(())
     }
 
@@ -244,6 +253,36 @@ impl TraceReader {
         kinds: KindMask,
     ) -> Result<bool, TraceError> {
         out.clear();
+        if self.block.left == 0 && !self.load_block()? {
+            return Ok(false);
+        }
+        out.reserve(self.block.left as usize);
+        self.decode(usize::MAX, kinds, |raw| out.push(raw))?;
+        Ok(true)
+    }
+
+    /// Decodes up to `max` next events (of `kinds`) into `out` (cleared first), loading
+    /// blocks as needed; `Ok(false)` at the end. Small batches keep the decoded events in
+    /// cache while the analysis reads them.
+    pub fn next_events(
+        &mut self,
+        out: &mut Vec<Event>,
+        kinds: KindMask,
+        max: usize,
+    ) -> Result<bool, TraceError> {
+        out.clear();
+        out.reserve(max.min(BATCH_EVENTS));
+        while out.is_empty() {
+            if self.block.left == 0 && !self.load_block()? {
+                return Ok(false);
+            }
+            self.decode(max, kinds, |raw| out.push(Event::from(raw)))?;
+        }
+        Ok(true)
+    }
+
+    /// Reads and checks the next event block; `Ok(false)` at the end of the events.
+    fn load_block(&mut self) -> Result<bool, TraceError> {
         if self.pos >= self.events_end {
             return Ok(false);
         }
@@ -265,9 +304,95 @@ impl TraceReader {
         if crc32fast::hash(&self.buf) != crc {
             return Err(self.corrupt(at, "event block checksum mismatch"));
         }
-        decode_block(&self.buf, out, kinds).map_err(|what| self.corrupt(at, what))?;
+        let count = u32::from_le_bytes(self.buf[..4].try_into().unwrap());
+        let records = self.buf.len() - 12;
+        if count as usize > records / MIN_RECORD_LEN {
+            return Err(self.corrupt(
+                at,
+                format!("event block claims {count} events in {records} bytes"),
+            ));
+        }
+        // Zeros after the payload let the varint decoder load 8 bytes at any position it can
+        // reach without a length check per byte (see `decode`).
+        self.buf.resize(self.buf.len() + BLOCK_PADDING, 0);
+        self.block = BlockCursor {
+            at,
+            pos: 12,
+            end: 12 + records,
+            left: count,
+            index: 0,
+            ts: u64::from_le_bytes(self.buf[4..12].try_into().unwrap()),
+        };
         self.pos = at + BLOCK_HEADER_LEN + len as u64;
         Ok(true)
+    }
+
+    /// Decodes up to `max` events of the current block, handing those of `kinds` to `emit`.
+    #[inline(always)]
+    fn decode(
+        &mut self,
+        max: usize,
+        kinds: KindMask,
+        emit: impl FnMut(RawEvent),
+    ) -> Result<(), TraceError> {
+        if self.version == 1 {
+            self.decode_with(decode_record_v1, max, kinds, emit)
+        } else {
+            self.decode_with(get_record_v2, max, kinds, emit)
+        }
+    }
+
+    #[inline(always)]
+    fn decode_with(
+        &mut self,
+        record: impl Fn(&[u8], &mut usize, usize) -> Option<(RawEvent, i64)>,
+        max: usize,
+        kinds: KindMask,
+        mut emit: impl FnMut(RawEvent),
+    ) -> Result<(), TraceError> {
+        let BlockCursor {
+            at,
+            mut pos,
+            end,
+            mut left,
+            mut index,
+            mut ts,
+        } = self.block;
+        let buf = &self.buf[..];
+        let mut decoded = 0usize;
+        let mut result = Ok(());
+        while left > 0 && decoded < max {
+            match record(buf, &mut pos, end) {
+                Some((raw, delta)) => {
+                    ts = ts.wrapping_add(delta as u64);
+                    if kinds.contains(raw.kind as u64) {
+                        emit(RawEvent { ts_ns: ts, ..raw });
+                    }
+                }
+                None => {
+                    result = Err(format!("event {index} of the block is malformed"));
+                    break;
+                }
+            }
+            left -= 1;
+            index += 1;
+            decoded += 1;
+        }
+        if result.is_ok() && left == 0 && pos < end {
+            result = Err(format!(
+                "{} stray bytes after the block's last event",
+                end - pos
+            ));
+        }
+        self.block = BlockCursor {
+            at,
+            pos,
+            end,
+            left: if result.is_ok() { left } else { 0 },
+            index,
+            ts,
+        };
+        result.map_err(|what| self.corrupt(at, what))
     }
 
     /// All events in file order (not sorted), decoded block by block.
@@ -301,6 +426,143 @@ impl TraceReader {
             SortedEvents::new(self.raw_events_of(kinds))
         }
     }
+
+    /// The events of these kinds in timestamp order, a batch at a time: what the analysis
+    /// reads. An ordered file is decoded straight into the batch; an older one goes through
+    /// the sort window.
+    pub fn batches_of(self, kinds: KindMask) -> EventBatches {
+        if self.meta.events_ordered {
+            EventBatches::Ordered {
+                reader: Box::new(self),
+                kinds,
+                last_out: 0,
+                late: 0,
+            }
+        } else {
+            EventBatches::Sorted(Box::new(SortedEvents::new(self.raw_events_of(kinds))))
+        }
+    }
+}
+
+/// Where decoding stands in the current event block.
+#[derive(Clone, Copy, Debug, Default)]
+struct BlockCursor {
+    /// File offset of the block (for errors).
+    at: u64,
+    /// Next record, and the end of the records, in the reader's buffer.
+    pos: usize,
+    end: usize,
+    /// Records not yet decoded, and the index of the next one.
+    left: u32,
+    index: u32,
+    /// Timestamp of the last decoded record.
+    ts: u64,
+}
+
+/// Zero bytes kept after a block's records: a record that starts inside the records can
+/// reach at most 10 varints + 1 mask byte past their end (each varint ends at the first zero
+/// byte), and each varint load reads 8 bytes, so the decoder needs no length check per byte.
+const BLOCK_PADDING: usize = 32;
+
+/// Decodes one version-1 record at `pos`: the event (with ts 0) and its timestamp delta.
+/// `None` if the record is malformed or runs past `end`.
+#[inline(always)]
+fn decode_record_v1(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEvent, i64)> {
+    if *pos >= end {
+        return None;
+    }
+    let kind = get_varint(buf, pos)?;
+    let delta = unzigzag(get_varint_padded(buf, pos)?);
+    let tid = get_varint_padded(buf, pos)?;
+    let tgid = get_varint_padded(buf, pos)?;
+    let cpu = get_varint(buf, pos)?;
+    if (kind | tid | tgid | cpu) > u32::MAX as u64 {
+        return None;
+    }
+    let mask = *buf.get(*pos)?;
+    *pos += 1;
+    if mask > 0x0f {
+        return None;
+    }
+    let mut args = [0u64; 4];
+    for (bit, arg) in args.iter_mut().enumerate() {
+        if mask & (1 << bit) != 0 {
+            *arg = get_varint_padded(buf, pos)?;
+        }
+    }
+    if *pos > end {
+        return None;
+    }
+    Some((
+        RawEvent {
+            ts_ns: 0,
+            kind: kind as u32,
+            tid: tid as u32,
+            tgid: tgid as u32,
+            cpu: cpu as u32,
+            args,
+        },
+        delta,
+    ))
+}
+
+/// What the analysis reads: a time-ordered event stream, a batch at a time, so it loops over
+/// slices with no per-event `Result` or iterator layers between the decoder and the trackers.
+pub trait BatchedEvents {
+    /// Replaces `batch` with the next events; `Ok(false)` when the stream is over.
+    fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError>;
+    /// Events that came later than ordering allowed (their times were raised).
+    fn late_events(&self) -> u64;
+}
+
+/// A trace file's events as [`BatchedEvents`] (see [`TraceReader::batches_of`]).
+pub enum EventBatches {
+    /// A file the writer ordered: decoded straight into the batch; an event earlier than its
+    /// predecessor (only from a damaged or hand-made file) is raised and counted as late.
+    Ordered {
+        reader: Box<TraceReader>,
+        kinds: KindMask,
+        last_out: u64,
+        late: u64,
+    },
+    /// Anything else goes through the sort window.
+    Sorted(Box<SortedEvents<RawEvents>>),
+}
+
+/// Events per batch: a few tens of KiB, so a batch is still in cache when it is analysed.
+pub const BATCH_EVENTS: usize = 1024;
+
+impl BatchedEvents for EventBatches {
+    fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError> {
+        match self {
+            EventBatches::Ordered {
+                reader,
+                kinds,
+                last_out,
+                late,
+            } => {
+                if !reader.next_events(batch, *kinds, BATCH_EVENTS)? {
+                    return Ok(false);
+                }
+                for ev in batch.iter_mut() {
+                    if ev.ts_ns < *last_out {
+                        *late += 1;
+                        ev.ts_ns = *last_out;
+                    }
+                    *last_out = ev.ts_ns;
+                }
+                Ok(true)
+            }
+            EventBatches::Sorted(sorted) => sorted.next_batch(batch),
+        }
+    }
+
+    fn late_events(&self) -> u64 {
+        match self {
+            EventBatches::Ordered { late, .. } => *late,
+            EventBatches::Sorted(sorted) => sorted.late_events(),
+        }
+    }
 }
 
 /// A set of event kinds (by `EventKind` value); kinds beyond the mask's width, e.g. unknown
@@ -327,72 +589,10 @@ impl KindMask {
     }
 }
 
-/// Decodes an event block payload (after its checksum was verified), keeping `kinds`.
-fn decode_block(payload: &[u8], out: &mut Vec<RawEvent>, kinds: KindMask) -> Result<(), String> {
-    let count = u32::from_le_bytes(payload[..4].try_into().unwrap()) as usize;
-    let base_ts = u64::from_le_bytes(payload[4..12].try_into().unwrap());
-    let records = &payload[12..];
-    if count > records.len() / MIN_RECORD_LEN {
-        return Err(format!(
-            "event block claims {count} events in {} bytes",
-            records.len()
-        ));
-    }
-    out.reserve(count);
-    let mut pos = 0usize;
-    let mut ts = base_ts;
-    let bad = |i: usize| format!("event {i} of the block is malformed");
-    for i in 0..count {
-        let mut next = || get_varint(records, &mut pos).ok_or_else(|| bad(i));
-        let kind = next()?;
-        let delta = unzigzag(next()?);
-        let tid = next()?;
-        let tgid = next()?;
-        let cpu = next()?;
-        if kind > u32::MAX as u64
-            || tid > u32::MAX as u64
-            || tgid > u32::MAX as u64
-            || cpu > u32::MAX as u64
-        {
-            return Err(bad(i));
-        }
-        let mask = *records.get(pos).ok_or_else(|| bad(i))?;
-        pos += 1;
-        if mask > 0x0f {
-            return Err(bad(i));
-        }
-        let mut args = [0u64; 4];
-        for (bit, arg) in args.iter_mut().enumerate() {
-            if mask & (1 << bit) != 0 {
-                *arg = get_varint(records, &mut pos).ok_or_else(|| bad(i))?;
-            }
-        }
-        ts = ts.wrapping_add(delta as u64);
-        if !kinds.contains(kind) {
-            continue;
-        }
-        out.push(RawEvent {
-            ts_ns: ts,
-            kind: kind as u32,
-            tid: tid as u32,
-            tgid: tgid as u32,
-            cpu: cpu as u32,
-            args,
-        });
-    }
-    if pos != records.len() {
-        return Err(format!(
-            "{} stray bytes after the block's last event",
-            records.len() - pos
-        ));
-    }
-    Ok(())
-}
-
 /// Iterator over decoded events in file order. After an error it ends.
 pub struct RawEvents {
     reader: TraceReader,
-    block: Vec<RawEvent>,
+    block: Vec<Event>,
     next: usize,
     failed: bool,
     kinds: KindMask,
@@ -413,7 +613,10 @@ impl Iterator for RawEvents {
                 return None;
             }
             self.next = 0;
-            match self.reader.next_block_of(&mut self.block, self.kinds) {
+            match self
+                .reader
+                .next_events(&mut self.block, self.kinds, BATCH_EVENTS)
+            {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
@@ -422,8 +625,8 @@ impl Iterator for RawEvents {
                 }
             }
         }
-        let raw = self.block[self.next];
+        let ev = self.block[self.next];
         self.next += 1;
-        Some(Ok(Event::from(raw)))
+        Some(Ok(ev))
     }
 }

@@ -9,7 +9,10 @@
 //! monotonic stream) and counted in [`SortedEvents::late_events`].
 use std::collections::VecDeque;
 
-use super::{Event, TraceError};
+use super::{
+    reader::{BatchedEvents, BATCH_EVENTS},
+    Event, TraceError,
+};
 
 /// How far back in time an event may arrive and still be put in its place.
 pub const SORT_WINDOW_NS: u64 = 50_000_000;
@@ -55,12 +58,6 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> SortedEvents<I> {
     /// Events that arrived later than the window allows (delivered with a raised timestamp).
     pub fn late_events(&self) -> u64 {
         self.late
-    }
-
-    /// The unsorted stream underneath (file order). Per-thread order is still causal there:
-    /// a thread's events are reserved in the order they happen.
-    pub fn into_inner(self) -> I {
-        self.inner
     }
 
     fn insert(&mut self, ev: Event) {
@@ -128,6 +125,25 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> Iterator for SortedEvents<I>
             return Some(Ok(ev));
         }
         self.error.take().map(Err)
+    }
+}
+
+impl<I: Iterator<Item = Result<Event, TraceError>>> BatchedEvents for SortedEvents<I> {
+    /// Up to [`BATCH_EVENTS`] next events. The first error ends the stream (the analysis
+    /// stops at it anyway).
+    fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError> {
+        batch.clear();
+        while batch.len() < BATCH_EVENTS {
+            match self.next() {
+                Some(ev) => batch.push(ev?),
+                None => break,
+            }
+        }
+        Ok(!batch.is_empty())
+    }
+
+    fn late_events(&self) -> u64 {
+        self.late
     }
 }
 

@@ -202,8 +202,10 @@ impl TraceWriter {
             pending: VecDeque::with_capacity(4096),
             max_ts: 0,
         };
+        // What this writer produces, whatever the given meta (e.g. of an older file) says.
         let meta = TraceMeta {
             events_ordered: true,
+            format_version: FORMAT_VERSION,
             ..meta.clone()
         };
         let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
@@ -273,23 +275,12 @@ impl TraceWriter {
         }
         // Encoded into a stack buffer, then appended once: a `Vec::push` per byte (with its
         // capacity check) made this the recorder's hottest loop.
-        let mut record = [0u8; MAX_RECORD_LEN];
-        let mut len = 0;
-        let mut put = |v: u64| put_varint_into(&mut record, &mut len, v);
-        put(raw.kind as u64);
-        put(zigzag(raw.ts_ns.wrapping_sub(self.prev_ts) as i64));
-        put(raw.tid as u64);
-        put(raw.tgid as u64);
-        put(raw.cpu as u64);
-        let mask = raw
-            .args
-            .iter()
-            .enumerate()
-            .fold(0u8, |m, (i, &a)| m | (((a != 0) as u8) << i));
-        put(mask as u64);
-        for &a in raw.args.iter().filter(|&&a| a != 0) {
-            put(a);
-        }
+        let mut record = [0u8; MAX_RECORD_LEN_V2 + 8];
+        let len = put_record_v2(
+            &mut record,
+            raw,
+            raw.ts_ns.wrapping_sub(self.prev_ts) as i64,
+        );
         self.block.extend_from_slice(&record[..len]);
         self.prev_ts = raw.ts_ns;
         self.block_events += 1;
