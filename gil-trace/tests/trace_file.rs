@@ -136,9 +136,10 @@ fn round_trip_preserves_every_event_and_sorts_them() {
     assert!(bytes < 40.0, "{bytes:.1} bytes per event");
 }
 
-/// A version-1 trace: the lab recording the benchmark replicates (`cargo xtask bench`).
+/// A version-1 trace: a lab recording (`workload --gil new --spinners 2`), also the input of
+/// `cargo xtask bench`'s analysis benchmark.
 fn version_1_trace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/bench-data/lab-new-2.trace")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-new-2.v1.trace")
 }
 
 #[test]

@@ -383,7 +383,9 @@ struct AnalysisRow {
 
 /// The analysis benchmark's input: a recording kept in the repo, so every run (and every
 /// later change) is measured on the same events. Recorded afresh if it is missing.
-const BASE_TRACE: &str = "xtask/bench-data/lab-new-2.trace";
+/// A recorded lab trace (format version 1, kept in the repo so every run analyses the same
+/// convoy; the bench's copy is written in the current format). Re-recorded if missing.
+const BASE_TRACE: &str = "gil-trace/tests/fixtures/lab-new-2.v1.trace";
 
 fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
     let base = workspace_root().join(BASE_TRACE);
