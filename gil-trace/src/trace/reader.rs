@@ -66,9 +66,10 @@ impl TraceReader {
         let mut reader = TraceReader {
             path: path.to_path_buf(),
             // No bigger than the input: small traces (and fuzz inputs) stay cheap to open.
-            // Smaller than an event block, so blocks are read straight into `buf` rather
-            // than copied twice.
-            file: BufReader::with_capacity(file_len.clamp(4096, 64 << 10) as usize, source),
+            // Larger than an event block: with a 64 KiB buffer, blocks were read straight
+            // into `buf` at unaligned offsets and the kernel's copy took ~12 % of a report
+            // instead of ~3 %.
+            file: BufReader::with_capacity(file_len.clamp(4096, 1 << 20) as usize, source),
             meta: TraceMeta::default(),
             trailer: TraceTrailer::default(),
             pos: 0,
