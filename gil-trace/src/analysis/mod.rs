@@ -5,5 +5,6 @@ pub mod histogram;
 pub mod report;
 pub mod summary;
 
+pub use crate::model::threads::Counts;
 pub use report::{analyze, Report, ReportOptions};
-pub use summary::{summarize, Counts, Summary, SummaryMeta};
+pub use summary::{summarize, Summary, SummaryMeta};

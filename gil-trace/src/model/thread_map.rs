@@ -101,16 +101,18 @@ impl<V> ThreadMap<V> {
     #[inline(always)]
     pub fn get_or_insert_with(&mut self, tid: u32, make: impl FnOnce() -> V) -> &mut V {
         let at = match self.position(tid) {
-            NONE => self.insert(tid, make()),
+            NONE => self.insert(tid, make),
             at => at,
         };
         &mut self.values[at as usize - 1].1
     }
 
+    /// Out of line, value built here: keeps the callers' hot paths small.
     #[cold]
-    fn insert(&mut self, tid: u32, value: V) -> u32 {
+    #[inline(never)]
+    fn insert(&mut self, tid: u32, make: impl FnOnce() -> V) -> u32 {
         self.last.set((0, NONE));
-        self.values.push((tid, value));
+        self.values.push((tid, make()));
         let at = self.values.len() as u32;
         *self.position_mut(tid) = at;
         at

@@ -35,6 +35,21 @@ pub struct ThreadStats {
     pub states: Option<crate::model::timeline::StateTotals>,
 }
 
+/// Semantic event counts (`counts` in JSON; keys are stable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub sched_switch: u64,
+    pub sched_wakeup: u64,
+    /// futex-family syscalls (entries).
+    pub futex: u64,
+    /// Datagrams (packets) received by traced threads.
+    pub udp_recv: u64,
+    /// send* syscalls that succeeded.
+    pub udp_send: u64,
+    pub fork: u64,
+    pub exit: u64,
+}
+
 #[derive(Default)]
 struct Tracked {
     stats: ThreadStats,
@@ -46,6 +61,8 @@ struct Tracked {
 pub struct ThreadTracker {
     threads: ThreadMap<Tracked>,
     last_ns: u64,
+    counts: Counts,
+    unknown_kinds: u64,
 }
 
 impl ThreadTracker {
@@ -60,6 +77,16 @@ impl ThreadTracker {
         t
     }
 
+    /// Counts of the whole stream so far (the summary's `counts`).
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Events of kinds this version does not know.
+    pub fn unknown_kinds(&self) -> u64 {
+        self.unknown_kinds
+    }
+
     pub fn observe(&mut self, ev: &Event) {
         let ts = ev.ts_ns;
         self.last_ns = self.last_ns.max(ts);
@@ -71,6 +98,7 @@ impl ThreadTracker {
                 next_traced,
                 ..
             } => {
+                self.counts.sched_switch += 1;
                 if prev_traced {
                     let t = self.thread(ev.tid, ts);
                     if let Some(since) = t.running_since.take() {
@@ -89,14 +117,19 @@ impl ThreadTracker {
                     self.thread(next_tid, ts).running_since = Some(ts);
                 }
             }
-            EventData::Waking { wakee, .. } => self.thread(wakee, ts).stats.wakeups += 1,
+            EventData::Waking { wakee, .. } => {
+                self.counts.sched_wakeup += 1;
+                self.thread(wakee, ts).stats.wakeups += 1;
+            }
             EventData::FutexEnter(call) => {
+                self.counts.futex += 1;
                 let s = &mut self.thread(ev.tid, ts).stats;
                 s.futex_calls += 1;
                 s.futex_waits += call.is_wait() as u64;
                 s.futex_wakes += call.is_wake() as u64;
             }
             EventData::NetRecv { len, .. } => {
+                self.counts.udp_recv += 1;
                 let s = &mut self.thread(ev.tid, ts).stats;
                 s.datagrams_received += 1;
                 s.bytes_received += len as u64;
@@ -106,6 +139,7 @@ impl ThreadTracker {
                 ret,
                 ..
             } if ret >= 0 => {
+                self.counts.udp_send += 1;
                 let s = &mut self.thread(ev.tid, ts).stats;
                 s.sends += 1;
                 s.bytes_sent += ret as u64;
@@ -113,12 +147,18 @@ impl ThreadTracker {
             // An exiting task's last switch-out is not traced (it left the filter): close its
             // on-CPU interval at the exit.
             EventData::Exit { .. } => {
+                self.counts.exit += 1;
                 let t = self.thread(ev.tid, ts);
                 if let Some(since) = t.running_since.take() {
                     t.stats.on_cpu_ns += ts.saturating_sub(since);
                 }
             }
-            EventData::Unknown { .. } | EventData::Lost { .. } | EventData::Comm { .. } => {}
+            EventData::Fork { .. } => {
+                self.counts.fork += 1;
+                self.thread(ev.tid, ts);
+            }
+            EventData::Unknown { .. } => self.unknown_kinds += 1,
+            EventData::Lost { .. } | EventData::Comm { .. } => {}
             _ => {
                 self.thread(ev.tid, ts);
             }
@@ -181,6 +221,13 @@ mod tests {
         t.observe(&switch(3_000, 101, 102, 0, true, true)); // 101 preempted after 2 µs
         t.observe(&switch(4_000, 102, 101, 1, true, true)); // 102 sleeps after 1 µs
         t.observe(&switch(9_000, 101, 0, 1, true, false)); // 101 runs 5 µs more
+        assert_eq!(
+            t.counts(),
+            &Counts {
+                sched_switch: 4,
+                ..Counts::default()
+            }
+        );
         let stats = t.finish(&[ThreadInfo {
             tid: 101,
             tgid: 100,
