@@ -248,6 +248,48 @@ pub fn get_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEven
 
 // --- varints (version 1) ----------------------------------------------------------------------
 
+/// Decodes one version-1 record at `pos`: the event (with ts 0) and its timestamp delta.
+/// `None` if the record is malformed or runs past `end`.
+#[inline(always)]
+pub fn get_record_v1(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEvent, i64)> {
+    if *pos >= end {
+        return None;
+    }
+    let kind = get_varint(buf, pos)?;
+    let delta = unzigzag(get_varint_padded(buf, pos)?);
+    let tid = get_varint_padded(buf, pos)?;
+    let tgid = get_varint_padded(buf, pos)?;
+    let cpu = get_varint(buf, pos)?;
+    if (kind | tid | tgid | cpu) > u32::MAX as u64 {
+        return None;
+    }
+    let mask = *buf.get(*pos)?;
+    *pos += 1;
+    if mask > 0x0f {
+        return None;
+    }
+    let mut args = [0u64; 4];
+    for (bit, arg) in args.iter_mut().enumerate() {
+        if mask & (1 << bit) != 0 {
+            *arg = get_varint_padded(buf, pos)?;
+        }
+    }
+    if *pos > end {
+        return None;
+    }
+    Some((
+        RawEvent {
+            ts_ns: 0,
+            kind: kind as u32,
+            tid: tid as u32,
+            tgid: tgid as u32,
+            cpu: cpu as u32,
+            args,
+        },
+        delta,
+    ))
+}
+
 #[inline]
 pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64

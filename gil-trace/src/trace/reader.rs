@@ -313,8 +313,8 @@ impl TraceReader {
                 format!("event block claims {count} events in {records} bytes"),
             ));
         }
-        // Zeros after the payload let the varint decoder load 8 bytes at any position it can
-        // reach without a length check per byte (see `decode`).
+        // Zeros after the payload let the record decoders load 8 bytes at any field they
+        // can reach (see `BLOCK_PADDING`).
         self.buf.resize(self.buf.len() + BLOCK_PADDING, 0);
         self.block = BlockCursor {
             at,
@@ -337,7 +337,7 @@ impl TraceReader {
         emit: impl FnMut(RawEvent),
     ) -> Result<(), TraceError> {
         if self.version == 1 {
-            self.decode_with(decode_record_v1, max, kinds, emit)
+            self.decode_with(get_record_v1, max, kinds, emit)
         } else {
             self.decode_with(get_record_v2, max, kinds, emit)
         }
@@ -464,48 +464,6 @@ struct BlockCursor {
 /// reach at most 10 varints + 1 mask byte past their end (each varint ends at the first zero
 /// byte), and each varint load reads 8 bytes, so the decoder needs no length check per byte.
 const BLOCK_PADDING: usize = 32;
-
-/// Decodes one version-1 record at `pos`: the event (with ts 0) and its timestamp delta.
-/// `None` if the record is malformed or runs past `end`.
-#[inline(always)]
-fn decode_record_v1(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEvent, i64)> {
-    if *pos >= end {
-        return None;
-    }
-    let kind = get_varint(buf, pos)?;
-    let delta = unzigzag(get_varint_padded(buf, pos)?);
-    let tid = get_varint_padded(buf, pos)?;
-    let tgid = get_varint_padded(buf, pos)?;
-    let cpu = get_varint(buf, pos)?;
-    if (kind | tid | tgid | cpu) > u32::MAX as u64 {
-        return None;
-    }
-    let mask = *buf.get(*pos)?;
-    *pos += 1;
-    if mask > 0x0f {
-        return None;
-    }
-    let mut args = [0u64; 4];
-    for (bit, arg) in args.iter_mut().enumerate() {
-        if mask & (1 << bit) != 0 {
-            *arg = get_varint_padded(buf, pos)?;
-        }
-    }
-    if *pos > end {
-        return None;
-    }
-    Some((
-        RawEvent {
-            ts_ns: 0,
-            kind: kind as u32,
-            tid: tid as u32,
-            tgid: tgid as u32,
-            cpu: cpu as u32,
-            args,
-        },
-        delta,
-    ))
-}
 
 /// What the analysis reads: a time-ordered event stream, a batch at a time, so it loops over
 /// slices with no per-event `Result` or iterator layers between the decoder and the trackers.
