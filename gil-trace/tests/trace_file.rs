@@ -402,6 +402,12 @@ fn odd_but_valid_traces_give_sensible_reports() {
     events.push(sw(3_000_000, 101, 102)); // ~800 ms late: beyond the writer's holdback
     events.push(sw(900_000_000, 102, 101));
     write_trace(&odd, &events);
+    // Read back in order: the straggler raised to its predecessor's time, and counted.
+    let mut read = TraceReader::open(&odd).unwrap().events();
+    let ts: Vec<u64> = read.by_ref().map(|e| e.unwrap().ts_ns).collect();
+    assert_eq!(ts.len(), events.len());
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(read.late_events(), 1);
     let v = report_json(&odd, &[]);
     assert_eq!(v["locks"].as_array().unwrap().len(), 0);
     let warnings = v["warnings"].to_string();

@@ -413,18 +413,18 @@ impl TraceReader {
         }
     }
 
-    /// All events in timestamp order (sorted with a bounded window; see [`SortedEvents`]).
-    pub fn events(self) -> SortedEvents<RawEvents> {
+    /// All events in timestamp order, one by one (see [`Self::batches_of`]).
+    pub fn events(self) -> Events {
         self.events_of(KindMask::ALL)
     }
 
-    /// The events of these kinds only, in timestamp order (sorted here with a bounded window
-    /// unless the writer already ordered them).
-    pub fn events_of(self, kinds: KindMask) -> SortedEvents<RawEvents> {
-        if self.meta.events_ordered {
-            SortedEvents::ordered(self.raw_events_of(kinds))
-        } else {
-            SortedEvents::new(self.raw_events_of(kinds))
+    /// The events of these kinds only, in timestamp order, one by one.
+    pub fn events_of(self, kinds: KindMask) -> Events {
+        Events {
+            batches: self.batches_of(kinds),
+            batch: Vec::new(),
+            next: 0,
+            done: false,
         }
     }
 
@@ -486,6 +486,48 @@ pub enum EventBatches {
     },
     /// Anything else goes through the sort window.
     Sorted(Box<SortedEvents<RawEvents>>),
+}
+
+/// [`EventBatches`] one event at a time (for tools and tests; analyses take the batches).
+/// After an error it ends.
+pub struct Events {
+    batches: EventBatches,
+    batch: Vec<Event>,
+    next: usize,
+    done: bool,
+}
+
+impl Events {
+    /// Events that came later than ordering allowed (their times were raised).
+    pub fn late_events(&self) -> u64 {
+        self.batches.late_events()
+    }
+}
+
+impl Iterator for Events {
+    type Item = Result<Event, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.next >= self.batch.len() {
+            if self.done {
+                return None;
+            }
+            self.next = 0;
+            match self.batches.next_batch(&mut self.batch) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.next += 1;
+        Some(Ok(self.batch[self.next - 1]))
+    }
 }
 
 /// Events per batch: a few tens of KiB, so a batch is still in cache when it is analysed.

@@ -1,4 +1,5 @@
-//! Timestamp ordering with a bounded window.
+//! Timestamp ordering with a bounded window, for traces written before the writer ordered
+//! its events (meta `events_ordered` false) and for tests.
 //!
 //! Events from different CPUs reach the ring buffer in reservation order, which can trail
 //! their timestamps by a little. A sorted buffer holding [`SORT_WINDOW_NS`] of events restores
@@ -21,9 +22,6 @@ pub const SORT_MAX_HELD: usize = 1 << 20;
 
 pub struct SortedEvents<I> {
     inner: I,
-    /// The input is already in order (the writer sorted it): pass events through, only
-    /// clamping stragglers.
-    ordered: bool,
     held: VecDeque<Event>,
     max_ts: u64,
     last_out: u64,
@@ -36,22 +34,12 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> SortedEvents<I> {
     pub fn new(inner: I) -> Self {
         SortedEvents {
             inner,
-            ordered: false,
             held: VecDeque::with_capacity(4096),
             max_ts: 0,
             last_out: 0,
             late: 0,
             done: false,
             error: None,
-        }
-    }
-
-    /// For input already in timestamp order (a trace whose meta says `events_ordered`): no
-    /// window, no copies; an event earlier than its predecessor is raised and counted as late.
-    pub fn ordered(inner: I) -> Self {
-        SortedEvents {
-            ordered: true,
-            ..Self::new(inner)
         }
     }
 
@@ -87,19 +75,6 @@ impl<I: Iterator<Item = Result<Event, TraceError>>> Iterator for SortedEvents<I>
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.ordered {
-            return match self.inner.next()? {
-                Ok(mut ev) => {
-                    if ev.ts_ns < self.last_out {
-                        self.late += 1;
-                        ev.ts_ns = self.last_out;
-                    }
-                    self.last_out = ev.ts_ns;
-                    Some(Ok(ev))
-                }
-                Err(e) => Some(Err(e)),
-            };
-        }
         while !self.done {
             if let Some(front) = self.held.front() {
                 if front.ts_ns.saturating_add(SORT_WINDOW_NS) < self.max_ts
@@ -160,15 +135,6 @@ mod tests {
             cpu: 0,
             data: EventData::Fork { child: 2 },
         })
-    }
-
-    #[test]
-    fn ordered_input_passes_through_and_a_straggler_is_raised_and_counted() {
-        let input = vec![ev(10), ev(20), ev(15), ev(30)];
-        let mut sorted = SortedEvents::ordered(input.into_iter());
-        let ts: Vec<u64> = sorted.by_ref().map(|e| e.unwrap().ts_ns).collect();
-        assert_eq!(ts, vec![10, 20, 20, 30]);
-        assert_eq!(sorted.late_events(), 1);
     }
 
     #[test]
