@@ -442,6 +442,73 @@ fn odd_but_valid_traces_give_sensible_reports() {
     assert!(!out.status.success());
 }
 
+/// Offsets and lengths of the event-block payloads of a trace file (after the header).
+fn event_payloads(file: &[u8]) -> Vec<(usize, usize)> {
+    let meta_len = u32::from_le_bytes(file[12..16].try_into().unwrap()) as usize;
+    let mut at = 20 + meta_len;
+    let mut payloads = Vec::new();
+    while file[at] == b'E' {
+        let len = u32::from_le_bytes(file[at + 1..at + 5].try_into().unwrap()) as usize;
+        payloads.push((at + 9, len));
+        at += 9 + len;
+    }
+    payloads
+}
+
+#[test]
+fn mutated_event_records_with_valid_checksums_never_panic() {
+    // The checksum catches random damage before decoding; here each mutation gets a valid
+    // checksum, so the record decoder itself meets the damage (as it would from a buggy
+    // writer).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    write_trace(&path, &synthetic_events(3_000));
+    let good = std::fs::read(&path).unwrap();
+    let payloads = event_payloads(&good);
+    assert!(!payloads.is_empty());
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n.max(1) as u64) as usize
+    };
+    let target = dir.path().join("m.trace");
+    let (mut refused, mut read) = (0, 0);
+    for round in 0..2_000 {
+        let mut b = good.clone();
+        let (start, len) = payloads[rnd(payloads.len())];
+        for _ in 0..1 + rnd(3) {
+            // Past the block's count and base time: inside the records.
+            let at = start + 12 + rnd(len - 12);
+            b[at] = match rnd(3) {
+                0 => b[at] ^ (1 << rnd(8)),
+                1 => [0u8, 0xff, 0x0f, 0x80, 0x09][rnd(5)],
+                _ => rnd(256) as u8,
+            };
+        }
+        let crc = crc32fast::hash(&b[start..start + len]);
+        b[start - 4..start].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&target, &b).unwrap();
+        match std::panic::catch_unwind(|| read_all(&target).map(|v| v.len())) {
+            Ok(Ok(_)) => read += 1,
+            Ok(Err(e)) => {
+                assert!(
+                    e.to_string().contains("malformed") || e.to_string().contains("stray"),
+                    "round {round}: {e}"
+                );
+                refused += 1
+            }
+            Err(_) => panic!("round {round}: the reader panicked"),
+        }
+    }
+    // Both outcomes occur: a changed value inside a field reads as another valid event.
+    assert!(
+        refused > 200 && read > 100,
+        "refused {refused}, read {read}"
+    );
+}
+
 /// Random mutations of a valid trace (flips, overwrites with extreme values, inserted and
 /// deleted bytes, cuts): reading must end in Ok or a TraceError, never a panic, and never
 /// take long. Deterministic (fixed seed), so a failure reproduces.
