@@ -10,7 +10,11 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gil_trace::{
-    analysis::{analyze, report::timeline_pass, ReportOptions},
+    analysis::{
+        analyze,
+        report::{detail_pass, timeline_pass},
+        ReportOptions,
+    },
     capture::{self, RecordOptions, Target},
     render,
     render::{
@@ -338,21 +342,16 @@ fn chart_data(
     // Acquisitions a window-length either side, so holder bands reach the window's edges.
     let len = window.1.saturating_sub(window.0);
     let detail_opts = ReportOptions {
-        detail: true,
         detail_window: Some((window.0.saturating_sub(len), window.1.saturating_add(len))),
         ..*opts
     };
-    let reader = TraceReader::open(trace)?;
-    let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
-    let mut first = Some(reader);
-    let open = |kinds| match first.take() {
-        Some(r) => Ok(r.batches_of(kinds)),
-        None => TraceReader::open(trace).map(|r| r.batches_of(kinds)),
-    };
-    let detailed = analyze(&meta, &trailer, open, detail_opts, |span| {
-        data.add_span(span)
-    })?;
-    data.add_detail(&detailed);
+    let rows = detail_pass(
+        |kinds| TraceReader::open(trace).map(|r| r.batches_of(kinds)),
+        &report.lock_set,
+        detail_opts,
+        |span| data.add_span(span),
+    )?;
+    data.add_detail(&rows, report.locks.first());
     Ok(data)
 }
 

@@ -2,19 +2,21 @@
 //! the trailer's futex table (or, for older traces and time windows, from a first pass).
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use serde::Serialize;
 
 use super::{
     contention::{
-        ContentionOptions, ContentionTracker, ConvoyEpisode, HandoffEvent, IoOp, IoStallSummary,
-        LockHandoffs,
+        ContentionOptions, ContentionResult, ContentionTracker, ConvoyEpisode, HandoffEvent, IoOp,
+        IoStallSummary, LockHandoffs,
     },
     summary::{Summary, SummaryBuilder},
 };
 use crate::{
     model::{
         locks::{Lock, LockFinder, LockSet},
-        timeline::{StateSpan, TimelineTracker},
+        timeline::{StateSpan, StateTotals, TimelineTracker},
     },
     trace::{
         futex_index::FutexIndex, BatchedEvents, Event, EventData, KindMask, TraceError, TraceMeta,
@@ -94,6 +96,88 @@ where
     Ok(())
 }
 
+/// What one streaming pass of the timeline and contention trackers leaves.
+struct Pass {
+    late: u64,
+    totals: FxHashMap<u32, StateTotals>,
+    contention: ContentionResult,
+}
+
+/// The streaming pass shared by the report and the charts' detail pass: every event in the
+/// window goes to `each` (the report's summary), the timeline and the contention tracker;
+/// closed state spans go to the contention tracker (holder attribution) and `on_span`.
+fn stream<S: BatchedEvents>(
+    mut events: S,
+    locks: &LockSet,
+    opts: &ReportOptions,
+    mut each: impl FnMut(&Event),
+    mut on_span: impl FnMut(&StateSpan),
+) -> Result<Pass, TraceError> {
+    let in_window = |ev: &Event| {
+        opts.window
+            .is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b)
+    };
+    let mut timeline = TimelineTracker::new(locks);
+    let mut contention = ContentionTracker::new(
+        locks,
+        ContentionOptions {
+            convoy_threshold_ns: opts.convoy_threshold_ns,
+            detail: opts.detail,
+            detail_window: opts.detail_window,
+        },
+    );
+    let mut batch = Vec::new();
+    while events.next_batch(&mut batch)? {
+        for ev in batch.iter().filter(|ev| in_window(ev)) {
+            each(ev);
+            timeline.observe(ev, &mut |span| {
+                contention.observe_span(&span);
+                on_span(&span);
+            });
+            contention.observe(ev);
+        }
+    }
+    Ok(Pass {
+        late: events.late_events(),
+        totals: timeline.finish(&mut |span| on_span(&span)),
+        contention: contention.finish(),
+    })
+}
+
+/// The per-item rows a chart draws (`--detail` rows limited to `opts.detail_window`).
+pub struct DetailRows {
+    pub handoff_events: Vec<HandoffEvent>,
+    pub io_ops: Vec<IoOp>,
+}
+
+/// The charts' pass: every thread state span to `on_span`, and the per-item rows of
+/// `opts.detail_window`, for the locks of an existing report. Only the timeline and the
+/// contention tracker run (the report's summary is not rebuilt).
+pub fn detail_pass<S, F>(
+    mut open: F,
+    locks: &LockSet,
+    opts: ReportOptions,
+    on_span: impl FnMut(&StateSpan),
+) -> Result<DetailRows, TraceError>
+where
+    S: BatchedEvents,
+    F: FnMut(KindMask) -> Result<S, TraceError>,
+{
+    let opts = ReportOptions {
+        detail: true,
+        ..opts
+    };
+    let mut rows = stream(open(KindMask::ALL)?, locks, &opts, |_| {}, on_span)?.contention;
+    if let Some(tid) = opts.tid {
+        rows.io_ops.retain(|o| o.tid == tid);
+        rows.handoff_events.retain(|h| h.to_tid == tid);
+    }
+    Ok(DetailRows {
+        handoff_events: rows.handoff_events,
+        io_ops: rows.io_ops,
+    })
+}
+
 /// The kinds lock identification reads: pass 1 skips decoding the rest.
 pub const LOCK_PASS_KINDS: KindMask = KindMask::of(&FutexIndex::KINDS);
 
@@ -105,7 +189,7 @@ pub fn analyze<S, F>(
     trailer: &TraceTrailer,
     mut open: F,
     opts: ReportOptions,
-    mut on_span: impl FnMut(&StateSpan),
+    on_span: impl FnMut(&StateSpan),
 ) -> Result<Report, TraceError>
 where
     S: BatchedEvents,
@@ -135,19 +219,12 @@ where
     let locks = finder.finish(opts.lock);
 
     let mut summary = SummaryBuilder::default();
-    let mut timeline = TimelineTracker::new(&locks);
-    let mut contention = ContentionTracker::new(
-        &locks,
-        ContentionOptions {
-            convoy_threshold_ns: opts.convoy_threshold_ns,
-            detail: opts.detail,
-            detail_window: opts.detail_window,
-        },
-    );
     let mut lost_spans = Vec::new();
-    let mut events = open(KindMask::ALL)?;
-    while events.next_batch(&mut batch)? {
-        for ev in batch.iter().filter(|ev| in_window(ev)) {
+    let pass = stream(
+        open(KindMask::ALL)?,
+        &locks,
+        &opts,
+        |ev| {
             if let EventData::Lost { count, since_ns } = ev.data {
                 lost_spans.push(LostSpan {
                     start_ns: since_ns,
@@ -156,16 +233,10 @@ where
                 });
             }
             summary.observe(ev);
-            timeline.observe(ev, &mut |span| {
-                contention.observe_span(&span);
-                on_span(&span);
-            });
-            contention.observe(ev);
-        }
-    }
-    let late = events.late_events();
-    let totals = timeline.finish(&mut |span| on_span(&span));
-    let mut result = contention.finish();
+        },
+        on_span,
+    )?;
+    let (late, totals, mut result) = (pass.late, pass.totals, pass.contention);
     let mut summary = summary.finish(meta, trailer);
 
     // Confidence: whatever overlaps a lost span is marked.

@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    analysis::{contention::COMPONENTS, histogram::Histogram, Report},
-    model::timeline::{StateSpan, StateTotals, ThreadState},
+    analysis::{contention::COMPONENTS, histogram::Histogram, report::DetailRows, Report},
+    model::{
+        locks::Lock,
+        timeline::{StateSpan, StateTotals, ThreadState},
+    },
 };
 
 /// Timeline columns are limited so lanes × columns ≤ this (bounds the SVG size).
@@ -244,7 +247,7 @@ impl ChartData {
 
     /// The window's marks: lock holders, handoffs and datagram arrivals, from a report made
     /// with per-item rows (for this window only; see `ReportOptions::detail_window`).
-    pub fn add_detail(&mut self, report: &Report) {
+    pub fn add_detail(&mut self, rows: &DetailRows, primary: Option<&Lock>) {
         let (ws, we) = (self.detail.start_ns, self.detail.end_ns);
         let in_win = |t: u64| t >= ws && t <= we;
         let lane_of: BTreeMap<u32, usize> = self
@@ -255,9 +258,13 @@ impl ChartData {
             .collect();
         let mut holders = Vec::new();
         let mut handoffs = Vec::new();
-        if let (Some(events), Some(primary)) = (&report.handoff_events, report.locks.first()) {
+        if let Some(primary) = primary {
             let name = primary.name();
-            let mut acq: Vec<_> = events.iter().filter(|h| h.lock == name).collect();
+            let mut acq: Vec<_> = rows
+                .handoff_events
+                .iter()
+                .filter(|h| h.lock == name)
+                .collect();
             acq.sort_by_key(|h| h.acquire_ns);
             for (i, h) in acq.iter().enumerate() {
                 // Held until the next acquisition (releases themselves are not always visible).
@@ -286,7 +293,7 @@ impl ChartData {
             holders
         };
         let mut arrivals = Vec::new();
-        for op in report.io_ops.iter().flatten() {
+        for op in &rows.io_ops {
             if let (Some(a), Some(&lane)) = (op.arrival_ns, lane_of.get(&op.tid)) {
                 if in_win(a) {
                     arrivals.push((a, lane));
