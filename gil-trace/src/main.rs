@@ -10,11 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gil_trace::{
-    analysis::{
-        analyze,
-        report::{detail_pass, timeline_pass},
-        ReportOptions,
-    },
+    analysis::{analyze, report::detail_pass, ReportOptions},
     capture::{self, RecordOptions, Target},
     render,
     render::{
@@ -467,13 +463,9 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         Some(r) => Ok(r.batches_of(kinds)),
         None => TraceReader::open(&args.trace).map(|r| r.batches_of(kinds)),
     };
-    let report = analyze(&meta, &trailer, open, opts, |_| {})?;
+    // One pass: the report's timeline hands its spans out as they close.
     let mut spans = Vec::new();
-    timeline_pass(
-        |kinds| TraceReader::open(&args.trace).map(|r| r.batches_of(kinds)),
-        &report.lock_set,
-        |s| spans.push(*s),
-    )?;
+    let report = analyze(&meta, &trailer, open, opts, |s| spans.push(*s))?;
     spans.sort_by_key(|s| (s.tid, s.start_ns));
     let bytes = gil_trace::render::perfetto::to_chrome_json(&report, &spans);
     std::fs::write(&args.output, bytes)

@@ -74,28 +74,6 @@ pub struct Report {
     pub lock_set: LockSet,
 }
 
-/// One more streaming pass that only rebuilds the thread timelines, handing every span to
-/// `sink` (charts collect them for their own time window).
-pub fn timeline_pass<S, F>(
-    mut open: F,
-    locks: &LockSet,
-    mut sink: impl FnMut(&StateSpan),
-) -> Result<(), TraceError>
-where
-    S: BatchedEvents,
-    F: FnMut(KindMask) -> Result<S, TraceError>,
-{
-    let mut timeline = TimelineTracker::new(locks);
-    let (mut events, mut batch) = (open(KindMask::ALL)?, Vec::new());
-    while events.next_batch(&mut batch)? {
-        for ev in &batch {
-            timeline.observe(ev, &mut |span| sink(&span));
-        }
-    }
-    timeline.finish(&mut |span| sink(&span));
-    Ok(())
-}
-
 /// What one streaming pass of the timeline and contention trackers leaves.
 struct Pass {
     late: u64,

@@ -1,4 +1,4 @@
-//! Chart data: what the SVG charts draw, collected from a report and a timeline pass, with
+//! Chart data: what the SVG charts draw, collected from a report and its detail pass, with
 //! every per-event series bounded (sub-pixel segments merged into per-column shares), so a
 //! chart's size does not grow with the trace.
 use std::collections::BTreeMap;
@@ -311,7 +311,7 @@ impl ChartData {
         self.lanes.iter().position(|l| l.tid == tid)
     }
 
-    /// Feeds one timeline span (from the timeline pass).
+    /// Feeds one timeline span (from the detail pass).
     pub fn add_span(&mut self, span: &StateSpan) {
         if let Some(lane) = self.lane_of(span.tid) {
             self.detail.add(lane, span);
