@@ -22,16 +22,26 @@ fn meta() -> TraceMeta {
     }
 }
 
-/// Deterministic pseudo-random events with slightly out-of-order timestamps, as per-CPU
-/// reservations produce.
-fn synthetic_events(n: usize) -> Vec<RawEvent> {
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let mut next = move || {
+/// A deterministic xorshift64 sequence (tests must be reproducible).
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+/// Deterministic pseudo-random numbers below `n` (any `n`; 0 gives 0).
+fn below(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut next = xorshift(seed);
+    move |n| (next() % n.max(1) as u64) as usize
+}
+
+/// Deterministic pseudo-random events with slightly out-of-order timestamps, as per-CPU
+/// reservations produce.
+fn synthetic_events(n: usize) -> Vec<RawEvent> {
+    let mut next = xorshift(0x9e3779b97f4a7c15);
     (0..n)
         .map(|i| {
             let r = next();
@@ -466,13 +476,7 @@ fn mutated_event_records_with_valid_checksums_never_panic() {
     let good = std::fs::read(&path).unwrap();
     let payloads = event_payloads(&good);
     assert!(!payloads.is_empty());
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n.max(1) as u64) as usize
-    };
+    let mut rnd = below(0x9e37_79b9_7f4a_7c15);
     let target = dir.path().join("m.trace");
     let (mut refused, mut read) = (0, 0);
     for round in 0..2_000 {
@@ -518,13 +522,7 @@ fn mutated_traces_never_panic() {
     let path = dir.path().join("t.trace");
     write_trace(&path, &synthetic_events(3_000));
     let good = std::fs::read(&path).unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = move |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n.max(1) as u64) as usize
-    };
+    let mut rnd = below(0x2545_f491_4f6c_dd1d);
     let target = dir.path().join("m.trace");
     let mut errors = 0;
     for round in 0..1_500 {

@@ -38,6 +38,13 @@ pub struct ReportOptions {
     pub detail_window: Option<(u64, u64)>,
 }
 
+impl ReportOptions {
+    /// Is `ts` inside `--window` (or is there none)?
+    pub fn in_window(&self, ts: u64) -> bool {
+        self.window.is_none_or(|(a, b)| ts >= a && ts <= b)
+    }
+}
+
 /// A time span in which the kernel dropped events.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct LostSpan {
@@ -91,10 +98,6 @@ fn stream<S: BatchedEvents>(
     mut each: impl FnMut(&Event),
     mut on_span: impl FnMut(&StateSpan),
 ) -> Result<Pass, TraceError> {
-    let in_window = |ev: &Event| {
-        opts.window
-            .is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b)
-    };
     let mut timeline = TimelineTracker::new(locks);
     let mut contention = ContentionTracker::new(
         locks,
@@ -106,7 +109,7 @@ fn stream<S: BatchedEvents>(
     );
     let mut batch = Vec::new();
     while events.next_batch(&mut batch)? {
-        for ev in batch.iter().filter(|ev| in_window(ev)) {
+        for ev in batch.iter().filter(|ev| opts.in_window(ev.ts_ns)) {
             each(ev);
             timeline.observe(ev, &mut |span| {
                 contention.observe_span(&span);
@@ -173,11 +176,6 @@ where
     S: BatchedEvents,
     F: FnMut(KindMask) -> Result<S, TraceError>,
 {
-    let in_window = |ev: &Event| {
-        opts.window
-            .is_none_or(|(a, b)| ev.ts_ns >= a && ev.ts_ns <= b)
-    };
-
     // Pass 1, lock identification, reads the futex table the writer kept in the trailer;
     // older traces and time windows need a pass of their own over the futex events.
     let mut batch = Vec::new();
@@ -187,7 +185,7 @@ where
             let mut finder = LockFinder::default();
             let mut events = open(LOCK_PASS_KINDS)?;
             while events.next_batch(&mut batch)? {
-                for ev in batch.iter().filter(|ev| in_window(ev)) {
+                for ev in batch.iter().filter(|ev| opts.in_window(ev.ts_ns)) {
                     finder.observe(ev);
                 }
             }

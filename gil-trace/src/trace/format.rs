@@ -309,32 +309,15 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
         *pos += 1;
         return Some(first as u64);
     }
-    // Longer ones: one little-endian load of 8 bytes, the length from the first byte without
-    // the continuation bit, the 7-bit groups gathered with three shifts — no per-byte loop or
-    // branch (varint lengths vary event to event and defeat the branch predictor).
-    if let Some(bytes) = buf.get(*pos..*pos + 8) {
-        let word = u64::from_le_bytes(bytes.try_into().unwrap());
-        let stops = !word & 0x8080_8080_8080_8080;
-        if stops != 0 {
-            let len = stops.trailing_zeros() as usize / 8 + 1;
-            let x = if len == 8 {
-                word
-            } else {
-                word & ((1u64 << (len * 8)) - 1)
-            };
-            let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
-            let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
-            let x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
-            *pos += len;
-            return Some(x);
-        }
-    }
-    get_varint_slow(buf, pos)
+    get_varint_padded(buf, pos)
 }
 
 /// As [`get_varint`], without the one-byte shortcut: for fields whose length varies from
-/// record to record (time deltas, tids, arguments), where that branch mispredicts. Fastest
-/// when 8 bytes can be loaded at `pos` (the reader pads its blocks for that).
+/// record to record (time deltas, tids, arguments), where that branch mispredicts. Longer
+/// varints are decoded with one little-endian load of 8 bytes, the length from the first
+/// byte without the continuation bit, the 7-bit groups gathered with three shifts — no
+/// per-byte loop or branch. Fastest when 8 bytes can be loaded at `pos` (the reader pads its
+/// blocks for that).
 #[inline(always)]
 pub fn get_varint_padded(buf: &[u8], pos: &mut usize) -> Option<u64> {
     if let Some(bytes) = buf.get(*pos..*pos + 8) {

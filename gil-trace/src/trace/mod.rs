@@ -12,5 +12,5 @@ pub mod writer;
 pub use error::TraceError;
 pub use event::{Event, EventData, FutexCall, IoClass};
 pub use format::{CaptureCost, LostCounts, ThreadInfo, TraceMeta, TraceTrailer};
-pub use reader::{BatchedEvents, EventBatches, Events, KindMask, TraceReader};
+pub use reader::{BatchedEvents, EventBatches, Events, KindMask, RawEvents, TraceReader};
 pub use writer::TraceWriter;

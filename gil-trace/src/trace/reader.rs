@@ -404,13 +404,10 @@ impl TraceReader {
     /// The events of these kinds only, in file order: a pass that needs few kinds skips
     /// building the others.
     pub fn raw_events_of(self, kinds: KindMask) -> RawEvents {
-        RawEvents {
+        OneByOne::new(FileOrder {
             reader: self,
-            block: Vec::new(),
-            next: 0,
-            failed: false,
             kinds,
-        }
+        })
     }
 
     /// All events in timestamp order, one by one (see [`Self::batches_of`]).
@@ -420,12 +417,7 @@ impl TraceReader {
 
     /// The events of these kinds only, in timestamp order, one by one.
     pub fn events_of(self, kinds: KindMask) -> Events {
-        Events {
-            batches: self.batches_of(kinds),
-            batch: Vec::new(),
-            next: 0,
-            done: false,
-        }
+        OneByOne::new(self.batches_of(kinds))
     }
 
     /// The events of these kinds in timestamp order, a batch at a time: what the analysis
@@ -465,8 +457,9 @@ struct BlockCursor {
 /// byte), and each varint load reads 8 bytes, so the decoder needs no length check per byte.
 const BLOCK_PADDING: usize = 32;
 
-/// What the analysis reads: a time-ordered event stream, a batch at a time, so it loops over
-/// slices with no per-event `Result` or iterator layers between the decoder and the trackers.
+/// An event stream read a batch at a time. What the analysis reads — in timestamp order, as
+/// [`TraceReader::batches_of`] gives it — so it loops over slices with no per-event `Result`
+/// or iterator layers between the decoder and the trackers.
 pub trait BatchedEvents {
     /// Replaces `batch` with the next events; `Ok(false)` when the stream is over.
     fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError>;
@@ -488,23 +481,37 @@ pub enum EventBatches {
     Sorted(Box<SortedEvents<RawEvents>>),
 }
 
-/// [`EventBatches`] one event at a time (for tools and tests; analyses take the batches).
-/// After an error it ends.
-pub struct Events {
-    batches: EventBatches,
+/// Any [`BatchedEvents`] one event at a time (for tools, tests and the sort window; analyses
+/// take the batches). After an error it ends.
+pub struct OneByOne<B> {
+    batches: B,
     batch: Vec<Event>,
     next: usize,
     done: bool,
 }
 
-impl Events {
+/// A trace file's events in timestamp order, one by one.
+pub type Events = OneByOne<EventBatches>;
+/// A trace file's events in file order, one by one.
+pub type RawEvents = OneByOne<FileOrder>;
+
+impl<B: BatchedEvents> OneByOne<B> {
+    fn new(batches: B) -> Self {
+        OneByOne {
+            batches,
+            batch: Vec::new(),
+            next: 0,
+            done: false,
+        }
+    }
+
     /// Events that came later than ordering allowed (their times were raised).
     pub fn late_events(&self) -> u64 {
         self.batches.late_events()
     }
 }
 
-impl Iterator for Events {
+impl<B: BatchedEvents> Iterator for OneByOne<B> {
     type Item = Result<Event, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -527,6 +534,23 @@ impl Iterator for Events {
         }
         self.next += 1;
         Some(Ok(self.batch[self.next - 1]))
+    }
+}
+
+/// A trace file's events in file order, block by block (no reordering: for files written
+/// before the writer ordered events, this is ring-buffer order).
+pub struct FileOrder {
+    reader: TraceReader,
+    kinds: KindMask,
+}
+
+impl BatchedEvents for FileOrder {
+    fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError> {
+        self.reader.next_events(batch, self.kinds, BATCH_EVENTS)
+    }
+
+    fn late_events(&self) -> u64 {
+        0
     }
 }
 
@@ -587,47 +611,5 @@ impl KindMask {
     #[inline(always)]
     pub fn contains(self, kind: u64) -> bool {
         self.0 == u64::MAX || (kind < 64 && self.0 & (1 << kind) != 0)
-    }
-}
-
-/// Iterator over decoded events in file order. After an error it ends.
-pub struct RawEvents {
-    reader: TraceReader,
-    block: Vec<Event>,
-    next: usize,
-    failed: bool,
-    kinds: KindMask,
-}
-
-impl RawEvents {
-    pub fn reader(&self) -> &TraceReader {
-        &self.reader
-    }
-}
-
-impl Iterator for RawEvents {
-    type Item = Result<Event, TraceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while self.next >= self.block.len() {
-            if self.failed {
-                return None;
-            }
-            self.next = 0;
-            match self
-                .reader
-                .next_events(&mut self.block, self.kinds, BATCH_EVENTS)
-            {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        let ev = self.block[self.next];
-        self.next += 1;
-        Some(Ok(ev))
     }
 }
