@@ -888,6 +888,15 @@ pub struct ContentionResult {
     pub handoff_events: Vec<HandoffEvent>,
 }
 
+impl ContentionResult {
+    /// Keeps the rows of one thread (`--tid`): its convoys, its datagrams, handoffs to it.
+    pub fn retain_thread(&mut self, tid: u32) {
+        self.convoys.retain(|c| c.tid == tid);
+        self.io_ops.retain(|o| o.tid == tid);
+        self.handoff_events.retain(|h| h.to_tid == tid);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use gil_trace_common::SyscallClass;

@@ -150,8 +150,7 @@ where
     };
     let mut rows = stream(open(KindMask::ALL)?, locks, &opts, |_| {}, on_span)?.contention;
     if let Some(tid) = opts.tid {
-        rows.io_ops.retain(|o| o.tid == tid);
-        rows.handoff_events.retain(|h| h.to_tid == tid);
+        rows.retain_thread(tid);
     }
     Ok(DetailRows {
         handoff_events: rows.handoff_events,
@@ -274,9 +273,7 @@ where
     }
     if let Some(tid) = opts.tid {
         summary.threads.retain(|t| t.tid == tid);
-        result.convoys.retain(|c| c.tid == tid);
-        result.io_ops.retain(|o| o.tid == tid);
-        result.handoff_events.retain(|h| h.to_tid == tid);
+        result.retain_thread(tid);
     }
     let verdicts = verdicts
         .into_iter()
