@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use gil_trace::trace::{
     format::{FORMAT_VERSION, MAGIC},
-    Event, KindMask, TraceError, TraceMeta, TraceReader, TraceTrailer, TraceWriter,
+    BatchedEvents, Event, KindMask, TraceError, TraceMeta, TraceReader, TraceTrailer, TraceWriter,
 };
 use gil_trace_common::{EventKind, RawEvent};
 
@@ -100,6 +100,57 @@ fn a_kind_filtered_read_keeps_exactly_those_events_with_their_timestamps() {
     expected.sort_by_key(|e| e.ts_ns);
     assert!(expected.len() > 5_000, "{}", expected.len());
     assert_eq!(filtered, expected);
+}
+
+/// Every event of a batched stream, and how it ended: the late count, or the error's text.
+fn drain(mut batches: impl BatchedEvents) -> (Vec<Event>, Result<u64, String>) {
+    let (mut all, mut batch) = (Vec::new(), Vec::new());
+    loop {
+        match batches.next_batch(&mut batch) {
+            Ok(true) => all.extend_from_slice(&batch),
+            Ok(false) => return (all, Ok(batches.late_events())),
+            Err(e) => return (all, Err(e.to_string())),
+        }
+    }
+}
+
+#[test]
+fn decoding_ahead_gives_the_same_events_and_errors_as_decoding_in_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    write_trace(&path, &synthetic_events(100_000)); // many batches: the channel fills up
+    let open = || TraceReader::open(&path).unwrap();
+    let in_line = drain(open().batches_of(KindMask::ALL));
+    let ahead = drain(open().batches_ahead_of(KindMask::ALL).unwrap());
+    assert_eq!(in_line.0.len(), 100_000);
+    assert_eq!(ahead, in_line);
+    let kinds = KindMask::of(&[EventKind::SchedSwitch]);
+    let ahead_some = drain(open().batches_ahead_of(kinds).unwrap());
+    assert_eq!(ahead_some, drain(open().batches_of(kinds)));
+    assert!(ahead_some.0.len() > 1_000 && ahead_some.0.len() < 100_000);
+
+    // A damaged block halfway: the same events before it, then the same error.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    let bad = damaged(dir.path(), "flip.trace", &bytes);
+    let open_bad = || TraceReader::open(&bad).unwrap();
+    let in_line = drain(open_bad().batches_of(KindMask::ALL));
+    let ahead = drain(open_bad().batches_ahead_of(KindMask::ALL).unwrap());
+    assert!(
+        in_line.1.as_ref().is_err_and(|e| e.contains("checksum")),
+        "{:?}",
+        in_line.1
+    );
+    assert!(!in_line.0.is_empty());
+    assert_eq!(ahead, in_line);
+
+    // Left after one batch: the worker stops (dropping the stream waits for it; no hang).
+    let mut early = open().batches_ahead_of(KindMask::ALL).unwrap();
+    let mut batch = Vec::new();
+    assert!(early.next_batch(&mut batch).unwrap());
+    assert!(!batch.is_empty());
+    drop(early);
 }
 
 #[test]
@@ -342,6 +393,31 @@ fn report_on_a_truncated_trace_is_a_one_line_error_naming_file_and_offset() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["meta"]["command"][0], "prog");
     assert_eq!(v["lost"], 0);
+}
+
+#[test]
+fn reports_and_charts_are_the_same_with_one_thread_or_two() {
+    // `--threads 1` decodes in line, 2 on a worker thread: only the time may differ.
+    let trace = version_1_trace();
+    let one = report_json(&trace, &["--detail", "--threads", "1"]);
+    let two = report_json(&trace, &["--detail", "--threads", "2"]);
+    assert!(!one["convoys"].as_array().unwrap().is_empty());
+    assert_eq!(one, two);
+    let dir = tempfile::tempdir().unwrap();
+    let svg = |threads: &str| {
+        let out = dir.path().join(format!("{threads}.svg"));
+        let run = gil_trace()
+            .args(["report", "--threads", threads, "--svg"])
+            .arg(&out)
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", stderr(&run));
+        std::fs::read(out).unwrap()
+    };
+    let (one, two) = (svg("1"), svg("2"));
+    assert!(one.len() > 10_000);
+    assert!(one == two, "the SVGs differ");
 }
 
 fn report_json(path: &Path, extra: &[&str]) -> serde_json::Value {

@@ -1,6 +1,7 @@
 //! The trace file: format, writer and reader. Everything after capture reads this.
 //!
 //! See `docs/trace-format.md` for the byte layout.
+pub mod ahead;
 pub mod error;
 pub mod event;
 pub mod format;
@@ -9,6 +10,7 @@ pub mod reader;
 pub mod sort;
 pub mod writer;
 
+pub use ahead::{AnalysisBatches, DecodedAhead, Decoding};
 pub use error::TraceError;
 pub use event::{Event, EventData, FutexCall, IoClass};
 pub use format::{CaptureCost, LostCounts, ThreadInfo, TraceMeta, TraceTrailer};

@@ -9,7 +9,12 @@ use std::{
 
 use gil_trace_common::RawEvent;
 
-use super::{format::*, sort::SortedEvents, Event, TraceError};
+use super::{
+    ahead::{AnalysisBatches, DecodedAhead, Decoding},
+    format::*,
+    sort::SortedEvents,
+    Event, TraceError,
+};
 
 /// What a trace can be read from: a file, or bytes in memory (tests, fuzzing).
 pub trait TraceSource: Read + Seek + Send {}
@@ -435,6 +440,29 @@ impl TraceReader {
             EventBatches::Sorted(Box::new(SortedEvents::new(self.raw_events_of(kinds))))
         }
     }
+
+    /// [`Self::batches_of`] decoded by a worker thread, ahead of the analysis that takes
+    /// them (see [`DecodedAhead`]).
+    pub fn batches_ahead_of(self, kinds: KindMask) -> Result<DecodedAhead, TraceError> {
+        let path = self.path.clone();
+        DecodedAhead::spawn(self.batches_of(kinds)).map_err(|source| TraceError::Io {
+            path,
+            what: "cannot start the decoding thread",
+            source,
+        })
+    }
+
+    /// The analyses' reader: [`Self::batches_of`], decoded as `decoding` says.
+    pub fn analysis_batches(
+        self,
+        kinds: KindMask,
+        decoding: Decoding,
+    ) -> Result<AnalysisBatches, TraceError> {
+        Ok(match decoding {
+            Decoding::InLine => AnalysisBatches::InLine(self.batches_of(kinds)),
+            Decoding::Ahead => AnalysisBatches::Ahead(self.batches_ahead_of(kinds)?),
+        })
+    }
 }
 
 /// Where decoding stands in the current event block.
@@ -554,8 +582,10 @@ impl BatchedEvents for FileOrder {
     }
 }
 
-/// Events per batch: a few tens of KiB, so a batch is still in cache when it is analysed.
-pub const BATCH_EVENTS: usize = 1024;
+/// Events per batch: ~200 KiB, so a batch is still in a core's L2 cache when it is analysed,
+/// and the hand-overs between the decoding thread and the analysis ([`DecodedAhead`]) are
+/// few (4 096 measured ~1.3x faster than 1 024 there).
+pub const BATCH_EVENTS: usize = 4096;
 
 impl BatchedEvents for EventBatches {
     fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError> {
