@@ -326,10 +326,10 @@ fn build_report(
         detail: args.detail,
         detail_window: None,
     };
-    let mut first = Some(reader);
+    let (mut first, decoding) = (Some(reader), args.decoding());
     let open = |kinds| match first.take() {
-        Some(r) => r.analysis_batches(kinds, args.decoding()),
-        None => TraceReader::open(trace).and_then(|r| r.analysis_batches(kinds, args.decoding())),
+        Some(r) => r.analysis_batches(kinds, decoding),
+        None => TraceReader::open(trace).and_then(|r| r.analysis_batches(kinds, decoding)),
     };
     Ok((analyze(&meta, &trailer, open, opts, |_| {})?, opts))
 }
@@ -385,8 +385,9 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| args.traces[0].with_extension("svg"));
         let mut charts = Vec::new();
+        let decoding = args.decoding();
         for (trace, (report, opts)) in args.traces.iter().zip(&reports) {
-            charts.push(chart_data(trace, report, opts, args.decoding())?);
+            charts.push(chart_data(trace, report, opts, decoding)?);
         }
         std::fs::write(&out, charts_svg_stacked(&charts)?)
             .with_context(|| format!("writing {}", out.display()))?;
@@ -471,11 +472,10 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         detail: true,
         ..Default::default()
     };
-    let mut first = Some(reader);
+    let (mut first, decoding) = (Some(reader), Decoding::for_machine());
     let open = |kinds| match first.take() {
-        Some(r) => r.analysis_batches(kinds, Decoding::for_machine()),
-        None => TraceReader::open(&args.trace)
-            .and_then(|r| r.analysis_batches(kinds, Decoding::for_machine())),
+        Some(r) => r.analysis_batches(kinds, decoding),
+        None => TraceReader::open(&args.trace).and_then(|r| r.analysis_batches(kinds, decoding)),
     };
     // One pass: the report's timeline hands its spans out as they close.
     let mut spans = Vec::new();

@@ -431,7 +431,10 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
     let mut commands: Vec<(String, u64, Command)> = Vec::new();
     for (name, args) in [
         ("gil-trace report", vec!["report"]),
-        ("gil-trace report --threads 1", vec!["report", "--threads", "1"]),
+        (
+            "gil-trace report --threads 1",
+            vec!["report", "--threads", "1"],
+        ),
         ("gil-trace report --json", vec!["report", "--json"]),
         (
             "gil-trace report --svg",
