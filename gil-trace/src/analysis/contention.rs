@@ -462,7 +462,8 @@ impl<'a> ContentionTracker<'a> {
                 if ev.tgid != 0 {
                     t.tgid = ev.tgid;
                 }
-                let lock = self.locks.lock_of((t.tgid, call.uaddr));
+                let word = self.locks.word((t.tgid, call.uaddr));
+                let lock = word.lock;
                 t.futex = Some((lock, call.is_wait(), call.is_wake(), ts));
                 if let (Some(lock), true) = (lock, call.is_wait()) {
                     // A wait on another lock ends the current take.
@@ -478,7 +479,7 @@ impl<'a> ContentionTracker<'a> {
                     take.cpu_since_last_op = 0;
                     t.pending_wake = None;
                 } else if lock.is_some() {
-                    let gate_wake = call.is_wake() && self.locks.is_gate((t.tgid, call.uaddr));
+                    let gate_wake = call.is_wake() && word.gate;
                     if let Some(take) = &mut t.take {
                         take.cpu_since_last_op = 0;
                         // Waking the gate hands the lock on: this thread held it, the take is over.

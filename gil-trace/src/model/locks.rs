@@ -6,7 +6,10 @@
 //! the same threads (a glibc condvar's signal words next to its mutex, as CPython's GIL lays
 //! them out), or when threads keep using them together (a condvar and the mutex it releases,
 //! wherever they live). Locks are ranked by contention.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    cell::Cell,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use rustc_hash::FxHashMap;
 
@@ -63,20 +66,44 @@ pub struct LockFinder {
 pub struct LockSet {
     pub locks: Vec<Lock>,
     #[serde(skip)]
-    word_to_lock: FxHashMap<WordKey, usize>,
+    roles: FxHashMap<WordKey, WordRole>,
+    /// The last word looked up: the timeline and the contention tracker ask about the same
+    /// word one after the other, and a lock's word comes back event after event.
     #[serde(skip)]
-    gates: rustc_hash::FxHashSet<WordKey>,
+    last: Cell<Option<(WordKey, WordRole)>>,
+}
+
+/// What a futex word is to the identified locks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WordRole {
+    /// The lock it belongs to, if any.
+    pub lock: Option<usize>,
+    /// A word a releaser wakes (see [`Lock::gate_words`]).
+    pub gate: bool,
 }
 
 impl LockSet {
+    /// What this word is (nothing, for a word of no lock).
+    #[inline]
+    pub fn word(&self, key: WordKey) -> WordRole {
+        match self.last.get() {
+            Some((last, role)) if last == key => role,
+            _ => {
+                let role = self.roles.get(&key).copied().unwrap_or_default();
+                self.last.set(Some((key, role)));
+                role
+            }
+        }
+    }
+
     /// The lock a word belongs to, if any.
     pub fn lock_of(&self, key: WordKey) -> Option<usize> {
-        self.word_to_lock.get(&key).copied()
+        self.word(key).lock
     }
 
     /// Is this word one a releaser wakes (see [`Lock::gate_words`])?
     pub fn is_gate(&self, key: WordKey) -> bool {
-        self.gates.contains(&key)
+        self.word(key).gate
     }
 
     /// The most contended lock (the GIL, for a Python program).
@@ -230,19 +257,20 @@ impl LockFinder {
                 .then(b.wait_ns.cmp(&a.wait_ns))
                 .then(b.waits.cmp(&a.waits))
         });
-        let mut word_to_lock = FxHashMap::default();
-        let mut gates = rustc_hash::FxHashSet::default();
+        let mut roles: FxHashMap<WordKey, WordRole> = FxHashMap::default();
         for (i, lock) in locks.iter_mut().enumerate() {
             lock.id = i;
             for w in &lock.words {
-                word_to_lock.insert((w.tgid, w.addr), i);
+                roles.entry((w.tgid, w.addr)).or_default().lock = Some(i);
             }
-            gates.extend(lock.gate_words.iter().map(|&a| (lock.tgid, a)));
+            for &a in &lock.gate_words {
+                roles.entry((lock.tgid, a)).or_default().gate = true;
+            }
         }
         LockSet {
             locks,
-            word_to_lock,
-            gates,
+            roles,
+            last: Cell::new(None),
         }
     }
 }
