@@ -176,6 +176,49 @@ pub fn run(lockers: usize, rounds: u64, datagrams: u64) -> std::io::Result<PingP
     })
 }
 
+/// `workload futex-storm`: `threads` threads make non-blocking futex calls (FUTEX_WAKE on a
+/// word nobody waits on) at `rate` calls/s in all, paced against the clock — two traced
+/// events per call and no scheduling, so the bench can offer the recorder a rate it chooses
+/// (the pairs storm is limited by how fast the scheduler hands a token over). Returns the
+/// calls made.
+pub fn futex_storm(threads: usize, rate: f64, duration: Duration) -> u64 {
+    use std::time::Instant;
+    /// Calls between looks at the clock.
+    const BURST: u64 = 32;
+    let start = Instant::now();
+    let per_thread_ns = 1e9 * threads as f64 / rate;
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            std::thread::Builder::new()
+                .name(format!("futex-storm-{i}"))
+                .spawn(move || {
+                    let word = AtomicU32::new(0);
+                    let mut calls = 0u64;
+                    loop {
+                        let elapsed = start.elapsed();
+                        if elapsed >= duration {
+                            return calls;
+                        }
+                        // Ahead of the pace: sleep it off (spinning would take the CPU the
+                        // recorder needs on a small machine).
+                        let due = (elapsed.as_nanos() as f64 / per_thread_ns) as u64;
+                        if calls > due + BURST {
+                            let ahead = (calls - due) as f64 * per_thread_ns;
+                            std::thread::sleep(Duration::from_nanos(ahead as u64));
+                            continue;
+                        }
+                        for _ in 0..BURST {
+                            futex(&word, libc::FUTEX_WAKE, 1);
+                        }
+                        calls += BURST;
+                    }
+                })
+                .expect("spawning a futex-storm thread")
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+}
+
 /// `workload storm`: pairs of threads hand a token back and forth through a futex as fast as
 /// they can — a futex/wakeup storm for capture-capacity tests and benchmarks. Returns the
 /// number of handoffs.
@@ -219,4 +262,19 @@ pub fn storm(pairs: usize, duration: Duration) -> u64 {
         let _ = h.join();
     }
     total.load(SeqCst) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_futex_storm_keeps_to_its_pace() {
+        // 20 000 calls/s for 0.2 s: never more than the pace allows (a thread may start a
+        // burst while one burst ahead: two bursts of 32 of slack each); a slow spell of the
+        // VM may make fewer, but not few.
+        let calls = futex_storm(2, 20_000.0, Duration::from_millis(200));
+        assert!(calls <= 4_000 + 2 * 2 * 32, "{calls} calls");
+        assert!(calls >= 1_000, "{calls} calls");
+    }
 }

@@ -76,6 +76,17 @@ enum Sub {
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
     },
+    /// Non-blocking futex calls (FUTEX_WAKE, no waiter) at a paced rate: two traced events
+    /// per call, for capture-capacity benchmarks.
+    FutexStorm {
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Calls per second, all threads together.
+        #[arg(long, default_value_t = 100_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
     /// Compare a truth log with `gil-trace report --json --detail` of the same run.
     Validate {
         /// The lab's --truth log.
@@ -159,6 +170,25 @@ fn run(cli: Cli) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"handoffs": n, "per_sec": n as f64 / seconds})
+        );
+        return Ok(());
+    }
+    if let Some(Sub::FutexStorm {
+        threads,
+        rate,
+        seconds,
+    }) = cli.command
+    {
+        if !(seconds.is_finite() && seconds > 0.0 && rate.is_finite() && rate > 0.0)
+            || threads == 0
+            || threads > 64
+        {
+            anyhow::bail!("futex-storm needs 1..=64 threads, a positive rate and duration");
+        }
+        let calls = gil_lab::fixture::futex_storm(threads, rate, Duration::from_secs_f64(seconds));
+        println!(
+            "{}",
+            serde_json::json!({"calls": calls, "per_sec": calls as f64 / seconds})
         );
         return Ok(());
     }

@@ -3,12 +3,13 @@
 //! Every comparison is a ratio measured within this one invocation (these machines are noisy):
 //! 1. Recording overhead: the GIL lab untraced, under `gil-trace record` and under `perf record`
 //!    with the comparable tracepoints, in alternating order, median of the per-round ratios.
-//! 2. Capture capacity: a futex/wakeup storm at increasing thread-pair counts, recorded with the
-//!    default ring buffer and `--cost`: events/s reached, drops, CPU ns per event.
+//! 2. Capture capacity: a futex/wakeup storm at increasing thread-pair counts and a paced
+//!    futex-call storm at rising rates, recorded with the default ring buffer and `--cost`:
+//!    events/s reached, drops, CPU ns per event.
 //! 3. Trace size: bytes per event of the overhead runs' files, gil-trace vs perf.data.
 //! 4. Analysis speed: a recorded lab trace (a real convoy) replicated to ≥ 10 M events;
-//!    `gil-trace report` (text, --json, --svg) vs `perf sched timehist` on a perf.data of a
-//!    storm: events/s and peak RSS of each child.
+//!    `gil-trace report` (text, --json, --svg, --threads 1) vs `perf sched timehist` on a
+//!    perf.data of a storm: events/s, CPU time and peak RSS of each child.
 use std::{
     fmt::Write as _,
     fs,
@@ -344,7 +345,10 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
 }
 
 struct CapacityRow {
-    pairs: u32,
+    /// What load ran (the workload's arguments, shortened).
+    load: String,
+    /// futex-storm: the calls/s asked for (two events per call).
+    offered_calls: Option<f64>,
     events: u64,
     seconds: f64,
     lost: u64,
@@ -352,14 +356,59 @@ struct CapacityRow {
     recorder_ns_per_event: f64,
 }
 
+/// The capacity loads: the pairs storm (futex waits, wakeups, switches, as fast as the
+/// scheduler hands a token over) and the paced futex-call storm at rising rates (the rate is
+/// the bench's; at the top both CPUs make calls and the recorder has to fit in between).
+fn capacity_loads() -> Vec<(String, Option<f64>, Vec<String>)> {
+    let mut loads = Vec::new();
+    for pairs in [1u32, 2, 4, 8] {
+        let args = ["storm", "--pairs", &pairs.to_string(), "--seconds", "1"];
+        loads.push((
+            format!("storm, {pairs} pairs"),
+            None,
+            args.map(String::from).to_vec(),
+        ));
+    }
+    for (threads, rate) in [
+        (1u32, 250e3),
+        (1, 500e3),
+        (1, 1e6),
+        (2, 1e6),
+        (2, 1.5e6),
+        (2, 1e9),
+    ] {
+        let args = [
+            "futex-storm".to_string(),
+            "--threads".into(),
+            threads.to_string(),
+            "--rate".into(),
+            rate.to_string(),
+            "--seconds".into(),
+            "1".into(),
+        ];
+        let shown = if rate >= 1e9 {
+            "as fast as it can".to_string()
+        } else {
+            format!("{:.2} M calls/s", rate / 1e6)
+        };
+        loads.push((
+            format!("futex-storm, {threads} thread(s), {shown}"),
+            (rate < 1e9).then_some(rate),
+            args.to_vec(),
+        ));
+    }
+    loads
+}
+
 fn capacity(dir: &Path) -> Result<Vec<CapacityRow>> {
     let trace = dir.join("storm.trace");
     let mut rows = Vec::new();
-    for pairs in [1u32, 2, 4, 8] {
+    for (load, offered_calls, args) in capacity_loads() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         record_quietly(
             gil_trace_record(&trace, &["--cost"]),
-            &["storm", "--pairs", &pairs.to_string(), "--seconds", "1"],
-            &format!("recording the storm ({pairs} pairs)"),
+            &args,
+            &format!("recording the {load}"),
         )?;
         let reader = TraceReader::open(&trace)?;
         let (meta, trailer) = (reader.meta(), reader.trailer());
@@ -370,7 +419,8 @@ fn capacity(dir: &Path) -> Result<Vec<CapacityRow>> {
         let cost = trailer.capture_cost.clone().unwrap_or_default();
         let n = trailer.events.max(1) as f64;
         let row = CapacityRow {
-            pairs,
+            load,
+            offered_calls,
             events: trailer.events,
             seconds,
             lost: trailer.lost.total,
@@ -378,7 +428,8 @@ fn capacity(dir: &Path) -> Result<Vec<CapacityRow>> {
             recorder_ns_per_event: cost.recorder_cpu_ns as f64 / n,
         };
         eprintln!(
-            "[bench] storm {pairs} pairs: {:.2} M events/s, {} lost, eBPF {:.0} + recorder {:.0} ns/event",
+            "[bench] {}: {:.2} M events/s, {} lost, eBPF {:.0} + recorder {:.0} ns/event",
+            row.load,
             row.events as f64 / row.seconds / 1e6,
             row.lost,
             row.bpf_ns_per_event,
@@ -585,18 +636,20 @@ fn markdown(
         )?;
     }
     writeln!(md, "\n## 2. Capture capacity\n")?;
-    writeln!(md, "`workload storm --pairs P --seconds 1`: P thread pairs hand a token through a futex-based condvar as fast as they can, recorded with `gil-trace record --cost` and the default 16 MiB ring buffer. CPU per event: the eBPF programs as timed by the kernel (BPF_ENABLE_STATS, over every run, including runs filtered out; the timing itself adds two clock reads per run) and the recorder's own user+system CPU. Target: ≥ 1 M events/s with 0 drops.\n")?;
+    writeln!(md, "Two loads, each recorded for 1 s with `gil-trace record --cost` and the default 16 MiB ring buffer. `workload storm --pairs P`: P thread pairs hand a token through a futex-based condvar as fast as they can (futex waits and wakes, wakeups, context switches; the scheduler's handoff speed limits the rate). `workload futex-storm --threads T --rate R`: T threads make non-blocking futex calls (FUTEX_WAKE, nobody waiting; two events per call) paced to R calls/s in all, at rising rates up to as fast as they can. CPU per event: the eBPF programs as timed by the kernel (BPF_ENABLE_STATS, over every run, including runs filtered out; the timing itself adds two clock reads per run) and the recorder's own user+system CPU. Target: ≥ 1 M events/s with 0 drops.\n")?;
     writeln!(
         md,
-        "| pairs | events | events/s | lost | eBPF ns/event | recorder ns/event |"
+        "| load | events | events/s (offered) | events/s | lost | eBPF ns/event | recorder ns/event |"
     )?;
-    writeln!(md, "|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
     for r in capacity {
         writeln!(
             md,
-            "| {} | {} | {:.2} M | {} | {:.0} | {:.0} |",
-            r.pairs,
+            "| {} | {} | {} | {:.2} M | {} | {:.0} | {:.0} |",
+            r.load,
             r.events,
+            r.offered_calls
+                .map_or("–".to_string(), |c| format!("{:.2} M", 2.0 * c / 1e6)),
             r.events as f64 / r.seconds / 1e6,
             r.lost,
             r.bpf_ns_per_event,
@@ -608,7 +661,7 @@ fn markdown(
         .filter(|r| r.lost == 0)
         .map(|r| r.events as f64 / r.seconds)
         .fold(0.0, f64::max);
-    writeln!(md, "\nHighest rate with zero drops: **{:.2} M events/s** (the storm itself, not the buffer, is the limit on 2 CPUs).", best / 1e6)?;
+    writeln!(md, "\nHighest rate with zero drops: **{:.2} M events/s**. On 2 CPUs the traced program, not the buffer, is the limit: each event costs it the tracepoint and the program (the eBPF column), and the ring drained every 10 ms holds ~300 k events.", best / 1e6)?;
     writeln!(md, "\n## 3. Trace size\n")?;
     writeln!(md, "Bytes per event on disk for the overhead runs above (median over rounds). gil-trace records more kinds of events than perf's four tracepoints here (send/recv/poll syscalls, UDP arrivals), so bytes/event is the fair comparison. Target: ≤ 1/4 of perf's.\n")?;
     writeln!(
