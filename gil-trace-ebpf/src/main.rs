@@ -21,9 +21,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use gil_trace_common::{
     ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
@@ -402,6 +402,48 @@ fn syscall_class(nr: i64) -> Option<SyscallClass> {
     SyscallClass::try_from(raw).ok()
 }
 
+// The syscall programs come twice: as BTF-typed raw tracepoints (`tp_btf`), where the saved
+// registers are a typed kernel pointer the program may load from directly, and as plain raw
+// tracepoints, which must copy them with `bpf_probe_read_kernel` (a helper call per event:
+// costly with return-thunk mitigations). Userspace loads the first where the kernel has BTF.
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn btf_syscalls_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_btf_syscalls_sys_enter(&ctx);
+    0
+}
+
+fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    // sys_enter(struct pt_regs *regs, long id): `regs` is trusted (PTR_TO_BTF_ID), so each
+    // argument is one load, checked by the verifier against the kernel's pt_regs.
+    let regs: *const u64 = ctx.arg(0);
+    let nr: i64 = ctx.arg(1);
+    sys_enter(tid, tgid, nr, |i| {
+        Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
+    })
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn btf_syscalls_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_btf_syscalls_sys_exit(&ctx);
+    0
+}
+
+fn try_btf_syscalls_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    // sys_exit(struct pt_regs *regs, long ret)
+    let regs: *const u64 = ctx.arg(0);
+    let nr = unsafe { core::ptr::read_volatile(regs.add(regs::NR)) } as i64;
+    sys_exit(tid, tgid, nr, ctx.arg(1))
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_syscalls_sys_enter(ctx: RawTracePointContext) -> i32 {
     let _ = try_raw_syscalls_sys_enter(&ctx);
@@ -415,12 +457,43 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     }
     // sys_enter(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
+    if syscall_class(nr).is_none() {
+        return Ok(0);
+    }
+    let regs_ptr: u64 = ctx.arg(0);
+    let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
+    sys_enter(tid, tgid, nr, |i| Ok(regs[regs::ARGS[i]]))
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_syscalls_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_raw_syscalls_sys_exit(&ctx);
+    0
+}
+
+fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    // sys_exit(struct pt_regs *regs, long ret)
+    let regs_ptr: u64 = ctx.arg(0);
+    let nr_ptr = (regs_ptr as *const u64).wrapping_add(regs::NR);
+    let nr = unsafe { bpf_probe_read_kernel(nr_ptr)? } as i64;
+    sys_exit(tid, tgid, nr, ctx.arg(1))
+}
+
+/// A traced thread entered syscall `nr`; `arg(i)` gives its i-th argument.
+#[inline(always)]
+fn sys_enter(
+    tid: u32,
+    tgid: u32,
+    nr: i64,
+    arg: impl Fn(usize) -> Result<u64, i64>,
+) -> Result<u32, i64> {
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let regs_ptr: u64 = ctx.arg(0);
-    let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
-    let arg = |i: usize| -> Result<u64, i64> { Ok(regs[regs::ARGS[i]]) };
     match class {
         SyscallClass::Recv | SyscallClass::Send | SyscallClass::Poll => {
             let kind = match class {
@@ -462,25 +535,12 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn raw_syscalls_sys_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = try_raw_syscalls_sys_exit(&ctx);
-    0
-}
-
-fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
-    let (tid, tgid) = current();
-    if !is_traced(tid) {
-        return Ok(0);
-    }
-    // sys_exit(struct pt_regs *regs, long ret)
-    let regs_ptr: u64 = ctx.arg(0);
-    let nr_ptr = (regs_ptr as *const u64).wrapping_add(regs::NR);
-    let nr = unsafe { bpf_probe_read_kernel(nr_ptr)? } as i64;
+/// A traced thread returns `ret` from syscall `nr`.
+#[inline(always)]
+fn sys_exit(tid: u32, tgid: u32, nr: i64, ret: i64) -> Result<u32, i64> {
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let ret: i64 = ctx.arg(1);
     let (kind, detail) = match class {
         SyscallClass::Recv => (EventKind::RecvExit, nr as u64),
         SyscallClass::Send => (EventKind::SendExit, nr as u64),

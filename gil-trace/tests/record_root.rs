@@ -766,3 +766,56 @@ fn record_cost_times_the_programs_and_keeps_the_figures_in_the_trailer() {
         .expect("sched_switch timed");
     assert!(switch.runs > 0 && switch.run_ns > 0);
 }
+
+#[test]
+fn every_futex_call_is_recorded_by_the_typed_and_the_plain_syscall_programs() {
+    // The syscall programs come as BTF-typed raw tracepoints (the default where the kernel
+    // has BTF) and as plain ones (the fallback): each must record every call, enter and exit.
+    if skip_without_privilege("every_futex_call_is_recorded_…") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (variant, no_btf) in [("BTF raw tracepoint", false), ("raw tracepoint", true)] {
+        let trace = dir.path().join(format!("{no_btf}.trace"));
+        let mut cmd = record_cmd(&trace, &[]);
+        if no_btf {
+            cmd.env("GIL_TRACE_NO_BTF", "1");
+        }
+        let out = cmd
+            .arg(workspace_bin("workload"))
+            .args(["futex-storm", "--threads", "2", "--rate", "20000", "--seconds", "0.3"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let calls = made["calls"].as_u64().unwrap();
+        assert!(calls >= 1_000, "{calls}");
+        let (reader, events) = read_events(&trace);
+        let tracepoints = &reader.meta().tracepoints;
+        for tp in ["sys_enter", "sys_exit"] {
+            let name = format!("raw_syscalls:{tp} ({variant})");
+            assert!(tracepoints.contains(&name), "{name} not in {tracepoints:?}");
+        }
+        // The storm's own calls: FUTEX_WAKE (op 1 | private 128) of val 1, each with its exit.
+        let storm_tids: HashSet<u32> = events
+            .iter()
+            .filter(|e| matches!(e.data, EventData::FutexEnter(c) if c.op == 129 && c.val == 1))
+            .map(|e| e.tid)
+            .collect();
+        assert_eq!(storm_tids.len(), 2, "{variant}: {storm_tids:?}");
+        let count = |enter: bool| {
+            events
+                .iter()
+                .filter(|e| storm_tids.contains(&e.tid))
+                .filter(|e| match e.data {
+                    EventData::FutexEnter(c) => enter && c.op == 129,
+                    EventData::FutexExit { ret, .. } => !enter && ret == 0,
+                    _ => false,
+                })
+                .count() as u64
+        };
+        assert_eq!(count(true), calls, "{variant}: futex entries");
+        assert_eq!(count(false), calls, "{variant}: futex exits");
+        assert_eq!(reader.trailer().lost.total, 0);
+    }
+}

@@ -3,7 +3,7 @@ use std::path::Path;
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gil_trace_common::{
@@ -75,10 +75,12 @@ pub const PROBES: &[Probe] = &[
 ];
 
 /// The programs on the raw `sys_enter`/`sys_exit` tracepoints (BPF raw tracepoints: no
-/// per-event record is built, so the many syscalls of untraced processes cost little).
-pub const SYSCALL_PROGRAMS: [(&str, &str); 2] = [
-    ("raw_syscalls_sys_enter", "sys_enter"),
-    ("raw_syscalls_sys_exit", "sys_exit"),
+/// per-event record is built, so the many syscalls of untraced processes cost little):
+/// (tracepoint, BTF-typed program, plain program). The BTF-typed one reads the saved
+/// registers with plain loads instead of a helper call; the plain one needs no kernel BTF.
+pub const SYSCALL_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("sys_enter", "btf_syscalls_sys_enter", "raw_syscalls_sys_enter"),
+    ("sys_exit", "btf_syscalls_sys_exit", "raw_syscalls_sys_exit"),
 ];
 
 /// The syscalls gil-trace classifies on this architecture: (number, class).
@@ -354,12 +356,34 @@ impl Probes {
             links.push(Box::new(program.take_link(link_id).map_err(attach_err)?));
             attached.push(name);
         }
-        for (program_name, tp) in SYSCALL_PROGRAMS {
+        // Without kernel BTF (or if the kernel refuses the typed program) the plain raw
+        // tracepoint does the same job, a little slower. GIL_TRACE_NO_BTF=1 asks for it (to
+        // rule the typed programs out when diagnosing, and for the tests of the fallback).
+        let btf = match std::env::var_os("GIL_TRACE_NO_BTF") {
+            Some(_) => None,
+            None => aya::Btf::from_sys_fs().ok(),
+        };
+        for (tp, btf_program, raw_program) in SYSCALL_PROGRAMS {
+            if let Some(btf) = &btf {
+                let program: Option<&mut BtfTracePoint> = ebpf
+                    .program_mut(btf_program)
+                    .and_then(|p| p.try_into().ok());
+                let link = program.and_then(|program| {
+                    program.load(tp, btf).ok()?;
+                    let link_id = program.attach().ok()?;
+                    program.take_link(link_id).ok()
+                });
+                if let Some(link) = link {
+                    links.push(Box::new(link));
+                    attached.push(format!("raw_syscalls:{tp} (BTF raw tracepoint)"));
+                    continue;
+                }
+            }
             let name = format!("raw_syscalls:{tp} (raw tracepoint)");
             let attach_err = |source: aya::programs::ProgramError| attach_error(&name, source);
             let program: &mut RawTracePoint = ebpf
-                .program_mut(program_name)
-                .unwrap_or_else(|| panic!("eBPF object lacks program {program_name}"))
+                .program_mut(raw_program)
+                .unwrap_or_else(|| panic!("eBPF object lacks program {raw_program}"))
                 .try_into()
                 .map_err(attach_err)?;
             program.load().map_err(attach_err)?;
