@@ -250,11 +250,14 @@ pub struct RawEvent {
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
-/// The hot tracepoint programs (sched_switch, sched_waking, the sock events) copy the
-/// first this-many bytes of their tracepoint record with one helper call and pick fields out
-/// of the copy: one `bpf_probe_read` instead of one per field. Userspace checks that every
-/// field they use lies inside, aligned to its size.
+/// The hot tracepoint programs (sched_switch, sched_waking, the sock events) load the
+/// first this-many bytes of their tracepoint record (8 loads at constant offsets, no helper
+/// call) and pick fields out of the copy. The first 8 bytes (the common header) are not
+/// loaded: a tracepoint program may not read them. Userspace checks that every field they
+/// use lies in bytes `RECORD_HEADER_LEN..RECORD_PREFIX_LEN`, aligned to its size.
 pub const RECORD_PREFIX_LEN: usize = 64;
+/// The common header every tracepoint record starts with.
+pub const RECORD_HEADER_LEN: usize = 8;
 
 /// Field offsets of the tracepoints, read by userspace from tracefs `format` files at load
 /// time and written into the programs' read-only global `PROBE_CONFIG`, so another kernel

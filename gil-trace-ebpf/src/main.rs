@@ -24,6 +24,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    EbpfContext,
 };
 use gil_trace_common::{
     ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
@@ -116,14 +117,36 @@ fn set_traced(tid: u32, traced: bool) -> bool {
 
 const PREFIX_WORDS: usize = RECORD_PREFIX_LEN / 8;
 
-/// The first `RECORD_PREFIX_LEN` bytes of a tracepoint record, copied with one helper call
-/// (each `read_at` is a `bpf_probe_read`, and those dominated the programs' run time).
+/// The first `RECORD_PREFIX_LEN` bytes of a tracepoint record, from which the programs pick
+/// their fields (each `read_at` was a `bpf_probe_read`, and those dominated the run time).
 struct Record([u64; PREFIX_WORDS]);
 
 impl Record {
+    /// Copied with one `bpf_probe_read` (for records that may be shorter than the prefix).
     #[inline(always)]
     fn read(ctx: &TracePointContext) -> Result<Record, i64> {
         Ok(Record(unsafe { ctx.read_at::<[u64; PREFIX_WORDS]>(0)? }))
+    }
+
+    /// Loaded straight from the context at constant offsets, no helper call: only for a
+    /// record at least `RECORD_PREFIX_LEN` long (the kernel refuses to attach a program that
+    /// loads past its tracepoint's record; userspace checks the length). Word 0, the common
+    /// header, may not be loaded and stays 0: no field read lies there.
+    #[inline(always)]
+    fn load(ctx: &TracePointContext) -> Record {
+        let base = ctx.as_ptr() as *const u64;
+        // SAFETY: the verifier checks each load against the tracepoint context's bounds.
+        let word = |i: usize| unsafe { core::ptr::read_volatile(base.add(i)) };
+        Record([
+            0,
+            word(1),
+            word(2),
+            word(3),
+            word(4),
+            word(5),
+            word(6),
+            word(7),
+        ])
     }
 
     /// The naturally aligned `bytes`-wide field at `offset` (userspace checked it fits).
@@ -214,7 +237,8 @@ pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
 
 fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let record = Record::read(ctx)?;
+    // The hottest program (every context switch on the machine): no helper call to read.
+    let record = Record::load(ctx);
     let prev = record.i32(&c.sched_switch_prev_pid)? as u32;
     let next = record.i32(&c.sched_switch_next_pid)? as u32;
     let prev_traced = is_traced(prev);

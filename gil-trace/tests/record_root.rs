@@ -783,7 +783,15 @@ fn every_futex_call_is_recorded_by_the_typed_and_the_plain_syscall_programs() {
         }
         let out = cmd
             .arg(workspace_bin("workload"))
-            .args(["futex-storm", "--threads", "2", "--rate", "20000", "--seconds", "0.3"])
+            .args([
+                "futex-storm",
+                "--threads",
+                "2",
+                "--rate",
+                "20000",
+                "--seconds",
+                "0.3",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));

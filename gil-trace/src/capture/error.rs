@@ -18,13 +18,20 @@ pub enum CaptureError {
     #[error("tracepoint {tracepoint} has no field {field} on this kernel")]
     FieldMissing { tracepoint: String, field: String },
     /// A field the programs read from their record prefix is misplaced on this kernel.
-    #[error("tracepoint {tracepoint} field {field} ({size} bytes at offset {offset}) is not where gil-trace can read it (aligned, within the first {limit} bytes)")]
+    #[error("tracepoint {tracepoint} field {field} ({size} bytes at offset {offset}) is not where gil-trace can read it (aligned, after the 8-byte common header and within the first {limit} bytes)")]
     FieldLayout {
         tracepoint: String,
         field: String,
         offset: u32,
         size: u32,
         limit: usize,
+    },
+    /// A tracepoint's record is shorter than the prefix its program loads.
+    #[error("tracepoint {tracepoint} records are {len} bytes on this kernel; gil-trace reads the first {needed}")]
+    RecordTooShort {
+        tracepoint: String,
+        len: u32,
+        needed: usize,
     },
     /// This binary was built without the eBPF object.
     #[error(

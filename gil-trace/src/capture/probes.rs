@@ -7,7 +7,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gil_trace_common::{
-    EventKind, ProbeConfig, SyscallClass, DROP_SLOTS, DROP_SLOT_FILTER_FULL, RECORD_PREFIX_LEN,
+    EventKind, ProbeConfig, SyscallClass, DROP_SLOTS, DROP_SLOT_FILTER_FULL, RECORD_HEADER_LEN,
+    RECORD_PREFIX_LEN,
 };
 
 use super::{tracefs, CaptureError};
@@ -79,7 +80,11 @@ pub const PROBES: &[Probe] = &[
 /// (tracepoint, BTF-typed program, plain program). The BTF-typed one reads the saved
 /// registers with plain loads instead of a helper call; the plain one needs no kernel BTF.
 pub const SYSCALL_PROGRAMS: [(&str, &str, &str); 2] = [
-    ("sys_enter", "btf_syscalls_sys_enter", "raw_syscalls_sys_enter"),
+    (
+        "sys_enter",
+        "btf_syscalls_sys_enter",
+        "raw_syscalls_sys_enter",
+    ),
     ("sys_exit", "btf_syscalls_sys_exit", "raw_syscalls_sys_exit"),
 ];
 
@@ -164,8 +169,8 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
             missing.push("sched:sched_process_exit.group_dead".into());
             0
         });
-    // Fields the hot programs pick out of their one-copy record prefix: (tracepoint, field,
-    // bytes read). Each must be aligned to that width and end inside the prefix.
+    // Fields the hot programs pick out of their record prefix: (tracepoint, field, bytes
+    // read). Each must be aligned to that width and lie inside the prefix, after the header.
     let prefix_fields: [(&str, &str, u32); 11] = [
         ("sched_switch", "prev_pid", 4),
         ("sched_switch", "next_pid", 4),
@@ -192,7 +197,8 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
             continue; // absent optional tracepoint, or reported as missing below
         };
         let align = size.min(8);
-        let fits = offset as usize + size as usize <= RECORD_PREFIX_LEN;
+        let fits = offset as usize >= RECORD_HEADER_LEN
+            && offset as usize + size as usize <= RECORD_PREFIX_LEN;
         if !fits || offset % align != 0 || ![1, 2, 4, 8, 48].contains(&size) {
             return Err(CaptureError::FieldLayout {
                 tracepoint: tp.to_string(),
@@ -200,6 +206,17 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
                 offset,
                 size,
                 limit: RECORD_PREFIX_LEN,
+            });
+        }
+    }
+    // sched_switch loads its whole record prefix directly, which the kernel allows only
+    // inside the record.
+    if let Some(len) = formats.get("sched_switch").map(|f| f.record_len()) {
+        if (len as usize) < RECORD_PREFIX_LEN {
+            return Err(CaptureError::RecordTooShort {
+                tracepoint: "sched:sched_switch".into(),
+                len,
+                needed: RECORD_PREFIX_LEN,
             });
         }
     }

@@ -58,6 +58,11 @@ impl Format {
             .min()
     }
 
+    /// Where the record's last field ends.
+    pub fn record_len(&self) -> u32 {
+        self.fields.values().map(|&(o, s)| o + s).max().unwrap_or(0)
+    }
+
     /// Size in bytes (of the whole array for array fields).
     pub fn size(&self, field: &str) -> Option<u32> {
         self.fields.get(field).map(|f| f.1)
