@@ -382,18 +382,26 @@ impl Probes {
         };
         for (tp, btf_program, raw_program) in SYSCALL_PROGRAMS {
             if let Some(btf) = &btf {
-                let program: Option<&mut BtfTracePoint> = ebpf
-                    .program_mut(btf_program)
-                    .and_then(|p| p.try_into().ok());
-                let link = program.and_then(|program| {
-                    program.load(tp, btf).ok()?;
-                    let link_id = program.attach().ok()?;
-                    program.take_link(link_id).ok()
-                });
-                if let Some(link) = link {
-                    links.push(Box::new(link));
-                    attached.push(format!("raw_syscalls:{tp} (BTF raw tracepoint)"));
-                    continue;
+                let mut typed = || -> Result<_, aya::programs::ProgramError> {
+                    let program: &mut BtfTracePoint = ebpf
+                        .program_mut(btf_program)
+                        .unwrap_or_else(|| panic!("eBPF object lacks program {btf_program}"))
+                        .try_into()?;
+                    program.load(tp, btf)?;
+                    let link_id = program.attach()?;
+                    program.take_link(link_id)
+                };
+                match typed() {
+                    Ok(link) => {
+                        links.push(Box::new(link));
+                        attached.push(format!("raw_syscalls:{tp} (BTF raw tracepoint)"));
+                        continue;
+                    }
+                    // Not an error: the plain program below does the same job.
+                    Err(e) if std::env::var_os("GIL_TRACE_VERIFIER_LOG").is_some() => {
+                        eprintln!("gil-trace: the BTF-typed {tp} program was refused ({e}); using the plain raw tracepoint");
+                    }
+                    Err(_) => {}
                 }
             }
             let name = format!("raw_syscalls:{tp} (raw tracepoint)");
