@@ -250,11 +250,13 @@ pub struct RawEvent {
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
-/// The hot tracepoint programs (sched_switch, sched_waking, the sock events) load the
-/// first this-many bytes of their tracepoint record (8 loads at constant offsets, no helper
-/// call) and pick fields out of the copy. The first 8 bytes (the common header) are not
-/// loaded: a tracepoint program may not read them. Userspace checks that every field they
-/// use lies in bytes `RECORD_HEADER_LEN..RECORD_PREFIX_LEN`, aligned to its size.
+/// The hot tracepoint programs (sched_switch, sched_waking, the sock events) take the first
+/// this-many bytes of their tracepoint record at once and pick fields out of the copy:
+/// sched_switch, whose record is exactly this long, with plain loads from its context (no
+/// helper call; a tracepoint program may not load the first 8 bytes, the common header, nor
+/// past its record), the others with one `bpf_probe_read`. Userspace checks that every field
+/// they use lies in bytes `RECORD_HEADER_LEN..RECORD_PREFIX_LEN`, aligned to its size, and
+/// that sched_switch's record is this long.
 pub const RECORD_PREFIX_LEN: usize = 64;
 /// The common header every tracepoint record starts with.
 pub const RECORD_HEADER_LEN: usize = 8;
