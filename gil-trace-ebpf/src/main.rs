@@ -446,7 +446,10 @@ fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     // argument is one load, checked by the verifier against the kernel's pt_regs.
     let regs: *const u64 = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
-    sys_enter(tid, tgid, nr, |i| {
+    let Some(class) = syscall_class(nr) else {
+        return Ok(0);
+    };
+    sys_enter(tid, tgid, nr, class, |i| {
         Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
     })
 }
@@ -481,12 +484,13 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     }
     // sys_enter(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
-    if syscall_class(nr).is_none() {
+    // Classified before the registers are copied: other syscalls cost no helper call.
+    let Some(class) = syscall_class(nr) else {
         return Ok(0);
-    }
+    };
     let regs_ptr: u64 = ctx.arg(0);
     let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
-    sys_enter(tid, tgid, nr, |i| Ok(regs[regs::ARGS[i]]))
+    sys_enter(tid, tgid, nr, class, |i| Ok(regs[regs::ARGS[i]]))
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -507,17 +511,15 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
     sys_exit(tid, tgid, nr, ctx.arg(1))
 }
 
-/// A traced thread entered syscall `nr`; `arg(i)` gives its i-th argument.
+/// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument.
 #[inline(always)]
 fn sys_enter(
     tid: u32,
     tgid: u32,
     nr: i64,
+    class: SyscallClass,
     arg: impl Fn(usize) -> Result<u64, i64>,
 ) -> Result<u32, i64> {
-    let Some(class) = syscall_class(nr) else {
-        return Ok(0);
-    };
     match class {
         SyscallClass::Recv | SyscallClass::Send | SyscallClass::Poll => {
             let kind = match class {

@@ -17,7 +17,7 @@ use gil_trace::{
         charts::{default_window, ChartData},
         svg::charts_svg_stacked,
     },
-    trace::{Decoding, TraceReader},
+    trace::{AnalysisBatches, Decoding, KindMask, TraceError, TraceReader},
 };
 
 #[derive(Parser)]
@@ -326,12 +326,24 @@ fn build_report(
         detail: args.detail,
         detail_window: None,
     };
-    let (mut first, decoding) = (Some(reader), args.decoding());
-    let open = |kinds| match first.take() {
-        Some(r) => r.analysis_batches(kinds, decoding),
-        None => TraceReader::open(trace).and_then(|r| r.analysis_batches(kinds, decoding)),
-    };
+    let open = streams(trace, Some(reader), args.decoding());
     Ok((analyze(&meta, &trailer, open, opts, |_| {})?, opts))
+}
+
+/// The event streams of one trace's passes: the already open `reader` first, then the file
+/// opened afresh for each further pass.
+fn streams(
+    trace: &Path,
+    reader: Option<TraceReader>,
+    decoding: Decoding,
+) -> impl FnMut(KindMask) -> Result<AnalysisBatches, TraceError> + '_ {
+    let mut first = reader;
+    move |kinds| {
+        first
+            .take()
+            .map_or_else(|| TraceReader::open(trace), Ok)?
+            .analysis_batches(kinds, decoding)
+    }
 }
 
 /// The chart data of one analysed trace: one more pass, for the timeline and the per-item
@@ -355,7 +367,7 @@ fn chart_data(
         ..*opts
     };
     let rows = detail_pass(
-        |kinds| TraceReader::open(trace).and_then(|r| r.analysis_batches(kinds, decoding)),
+        streams(trace, None, decoding),
         &report.lock_set,
         detail_opts,
         |span| data.add_span(span),
@@ -472,11 +484,7 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         detail: true,
         ..Default::default()
     };
-    let (mut first, decoding) = (Some(reader), Decoding::for_machine());
-    let open = |kinds| match first.take() {
-        Some(r) => r.analysis_batches(kinds, decoding),
-        None => TraceReader::open(&args.trace).and_then(|r| r.analysis_batches(kinds, decoding)),
-    };
+    let open = streams(&args.trace, Some(reader), Decoding::for_machine());
     // One pass: the report's timeline hands its spans out as they close.
     let mut spans = Vec::new();
     let report = analyze(&meta, &trailer, open, opts, |s| spans.push(*s))?;

@@ -101,11 +101,6 @@ impl LockSet {
         self.word(key).lock
     }
 
-    /// Is this word one a releaser wakes (see [`Lock::gate_words`])?
-    pub fn is_gate(&self, key: WordKey) -> bool {
-        self.word(key).gate
-    }
-
     /// The most contended lock (the GIL, for a Python program).
     pub fn primary(&self) -> Option<&Lock> {
         self.locks.first()
@@ -338,10 +333,10 @@ mod tests {
             "condvar words are the gate"
         );
         assert!(
-            set.is_gate((1, 0x9000)),
+            set.word((1, 0x9000)).gate,
             "a plain mutex word is its own gate"
         );
-        assert!(!set.is_gate((1, 0x1030)));
+        assert!(!set.word((1, 0x1030)).gate);
     }
 
     #[test]
