@@ -285,9 +285,12 @@ pub struct ProbeConfig {
     pub recv_length_protocol: u32,
     pub recv_length_ret: u32,
     pub recv_length_flags: u32,
+    /// Non-zero: every program returns at once, recording nothing. For measuring what the
+    /// kernel's tracepoint dispatch alone costs a traced program (`GIL_TRACE_DISPATCH_ONLY`).
+    pub dispatch_only: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 68);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 72);
 
 #[cfg(feature = "user")]
 mod user {

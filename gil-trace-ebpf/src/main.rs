@@ -52,6 +52,7 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     recv_length_protocol: 0,
     recv_length_ret: 0,
     recv_length_flags: 0,
+    dispatch_only: 0,
 };
 
 /// Event stream to userspace; its size is set at load time (`--buffer-size`).
@@ -86,6 +87,13 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 fn config(field: &u32) -> usize {
     // Volatile: the value is patched into .rodata after compilation.
     unsafe { core::ptr::read_volatile(field) as usize }
+}
+
+/// Set only to measure the kernel's dispatch cost: the verifier sees the frozen constant and
+/// drops the branch that is never taken, so the check costs nothing otherwise.
+#[inline(always)]
+fn dispatch_only() -> bool {
+    config(&PROBE_CONFIG.dispatch_only) != 0
 }
 
 #[inline(always)]
@@ -231,6 +239,9 @@ fn comm_args(comm: &[u8; 16], source: CommSource) -> [u64; 4] {
 
 #[tracepoint]
 pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_sched_sched_switch(&ctx);
     0
 }
@@ -272,6 +283,9 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
 /// current task *is* the waker (`sched_wakeup` may run on the target CPU from an IPI).
 #[tracepoint]
 pub fn sched_sched_waking(ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_sched_sched_waking(&ctx);
     0
 }
@@ -297,6 +311,9 @@ fn try_sched_sched_waking(ctx: &TracePointContext) -> Result<u32, i64> {
 /// A traced task's new thread or child process is traced too.
 #[tracepoint]
 pub fn sched_sched_process_fork(ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_sched_sched_process_fork(&ctx);
     0
 }
@@ -318,6 +335,9 @@ fn try_sched_sched_process_fork(ctx: &TracePointContext) -> Result<u32, i64> {
 
 #[tracepoint]
 pub fn sched_sched_process_exit(ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_sched_sched_process_exit(&ctx);
     0
 }
@@ -348,6 +368,9 @@ fn try_sched_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
 
 #[tracepoint]
 pub fn sched_sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let (tid, tgid) = current();
     if is_traced(tid) {
         if let Ok(comm) = bpf_get_current_comm() {
@@ -364,6 +387,9 @@ pub fn sched_sched_process_exec(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn task_task_rename(ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_task_task_rename(&ctx);
     0
 }
@@ -433,6 +459,9 @@ fn syscall_class(nr: i64) -> Option<SyscallClass> {
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn btf_syscalls_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_btf_syscalls_sys_enter(&ctx);
     0
 }
@@ -456,6 +485,9 @@ fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn btf_syscalls_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_btf_syscalls_sys_exit(&ctx);
     0
 }
@@ -473,6 +505,9 @@ fn try_btf_syscalls_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, i64> {
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_syscalls_sys_enter(ctx: RawTracePointContext) -> i32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_raw_syscalls_sys_enter(&ctx);
     0
 }
@@ -495,6 +530,9 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_syscalls_sys_exit(ctx: RawTracePointContext) -> i32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_raw_syscalls_sys_exit(&ctx);
     0
 }
@@ -586,6 +624,9 @@ const MSG_PEEK: i32 = 2;
 
 #[tracepoint]
 pub fn sock_sk_data_ready(ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_sock_sk_data_ready(&ctx);
     0
 }
@@ -631,6 +672,9 @@ fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
 
 #[tracepoint]
 pub fn sock_sock_recv_length(ctx: TracePointContext) -> u32 {
+    if dispatch_only() {
+        return 0;
+    }
     let _ = try_sock_sock_recv_length(&ctx);
     0
 }

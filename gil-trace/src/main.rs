@@ -249,6 +249,11 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         Some(secs) => Some(Duration::from_secs_f64(secs)),
         None => None,
     };
+    // A benchmark aid (not a CLI option: the trace it writes is empty on purpose).
+    let dispatch_only = std::env::var_os("GIL_TRACE_DISPATCH_ONLY").is_some();
+    if dispatch_only {
+        eprintln!("gil-trace: GIL_TRACE_DISPATCH_ONLY is set: the programs return at once, nothing is recorded");
+    }
     let outcome = capture::record(RecordOptions {
         output: args.output,
         target,
@@ -256,6 +261,7 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         buffer_size: args.buffer_size,
         live_status: !args.quiet,
         measure_cost: args.cost,
+        dispatch_only,
     })?;
     eprintln!(
         "gil-trace: wrote {} ({} events, {} lost; stopped: {})",

@@ -827,3 +827,50 @@ fn every_futex_call_is_recorded_by_the_typed_and_the_plain_syscall_programs() {
         assert_eq!(reader.trailer().lost.total, 0);
     }
 }
+
+#[test]
+fn dispatch_only_runs_every_program_and_records_nothing() {
+    // The benchmark's "tracepoints alone" column: the same attachments as a recording, with
+    // every program returning at once. It must really run the programs, and record nothing.
+    if skip_without_privilege("dispatch_only_runs_every_program_and_records_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let out = record_cmd(&trace, &["--cost"])
+        .env("GIL_TRACE_DISPATCH_ONLY", "1")
+        .arg(workspace_bin("workload"))
+        .args(["storm", "--seconds", "0.3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("GIL_TRACE_DISPATCH_ONLY is set"),
+        "{}",
+        stderr(&out)
+    );
+    let reader = TraceReader::open(&trace).unwrap();
+    assert_eq!(reader.trailer().events, 0);
+    assert_eq!(reader.trailer().lost.total, 0);
+    let tracepoints = &reader.meta().tracepoints;
+    for tp in [
+        "sched:sched_switch",
+        "sched:sched_waking",
+        "raw_syscalls:sys_enter",
+    ] {
+        assert!(
+            tracepoints.iter().any(|t| t.starts_with(tp)),
+            "{tp} not in {tracepoints:?}"
+        );
+    }
+    let cost = reader.trailer().capture_cost.clone().expect("capture_cost");
+    for program in ["sched_sched_switch", "sched_sched_waking"] {
+        let p = cost
+            .bpf_programs
+            .iter()
+            .find(|p| p.program == program)
+            .unwrap_or_else(|| panic!("{program} not timed: {cost:?}"));
+        // The storm switches and wakes ~100 k times in 0.3 s.
+        assert!(p.runs > 1_000, "{program}: {p:?}");
+    }
+}

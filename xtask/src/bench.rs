@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: performance figures, side by side with `perf`, written to BENCHMARKS.md.
 //!
 //! Every comparison is a ratio measured within this one invocation (these machines are noisy):
-//! 1. Recording overhead: the GIL lab untraced, under `gil-trace record` and under `perf record`
-//!    with the comparable tracepoints, in alternating order, median of the per-round ratios.
+//! 1. Recording overhead: the GIL lab untraced, under `gil-trace record`, under it with every
+//!    program returning at once (the tracepoints' own cost) and under `perf record` with the
+//!    comparable tracepoints, in rotating order, median of the per-round ratios.
 //! 2. Capture capacity: a futex/wakeup storm at increasing thread-pair counts and a paced
 //!    futex-call storm at rising rates, recorded with the default ring buffer and `--cost`:
 //!    events/s reached, drops, CPU ns per event.
@@ -109,6 +110,9 @@ const PERF_EVENTS: &str =
 enum Mode {
     Untraced,
     GilTrace,
+    /// `gil-trace record` with every program returning at once (`GIL_TRACE_DISPATCH_ONLY`):
+    /// what the kernel's tracepoint dispatch alone costs, the floor under any tracer on them.
+    DispatchOnly,
     Perf,
 }
 
@@ -215,6 +219,11 @@ fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -
     let mut cmd = match mode {
         Mode::Untraced => Command::new(&workload),
         Mode::GilTrace => under(gil_trace_record(&trace, &[])),
+        Mode::DispatchOnly => {
+            let mut c = under(gil_trace_record(&trace, &[]));
+            c.env("GIL_TRACE_DISPATCH_ONLY", "1");
+            c
+        }
         Mode::Perf => under(perf_record(&perf_data, PERF_EVENTS)),
     };
     let out = cmd
@@ -233,7 +242,7 @@ fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -
         ..Default::default()
     };
     match mode {
-        Mode::Untraced => {}
+        Mode::Untraced | Mode::DispatchOnly => {}
         Mode::GilTrace => {
             run.file_bytes = fs::metadata(&trace)?.len();
             run.events = TraceReader::open(&trace)?.trailer().events;
@@ -252,6 +261,8 @@ struct OverheadRow {
     untraced: LabRun,
     /// Median of per-round traced/untraced ratios: (echo bytes/s, spinner iterations/s).
     gil_trace: (f64, f64),
+    /// The same with every program returning at once: the tracepoints' own cost.
+    dispatch_only: (f64, f64),
     perf: Option<(f64, f64)>,
     gil_trace_bytes_per_event: f64,
     perf_bytes_per_event: Option<f64>,
@@ -262,7 +273,7 @@ struct OverheadRow {
 fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRow>> {
     let mut rows = Vec::new();
     for (policy, spinners, messages) in OVERHEAD_CONFIGS {
-        let mut modes = vec![Mode::Untraced, Mode::GilTrace];
+        let mut modes = vec![Mode::Untraced, Mode::GilTrace, Mode::DispatchOnly];
         if with_perf {
             modes.push(Mode::Perf);
         }
@@ -325,6 +336,10 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             spinners,
             untraced,
             gil_trace: (ratio(Mode::GilTrace, bytes), ratio(Mode::GilTrace, iters)),
+            dispatch_only: (
+                ratio(Mode::DispatchOnly, bytes),
+                ratio(Mode::DispatchOnly, iters),
+            ),
             perf: with_perf.then(|| (ratio(Mode::Perf, bytes), ratio(Mode::Perf, iters))),
             gil_trace_bytes_per_event: per_event(Mode::GilTrace),
             perf_bytes_per_event: with_perf.then(|| per_event(Mode::Perf)),
@@ -332,9 +347,11 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             perf_events: with_perf.then(|| events(Mode::Perf)),
         };
         eprintln!(
-            "[bench] overhead {policy} x{spinners}: gil-trace {:.3}/{:.3}, perf {}",
+            "[bench] overhead {policy} x{spinners}: gil-trace {:.3}/{:.3}, tracepoints alone {:.3}/{:.3}, perf {}",
             row.gil_trace.0,
             row.gil_trace.1,
+            row.dispatch_only.0,
+            row.dispatch_only.1,
             row.perf
                 .map(|p| format!("{:.3}/{:.3}", p.0, p.1))
                 .unwrap_or("-".into())
@@ -606,9 +623,9 @@ fn markdown(
         }
     };
     writeln!(md, "## 1. Recording overhead\n")?;
-    writeln!(md, "The GIL lab (`workload --gil P --spinners N --messages M`) untraced, under `gil-trace record`, and under `perf record -e {PERF_EVENTS}`; the three run in rotating order, {rounds} rounds; each cell is the median of the per-round ratios traced/untraced (1.000 = no slowdown). Echo throughput is the I/O thread's bytes/s; spinner throughput is pi-digit iterations/s (with the GIL, spinners gain when the echo thread is slowed: it takes the lock less often). Target: ≥ 0.98 and better than perf. Why the 0-spinner echo cannot reach it: docs/performance.md.\n")?;
-    writeln!(md, "| lab | untraced echo MB/s | gil-trace echo | perf echo | untraced spinner it/s | gil-trace spinners | perf spinners |")?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "The GIL lab (`workload --gil P --spinners N --messages M`) untraced, under `gil-trace record`, under `gil-trace record` with every eBPF program returning at once (`GIL_TRACE_DISPATCH_ONLY=1`: the same tracepoints attached, nothing recorded — what the kernel's tracepoint dispatch alone costs, the floor under any tracer using them), and under `perf record -e {PERF_EVENTS}`; the four run in rotating order, {rounds} rounds; each cell is the median of the per-round ratios traced/untraced (1.000 = no slowdown). Echo throughput is the I/O thread's bytes/s; spinner throughput is pi-digit iterations/s (with the GIL, spinners gain when the echo thread is slowed: it takes the lock less often). Target: ≥ 0.98 and better than perf. Why the 0-spinner echo cannot reach it: docs/performance.md.\n")?;
+    writeln!(md, "| lab | untraced echo MB/s | gil-trace echo | tracepoints alone | perf echo | untraced spinner it/s | gil-trace spinners | tracepoints alone | perf spinners |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for r in overhead {
         let (pb, pi) = r.perf.unwrap_or((f64::NAN, f64::NAN));
         let spin = |v: f64| {
@@ -620,11 +637,12 @@ fn markdown(
         };
         writeln!(
             md,
-            "| {} ×{} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {} ×{} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
             r.policy,
             r.spinners,
             r.untraced.bytes_per_sec / 1e6,
             ratio(r.gil_trace.0),
+            ratio(r.dispatch_only.0),
             ratio(pb),
             if r.spinners == 0 {
                 "–".to_string()
@@ -632,6 +650,7 @@ fn markdown(
                 format!("{:.0}", r.untraced.spinner_iters_per_sec)
             },
             spin(r.gil_trace.1),
+            spin(r.dispatch_only.1),
             spin(pi),
         )?;
     }

@@ -238,6 +238,7 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
         recv_length_protocol: field("sock_recv_length", "protocol")?,
         recv_length_ret: field("sock_recv_length", "ret")?,
         recv_length_flags: field("sock_recv_length", "flags")?,
+        dispatch_only: 0,
     };
     Ok((config, missing))
 }
@@ -327,11 +328,17 @@ impl Probes {
     /// Loads the programs with this kernel's offsets, sizes the ring buffer, fills the syscall
     /// classifier and attaches every available tracepoint.
     /// With `measure_cost`, the kernel also times every run of the programs (BPF_ENABLE_STATS:
-    /// about two clock reads per run, so it is opt-in).
-    pub fn load(buffer_size: u32, measure_cost: bool) -> Result<Probes, CaptureError> {
+    /// about two clock reads per run, so it is opt-in). With `dispatch_only`, every program
+    /// returns at once: the cost of the tracepoints alone, for benchmarks.
+    pub fn load(
+        buffer_size: u32,
+        measure_cost: bool,
+        dispatch_only: bool,
+    ) -> Result<Probes, CaptureError> {
         let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
         let root = tracefs::root()?;
-        let (config, missing) = probe_config(&root)?;
+        let (mut config, missing) = probe_config(&root)?;
+        config.dispatch_only = dispatch_only as u32;
         // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
         let _ = nix::sys::resource::setrlimit(
             nix::sys::resource::Resource::RLIMIT_MEMLOCK,

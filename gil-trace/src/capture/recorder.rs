@@ -52,6 +52,9 @@ pub struct RecordOptions {
     pub live_status: bool,
     /// Have the kernel time the eBPF programs (recorded in the trailer's `capture_cost`).
     pub measure_cost: bool,
+    /// Attach every program but have each return at once (records nothing): what the
+    /// tracepoints alone cost the traced program, for `cargo xtask bench`.
+    pub dispatch_only: bool,
 }
 
 /// How a recording ended.
@@ -194,7 +197,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         }
     }
 
-    let mut probes = Probes::load(opts.buffer_size, opts.measure_cost)?;
+    let mut probes = Probes::load(opts.buffer_size, opts.measure_cost, opts.dispatch_only)?;
     let (kernel_release, hostname) = read_host();
     let meta = TraceMeta {
         format_version: FORMAT_VERSION,
