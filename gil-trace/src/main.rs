@@ -10,11 +10,11 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gil_trace::{
-    analysis::{analyze, report::detail_pass, ReportOptions},
+    analysis::{analyze, ReportOptions},
     capture::{self, RecordOptions, Target},
     render,
     render::{
-        charts::{default_window, ChartData},
+        charts::{self, ChartData, OverviewRows},
         svg::charts_svg_stacked,
     },
     trace::{AnalysisBatches, Decoding, KindMask, TraceError, TraceReader},
@@ -309,11 +309,16 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
     })
 }
 
+/// One analysed trace: the report, its options, and with --svg the overview rows its pass
+/// filled for the charts.
+struct Analysed {
+    report: gil_trace::analysis::Report,
+    opts: ReportOptions,
+    overview: Option<OverviewRows>,
+}
+
 /// Analyses one trace with the report's options.
-fn build_report(
-    trace: &Path,
-    args: &ReportArgs,
-) -> Result<(gil_trace::analysis::Report, ReportOptions)> {
+fn build_report(trace: &Path, args: &ReportArgs) -> Result<Analysed> {
     let window = args
         .window
         .as_deref()
@@ -333,7 +338,20 @@ fn build_report(
         detail_window: None,
     };
     let open = streams(trace, Some(reader), args.decoding());
-    Ok((analyze(&meta, &trailer, open, opts, |_| {})?, opts))
+    let mut overview = args
+        .svg
+        .is_some()
+        .then(|| OverviewRows::new(start, trailer.end_monotonic_ns));
+    let report = analyze(&meta, &trailer, open, opts, |span| {
+        if let Some(rows) = &mut overview {
+            rows.add(span);
+        }
+    })?;
+    Ok(Analysed {
+        report,
+        opts,
+        overview,
+    })
 }
 
 /// The event streams of one trace's passes: the already open `reader` first, then the file
@@ -352,34 +370,16 @@ fn streams(
     }
 }
 
-/// The chart data of one analysed trace: one more pass, for the timeline and the per-item
-/// marks of the chart's window only (so memory stays flat however long the trace).
-fn chart_data(
-    trace: &Path,
-    report: &gil_trace::analysis::Report,
-    opts: &ReportOptions,
-    decoding: Decoding,
-) -> Result<ChartData> {
-    let (start, end) = (report.summary.meta.start_ns, report.summary.meta.end_ns);
-    let window = opts
-        .window
-        .map(|(a, b)| (a, b.min(end)))
-        .unwrap_or_else(|| default_window(report, start, end));
-    let mut data = ChartData::new(report, format!("gil-trace: {}", trace.display()), window);
-    // Acquisitions a window-length either side, so holder bands reach the window's edges.
-    let len = window.1.saturating_sub(window.0);
-    let detail_opts = ReportOptions {
-        detail_window: Some((window.0.saturating_sub(len), window.1.saturating_add(len))),
-        ..*opts
-    };
-    let rows = detail_pass(
+/// The chart data of one analysed trace (one more pass, which stops soon after the chart's
+/// window when the report's pass kept the overview).
+fn chart_data(trace: &Path, analysed: &Analysed, decoding: Decoding) -> Result<ChartData> {
+    Ok(charts::collect(
+        &analysed.report,
+        &analysed.opts,
+        format!("gil-trace: {}", trace.display()),
+        analysed.overview.as_ref(),
         streams(trace, None, decoding),
-        &report.lock_set,
-        detail_opts,
-        |span| data.add_span(span),
-    )?;
-    data.add_detail(&rows, report.locks.first());
-    Ok(data)
+    )?)
 }
 
 fn write_out(bytes: &[u8]) -> Result<()> {
@@ -404,21 +404,21 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| args.traces[0].with_extension("svg"));
         let mut charts = Vec::new();
         let decoding = args.decoding();
-        for (trace, (report, opts)) in args.traces.iter().zip(&reports) {
-            charts.push(chart_data(trace, report, opts, decoding)?);
+        for (trace, analysed) in args.traces.iter().zip(&reports) {
+            charts.push(chart_data(trace, analysed, decoding)?);
         }
         std::fs::write(&out, charts_svg_stacked(&charts)?)
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("gil-trace: wrote {}", out.display());
     }
-    for (report, _) in &mut reports {
+    for Analysed { report, .. } in &mut reports {
         if !args.detail {
             report.io_ops = None;
             report.handoff_events = None;
         }
     }
     if args.compare {
-        let cmp = gil_trace::analysis::compare::compare(&reports[0].0, &reports[1].0);
+        let cmp = gil_trace::analysis::compare::compare(&reports[0].report, &reports[1].report);
         let bytes = if args.json {
             render::json::to_json(&cmp)
         } else {
@@ -427,7 +427,7 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         write_out(&bytes)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let report = &reports[0].0;
+    let report = &reports[0].report;
     let bytes = if args.json {
         render::json::to_json(report)
     } else {

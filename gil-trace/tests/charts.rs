@@ -287,3 +287,84 @@ fn compare_shows_both_traces_with_ratios_and_stacks_the_charts() {
         .unwrap();
     assert_one_line_error(&out, "two with --compare");
 }
+
+/// The report's pass and the charts' pass of `trace`, the charts collected twice: with the
+/// report pass's overview (so the charts' pass may stop after its window) and without.
+fn charts_both_ways(
+    trace: &std::path::Path,
+) -> (
+    gil_trace::render::charts::ChartData,
+    gil_trace::render::charts::ChartData,
+) {
+    use gil_trace::{
+        analysis::{analyze, contention::DEFAULT_CONVOY_THRESHOLD_NS, ReportOptions},
+        render::charts::{collect, OverviewRows},
+        trace::{Decoding, TraceReader},
+    };
+    let reader = TraceReader::open(trace).unwrap();
+    let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
+    let opts = ReportOptions {
+        convoy_threshold_ns: DEFAULT_CONVOY_THRESHOLD_NS,
+        ..Default::default()
+    };
+    let open = |kinds| TraceReader::open(trace)?.analysis_batches(kinds, Decoding::InLine);
+    let mut overview = OverviewRows::new(meta.start_monotonic_ns, trailer.end_monotonic_ns);
+    let report = analyze(&meta, &trailer, open, opts, |span| overview.add(span)).unwrap();
+    assert!(overview.complete());
+    let early = collect(&report, &opts, "t".into(), Some(&overview), open).unwrap();
+    let full = collect(&report, &opts, "t".into(), None, open).unwrap();
+    (early, full)
+}
+
+#[test]
+fn charts_are_the_same_when_their_pass_stops_after_the_window() {
+    // The charts' pass stops its trackers soon after the detail window when the report's pass
+    // kept the overview; the grids, marks and SVG must be those of a pass over everything —
+    // including a datagram that arrived inside the window but was dequeued at the very end.
+    use gil_trace::render::svg::charts_svg_stacked;
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = dir.path().join("late.trace");
+    // 600 rounds of 5 ms lock waits (~4.2 s, ~3 batches of events); the worst convoy starts
+    // at 1 ms, so the window is the first 100 ms.
+    let late_arrival = 20_000_000;
+    synthetic_echo_trace_with(&synthetic, 600, 5_000_000, 2, Some(late_arrival));
+    let lab =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-new-2.v1.trace");
+    for trace in [&synthetic, &lab] {
+        let (early, full) = charts_both_ways(trace);
+        let name = trace.display();
+        assert_eq!(full.pass_stopped_ns, None, "{name}");
+        assert_eq!(early.lanes, full.lanes, "{name}");
+        assert_eq!(early.overview, full.overview, "{name}: overview");
+        assert_eq!(early.detail, full.detail, "{name}: window timeline");
+        assert_eq!(early.holders, full.holders, "{name}: lock holders");
+        assert_eq!(early.handoffs, full.handoffs, "{name}: handoffs");
+        assert_eq!(early.arrivals, full.arrivals, "{name}: arrivals");
+        assert_eq!(early.convoys, full.convoys, "{name}: convoys");
+        assert!(
+            !full.arrivals.is_empty() && !full.handoffs.is_empty(),
+            "{name}"
+        );
+        assert_eq!(
+            charts_svg_stacked(std::slice::from_ref(&early)).unwrap(),
+            charts_svg_stacked(std::slice::from_ref(&full)).unwrap(),
+            "{name}: SVG"
+        );
+    }
+    let (early, full) = charts_both_ways(&synthetic);
+    let stopped = early
+        .pass_stopped_ns
+        .expect("the synthetic pass stops early");
+    // At the end of the first batch past the window (4 096 events, ~1.5 s here), well
+    // before the trace's end at ~4.2 s.
+    assert!(
+        stopped < 2_500_000_000,
+        "stopped at {stopped} ns, soon after the 100 ms window"
+    );
+    let late_lane = full.lanes.iter().position(|l| l.tid == 104).unwrap();
+    assert!(
+        early.arrivals.contains(&(late_arrival, late_lane)),
+        "the late dequeue's arrival is drawn: {:?}",
+        early.arrivals
+    );
+}

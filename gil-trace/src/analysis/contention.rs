@@ -343,6 +343,39 @@ impl<'a> ContentionTracker<'a> {
         }
     }
 
+    /// Can no open take still record an acquisition at or before `ts`? (An acquisition is a
+    /// take's last wait exit, known when the take closes; a take in its first wait will
+    /// acquire after now.) The charts' pass stops its trackers once this holds past its window.
+    pub fn settled_through(&self, ts: u64) -> bool {
+        self.threads.iter().all(|(_, t)| {
+            t.take
+                .as_ref()
+                .is_none_or(|k| k.waits == 0 || k.last_wait_exit > ts)
+        })
+    }
+
+    /// After the charts' pass stopped its trackers: only the events that decide which
+    /// datagrams are recorded (a recv's enter and exit, the dequeue, the thread's exit; see
+    /// `ops_state`: nothing else moves a thread into or out of a recv). Their other figures
+    /// are not used then.
+    pub fn observe_tail(&mut self, ev: &Event) {
+        if matches!(
+            ev.data,
+            EventData::NetRecv { .. }
+                | EventData::IoEnter {
+                    class: IoClass::Recv,
+                    ..
+                }
+                | EventData::IoExit {
+                    class: IoClass::Recv,
+                    ..
+                }
+                | EventData::Exit { .. }
+        ) {
+            self.observe(ev);
+        }
+    }
+
     pub fn observe(&mut self, ev: &Event) {
         let ts = ev.ts_ns;
         let subject_runs = !matches!(

@@ -84,17 +84,27 @@ pub struct Report {
 /// What one streaming pass of the timeline and contention trackers leaves.
 struct Pass {
     late: u64,
+    /// Where the trackers stopped, if they stopped early (see `stream`).
+    stopped_at: Option<u64>,
     totals: FxHashMap<u32, StateTotals>,
     contention: ContentionResult,
 }
 
 /// The streaming pass shared by the report and the charts' detail pass: every event in the
 /// window goes to `each` (the report's summary), the timeline and the contention tracker;
-/// closed state spans go to the contention tracker (holder attribution) and `on_span`.
+/// closed state spans go to the contention tracker (holder attribution) and `on_span`. Live
+/// threads' last spans close at `end_ns`.
+///
+/// With `stop_after` (the charts' pass only), the trackers stop once past that time and the
+/// contention tracker has settled it (see [`detail_pass`]); from there on only the events
+/// that decide which datagrams are recorded still go to it, so the later dequeues of
+/// datagrams that arrived before `stop_after` are found without the cost of the rest.
 fn stream<S: BatchedEvents>(
     mut events: S,
     locks: &LockSet,
     opts: &ReportOptions,
+    end_ns: u64,
+    stop_after: Option<u64>,
     mut each: impl FnMut(&Event),
     mut on_span: impl FnMut(&StateSpan),
 ) -> Result<Pass, TraceError> {
@@ -108,19 +118,37 @@ fn stream<S: BatchedEvents>(
         },
     );
     let mut batch = Vec::new();
+    // Where the trackers stopped (the charts' pass), if they did.
+    let mut stopped_at = None;
     while events.next_batch(&mut batch)? {
-        for ev in batch.iter().filter(|ev| opts.in_window(ev.ts_ns)) {
+        let in_window = batch.iter().filter(|ev| opts.in_window(ev.ts_ns));
+        if stopped_at.is_some() {
+            for ev in in_window {
+                contention.observe_tail(ev);
+            }
+            continue;
+        }
+        let mut last_ns = None;
+        for ev in in_window {
             each(ev);
             timeline.observe(ev, &mut |span| {
                 contention.observe_span(&span);
                 on_span(&span);
             });
             contention.observe(ev);
+            last_ns = Some(ev.ts_ns);
+        }
+        // Checked once a batch: the check walks every thread.
+        if let (Some(limit), Some(last)) = (stop_after, last_ns) {
+            if last > limit && contention.settled_through(limit) {
+                stopped_at = Some(last);
+            }
         }
     }
     Ok(Pass {
         late: events.late_events(),
-        totals: timeline.finish(&mut |span| on_span(&span)),
+        stopped_at,
+        totals: timeline.finish(stopped_at.unwrap_or(end_ns), &mut |span| on_span(&span)),
         contention: contention.finish(),
     })
 }
@@ -129,15 +157,35 @@ fn stream<S: BatchedEvents>(
 pub struct DetailRows {
     pub handoff_events: Vec<HandoffEvent>,
     pub io_ops: Vec<IoOp>,
+    /// Where the pass stopped its trackers, when it could stop after the window.
+    pub stopped_at: Option<u64>,
 }
 
-/// The charts' pass: every thread state span to `on_span`, and the per-item rows of
+/// The end of a report's time range: the trace's end, or the window's if that is earlier.
+pub fn range_end(trace_end_ns: u64, opts: &ReportOptions) -> u64 {
+    opts.window
+        .map_or(trace_end_ns, |(_, b)| b.min(trace_end_ns))
+}
+
+/// The charts' pass: thread state spans to `on_span`, and the per-item rows of
 /// `opts.detail_window`, for the locks of an existing report. Only the timeline and the
-/// contention tracker run (the report's summary is not rebuilt).
+/// contention tracker run (the report's summary is not rebuilt); `end_ns` is the report's
+/// [`range_end`].
+///
+/// With `stop_after_window`, the pass ends soon after the detail window instead of at the end
+/// of the trace, with the same rows and the same spans *inside the window* (the charts clip to
+/// it; spans still open are closed where the pass stopped, past the window). It stops at the
+/// first batch past the window whose open lock takes can no longer end inside it (takes are
+/// closed by later events, and the acquisition they record is their last wait's exit); then
+/// only recv enters and exits, dequeues and thread exits still go to the contention tracker:
+/// a datagram that arrived in the window may be dequeued much later from a socket backlog, and
+/// those events alone decide which datagrams are recorded.
 pub fn detail_pass<S, F>(
     mut open: F,
     locks: &LockSet,
     opts: ReportOptions,
+    end_ns: u64,
+    stop_after_window: bool,
     on_span: impl FnMut(&StateSpan),
 ) -> Result<DetailRows, TraceError>
 where
@@ -148,13 +196,27 @@ where
         detail: true,
         ..opts
     };
-    let mut rows = stream(open(KindMask::ALL)?, locks, &opts, |_| {}, on_span)?.contention;
+    let stop_after = opts
+        .detail_window
+        .map(|(_, end)| end)
+        .filter(|_| stop_after_window);
+    let pass = stream(
+        open(KindMask::ALL)?,
+        locks,
+        &opts,
+        end_ns,
+        stop_after,
+        |_| {},
+        on_span,
+    )?;
+    let mut rows = pass.contention;
     if let Some(tid) = opts.tid {
         rows.retain_thread(tid);
     }
     Ok(DetailRows {
         handoff_events: rows.handoff_events,
         io_ops: rows.io_ops,
+        stopped_at: pass.stopped_at,
     })
 }
 
@@ -199,6 +261,8 @@ where
         open(KindMask::ALL)?,
         &locks,
         &opts,
+        range_end(trailer.end_monotonic_ns, &opts),
+        None,
         |ev| {
             if let EventData::Lost { count, since_ns } = ev.data {
                 lost_spans.push(LostSpan {

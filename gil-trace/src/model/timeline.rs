@@ -1,5 +1,6 @@
-//! Per-thread state timeline: every nanosecond of a thread's life (first to last event) is in
-//! exactly one state, rebuilt from scheduler and syscall events.
+//! Per-thread state timeline: every nanosecond of a thread's life (its first event to its exit,
+//! or to the end of the trace while it lives on) is in exactly one state, rebuilt from
+//! scheduler and syscall events.
 use rustc_hash::FxHashMap;
 
 use serde::Serialize;
@@ -260,17 +261,30 @@ impl<'a> TimelineTracker<'a> {
         }
     }
 
-    /// Closes every thread's last span at its last event; returns per-thread totals.
-    pub fn finish(mut self, sink: &mut impl FnMut(StateSpan)) -> FxHashMap<u32, StateTotals> {
+    /// Closes every thread's last span: an exited thread's at its exit, a live one's at
+    /// `end_ns` (the end of the trace, the window, or where the charts' pass stopped).
+    /// Returns per-thread totals.
+    pub fn finish(
+        mut self,
+        end_ns: u64,
+        sink: &mut impl FnMut(StateSpan),
+    ) -> FxHashMap<u32, StateTotals> {
         let mut out = FxHashMap::default();
         for (tid, t) in self.threads.iter_mut() {
-            if t.last_ns > t.since {
-                t.totals.add(t.state, t.last_ns - t.since);
+            // A thread that did not exit stayed in its last state until the end: the kernel
+            // would have said had it changed (a blocked thread has no events while blocked).
+            let end = if t.exited {
+                t.last_ns
+            } else {
+                t.last_ns.max(end_ns)
+            };
+            if end > t.since {
+                t.totals.add(t.state, end - t.since);
                 sink(StateSpan {
                     tid,
                     state: t.state,
                     start_ns: t.since,
-                    end_ns: t.last_ns,
+                    end_ns: end,
                 });
             }
             out.insert(tid, t.totals);
@@ -408,9 +422,19 @@ mod tests {
             &ev(1_600, 5, EventData::Exit { group_dead: false }),
             &mut sink,
         );
-        let totals = t.finish(&mut sink);
+        // Thread 7 blocks on the lock and is never seen again: it waits to the end.
+        t.observe(&switch(1_700, 0, 7, 0), &mut sink);
+        t.observe(&ev(1_750, 7, EventData::FutexEnter(wait)), &mut sink);
+        t.observe(&switch(1_800, 7, 0, 1), &mut sink);
+        let totals = t.finish(3_000, &mut sink);
         let tot = totals[&5];
-        assert_eq!(tot.total(), 1_600 - 100, "covers first to last event");
+        assert_eq!(tot.total(), 1_600 - 100, "covers first event to exit");
+        assert_eq!(totals[&7].running, 100);
+        assert_eq!(
+            totals[&7].lock_wait,
+            3_000 - 1_800,
+            "a live thread to the end"
+        );
         assert_eq!(tot.lock_wait, 300);
         assert_eq!(tot.io_wait, 200);
         assert_eq!(tot.runnable, 200 + 100 + 100);

@@ -3,12 +3,20 @@
 //! chart's size does not grow with the trace.
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::{
-    analysis::{contention::COMPONENTS, histogram::Histogram, report::DetailRows, Report},
+    analysis::{
+        contention::COMPONENTS,
+        histogram::Histogram,
+        report::{detail_pass, range_end, DetailRows, ReportOptions},
+        Report,
+    },
     model::{
         locks::Lock,
         timeline::{StateSpan, StateTotals, ThreadState},
     },
+    trace::{BatchedEvents, KindMask, TraceError},
 };
 
 /// Timeline columns are limited so lanes × columns ≤ this (bounds the SVG size).
@@ -17,7 +25,7 @@ pub const MAX_LANES: usize = 24;
 pub const MAX_MARKS: usize = 1_500;
 
 /// Time spent in each state per (lane, column), for one time range.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateGrid {
     pub start_ns: u64,
     pub end_ns: u64,
@@ -80,14 +88,14 @@ impl StateGrid {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lane {
     pub tid: u32,
     pub label: String,
 }
 
 /// Everything the charts of one trace show.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChartData {
     pub title: String,
     pub lanes: Vec<Lane>,
@@ -109,6 +117,112 @@ pub struct ChartData {
     pub handoff_waits: Vec<(String, Vec<u64>)>,
     pub state_shares: Vec<(String, StateTotals)>,
     pub trace_start_ns: u64,
+    /// The overview came from the report's pass ([`OverviewRows`]): spans only fill `detail`.
+    overview_filled: bool,
+    /// Where the charts' pass stopped reading events into its trackers (after the window),
+    /// if it did not read to the end. Not drawn.
+    pub pass_stopped_ns: Option<u64>,
+}
+
+/// Columns of the overview strip (the whole trace).
+pub const OVERVIEW_COLUMNS: usize = 300;
+/// Most threads whose overview rows the report's pass keeps (12 KiB each). Past that the
+/// charts' pass fills the overview itself, reading the whole trace again.
+pub const MAX_OVERVIEW_THREADS: usize = 1024;
+
+/// Every thread's overview row, filled from the report's own pass (its spans), so that the
+/// charts' pass need not read past its window. Lanes are chosen only after the report, so
+/// rows are kept per thread, in first-seen order.
+#[derive(Clone, Debug)]
+pub struct OverviewRows {
+    grid: StateGrid,
+    row_of: FxHashMap<u32, usize>,
+    overflowed: bool,
+}
+
+impl OverviewRows {
+    /// For a trace from `start_ns` to `end_ns` (its summary's range, as the charts use).
+    pub fn new(start_ns: u64, end_ns: u64) -> Self {
+        OverviewRows {
+            grid: StateGrid::new(start_ns, end_ns.max(start_ns + 1), 0, OVERVIEW_COLUMNS),
+            row_of: FxHashMap::default(),
+            overflowed: false,
+        }
+    }
+
+    pub fn add(&mut self, span: &StateSpan) {
+        if self.overflowed {
+            return;
+        }
+        let row = match self.row_of.get(&span.tid) {
+            Some(&row) => row,
+            None if self.row_of.len() < MAX_OVERVIEW_THREADS => {
+                let row = self.grid.cells.len();
+                self.grid.cells.push(vec![[0; 5]; OVERVIEW_COLUMNS]);
+                self.row_of.insert(span.tid, row);
+                row
+            }
+            None => {
+                // Too many threads to keep: give the memory back, the charts' pass does it.
+                self.overflowed = true;
+                self.grid.cells = Vec::new();
+                self.row_of = FxHashMap::default();
+                return;
+            }
+        };
+        self.grid.add(row, span);
+    }
+
+    /// Were all threads' rows kept?
+    pub fn complete(&self) -> bool {
+        !self.overflowed
+    }
+}
+
+/// The chart data of one analysed trace: the report's figures, plus one more pass for the
+/// timeline of the chart's window and its per-item marks (so memory stays flat however long
+/// the trace). `open(kinds)` yields a fresh time-ordered event stream. With the report pass's
+/// complete `overview`, that pass stops soon after the window (see [`detail_pass`]);
+/// without, it reads the whole trace and fills the overview too. Either way the charts are
+/// the same.
+pub fn collect<S, F>(
+    report: &Report,
+    opts: &ReportOptions,
+    title: String,
+    overview: Option<&OverviewRows>,
+    open: F,
+) -> Result<ChartData, TraceError>
+where
+    S: BatchedEvents,
+    F: FnMut(KindMask) -> Result<S, TraceError>,
+{
+    let (start, end) = (report.summary.meta.start_ns, report.summary.meta.end_ns);
+    let window = opts
+        .window
+        .map(|(a, b)| (a, b.min(end)))
+        .unwrap_or_else(|| default_window(report, start, end));
+    let mut data = ChartData::new(report, title, window);
+    let early_stop = match overview {
+        Some(rows) => data.set_overview(rows),
+        None => false,
+    };
+    // Acquisitions a window-length either side, so holder bands reach the window's edges.
+    let len = window.1.saturating_sub(window.0);
+    let detail_opts = ReportOptions {
+        detail_window: Some((window.0.saturating_sub(len), window.1.saturating_add(len))),
+        ..*opts
+    };
+    let rows = detail_pass(
+        open,
+        &report.lock_set,
+        detail_opts,
+        range_end(end, opts),
+        early_stop,
+        |span| data.add_span(span),
+    )?;
+    data.add_detail(&rows, report.locks.first());
+    data.pass_stopped_ns = rows.stopped_at;
+    Ok(data)
 }
 
 /// Up to `max` points of a distribution's CDF (evenly spaced percentiles), ascending.
@@ -231,7 +345,7 @@ impl ChartData {
         ChartData {
             title,
             detail: StateGrid::new(ws, we, lanes.len(), columns),
-            overview: StateGrid::new(start, end, lanes.len(), 300),
+            overview: StateGrid::new(start, end, lanes.len(), OVERVIEW_COLUMNS),
             lanes,
             hidden_lanes,
             holders: Vec::new(),
@@ -242,7 +356,28 @@ impl ChartData {
             handoff_waits,
             state_shares,
             trace_start_ns: start,
+            overview_filled: false,
+            pass_stopped_ns: None,
         }
+    }
+
+    /// Takes the overview from the report pass's rows; false (and nothing taken) if they are
+    /// incomplete or for another time range.
+    pub fn set_overview(&mut self, rows: &OverviewRows) -> bool {
+        let (ours, theirs) = (&self.overview, &rows.grid);
+        if !rows.complete()
+            || (ours.start_ns, ours.end_ns, ours.columns)
+                != (theirs.start_ns, theirs.end_ns, theirs.columns)
+        {
+            return false;
+        }
+        for (lane, l) in self.lanes.iter().enumerate() {
+            if let Some(&row) = rows.row_of.get(&l.tid) {
+                self.overview.cells[lane].clone_from(&theirs.cells[row]);
+            }
+        }
+        self.overview_filled = true;
+        true
     }
 
     /// The window's marks: lock holders, handoffs and datagram arrivals, from a report made
@@ -300,6 +435,9 @@ impl ChartData {
                 }
             }
         }
+        // In time order (datagrams are recorded when their reply is done, not when they
+        // arrived), so the marks kept when there are too many are evenly spread.
+        arrivals.sort_unstable();
         self.arrivals = arrivals
             .iter()
             .step_by(step(arrivals.len()))
@@ -315,7 +453,9 @@ impl ChartData {
     pub fn add_span(&mut self, span: &StateSpan) {
         if let Some(lane) = self.lane_of(span.tid) {
             self.detail.add(lane, span);
-            self.overview.add(lane, span);
+            if !self.overview_filled {
+                self.overview.add(lane, span);
+            }
         }
     }
 }

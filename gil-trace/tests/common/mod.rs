@@ -102,6 +102,19 @@ fn raw(ts: u64, kind: EventKind, tid: u32, args: [u64; 4]) -> RawEvent {
 /// recv it waits `lock_wait_ns` for a lock held by 102 ("spinner") (0: no wait); plus
 /// `extra_threads` threads that just run, so lanes can be counted.
 pub fn synthetic_echo_trace(path: &Path, rounds: u64, lock_wait_ns: u64, extra_threads: u32) {
+    synthetic_echo_trace_with(path, rounds, lock_wait_ns, extra_threads, None);
+}
+
+/// [`synthetic_echo_trace`], and with `late_arrival`, thread 104 ("late") dequeues one more
+/// datagram at the very end of the trace that arrived at that time (left in a socket's
+/// backlog all along).
+pub fn synthetic_echo_trace_with(
+    path: &Path,
+    rounds: u64,
+    lock_wait_ns: u64,
+    extra_threads: u32,
+    late_arrival: Option<u64>,
+) {
     let meta = TraceMeta {
         format_version: FORMAT_VERSION,
         command: vec!["synthetic".into()],
@@ -212,6 +225,18 @@ pub fn synthetic_echo_trace(path: &Path, rounds: u64, lock_wait_ns: u64, extra_t
                 (i + k as u64) % 2,
             ));
         }
+    }
+    if let Some(arrival) = late_arrival {
+        let late = 104u32;
+        let t = ev.iter().map(|e| e.ts_ns).max().unwrap_or(0) + 1_000;
+        ev.push(raw(t, EventKind::RecvEnter, late, [45, 4, 65507, 0]));
+        ev.push(raw(
+            t + 1_000,
+            EventKind::NetRecv,
+            late,
+            [arrival, 8, 64, 0],
+        ));
+        ev.push(raw(t + 2_000, EventKind::RecvExit, late, [64, 45, 0, 0]));
     }
     ev.sort_by_key(|e| e.ts_ns);
     let end = ev.last().map(|e| e.ts_ns).unwrap_or(0);
