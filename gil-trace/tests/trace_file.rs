@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use gil_trace::trace::{
     format::{FORMAT_VERSION, MAGIC},
-    BatchedEvents, Event, KindMask, TraceError, TraceMeta, TraceReader, TraceTrailer, TraceWriter,
+    AnalysisBatches, BatchedEvents, Decoding, Event, EventData, KindMask, TraceError, TraceMeta,
+    TraceReader, TraceTrailer, TraceWriter,
 };
 use gil_trace_common::{EventKind, RawEvent};
 
@@ -128,6 +129,15 @@ fn decoding_ahead_gives_the_same_events_and_errors_as_decoding_in_line() {
     let ahead_some = drain(open().batches_ahead_of(kinds).unwrap());
     assert_eq!(ahead_some, drain(open().batches_of(kinds)));
     assert!(ahead_some.0.len() > 1_000 && ahead_some.0.len() < 100_000);
+    // Other kinds are stepped over, not decoded: the wanted ones come out as from a full read.
+    let switches = |events: &[Event]| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| matches!(e.data, EventData::Switch { .. }))
+            .copied()
+            .collect()
+    };
+    assert_eq!(ahead_some.0, switches(&in_line.0));
 
     // A damaged block halfway: the same events before it, then the same error.
     let mut bytes = std::fs::read(&path).unwrap();
@@ -151,6 +161,44 @@ fn decoding_ahead_gives_the_same_events_and_errors_as_decoding_in_line() {
     assert!(early.next_batch(&mut batch).unwrap());
     assert!(!batch.is_empty());
     drop(early);
+}
+
+#[test]
+fn narrowing_the_kinds_mid_stream_keeps_every_event_of_those_kinds() {
+    // The charts' pass narrows its stream to a few kinds once past its window: from then on
+    // every event of those kinds must still come, with the same times, decoded in line or
+    // ahead; events of other kinds may stop.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    write_trace(&path, &synthetic_events(100_000));
+    let open = || TraceReader::open(&path).unwrap();
+    let all = drain(open().batches_of(KindMask::ALL)).0;
+    let kinds = KindMask::of(&[EventKind::SchedWaking]);
+    let narrowed = |mut batches: AnalysisBatches| {
+        let (mut out, mut batch) = (Vec::new(), Vec::new());
+        assert!(batches.next_batch(&mut batch).unwrap());
+        out.extend_from_slice(&batch);
+        batches.narrow_kinds(kinds);
+        while batches.next_batch(&mut batch).unwrap() {
+            out.extend_from_slice(&batch);
+        }
+        out
+    };
+    for decoding in [Decoding::InLine, Decoding::Ahead] {
+        let got = narrowed(open().analysis_batches(KindMask::ALL, decoding).unwrap());
+        assert!(
+            got.len() < all.len() / 2,
+            "{decoding:?}: others were left out"
+        );
+        let wakings = |events: &[Event]| -> Vec<Event> {
+            events
+                .iter()
+                .filter(|e| matches!(e.data, EventData::Waking { .. }))
+                .copied()
+                .collect()
+        };
+        assert_eq!(wakings(&got), wakings(&all), "{decoding:?}");
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //!   next I/O, the thread took the lock when recv returned.
 use std::collections::BTreeMap;
 
+use gil_trace_common::EventKind;
 use rustc_hash::FxHashMap;
 
 use serde::Serialize;
@@ -23,7 +24,7 @@ use crate::{
         thread_map::ThreadMap,
         timeline::{StateSpan, ThreadState},
     },
-    trace::{Event, EventData, IoClass},
+    trace::{Event, EventData, IoClass, KindMask},
 };
 
 /// CPU time a thread may run after a lock wait and still be in the same take (re-locking
@@ -358,6 +359,15 @@ impl<'a> ContentionTracker<'a> {
     /// datagrams are recorded (a recv's enter and exit, the dequeue, the thread's exit; see
     /// `ops_state`: nothing else moves a thread into or out of a recv). Their other figures
     /// are not used then.
+    /// The kinds [`Self::observe_tail`] takes (recv enters and exits are IoEnter/IoExit of
+    /// class Recv).
+    pub const TAIL_KINDS: KindMask = KindMask::of(&[
+        EventKind::NetRecv,
+        EventKind::RecvEnter,
+        EventKind::RecvExit,
+        EventKind::ProcessExit,
+    ]);
+
     pub fn observe_tail(&mut self, ev: &Event) {
         if matches!(
             ev.data,

@@ -142,6 +142,7 @@ fn stream<S: BatchedEvents>(
         if let (Some(limit), Some(last)) = (stop_after, last_ns) {
             if last > limit && contention.settled_through(limit) {
                 stopped_at = Some(last);
+                events.narrow_kinds(ContentionTracker::TAIL_KINDS);
             }
         }
     }
@@ -179,7 +180,8 @@ pub fn range_end(trace_end_ns: u64, opts: &ReportOptions) -> u64 {
 /// closed by later events, and the acquisition they record is their last wait's exit); then
 /// only recv enters and exits, dequeues and thread exits still go to the contention tracker:
 /// a datagram that arrived in the window may be dequeued much later from a socket backlog, and
-/// those events alone decide which datagrams are recorded.
+/// those events alone decide which datagrams are recorded. The stream is narrowed to those
+/// kinds, so the rest of the file is stepped over rather than decoded.
 pub fn detail_pass<S, F>(
     mut open: F,
     locks: &LockSet,

@@ -12,12 +12,16 @@
 
 use std::{
     mem, panic,
-    sync::mpsc::{self, Receiver, Sender, SyncSender},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, Receiver, Sender, SyncSender},
+        Arc,
+    },
     thread::{self, JoinHandle},
 };
 
 use super::{
-    reader::{BatchedEvents, EventBatches},
+    reader::{BatchedEvents, EventBatches, KindMask},
     Event, TraceError,
 };
 
@@ -66,6 +70,13 @@ impl BatchedEvents for AnalysisBatches {
             AnalysisBatches::Ahead(batches) => batches.late_events(),
         }
     }
+
+    fn narrow_kinds(&mut self, kinds: KindMask) {
+        match self {
+            AnalysisBatches::InLine(batches) => batches.narrow_kinds(kinds),
+            AnalysisBatches::Ahead(batches) => batches.narrow_kinds(kinds),
+        }
+    }
 }
 
 /// Full batches the worker may have decoded ahead of the analysis.
@@ -83,6 +94,9 @@ pub struct DecodedAhead {
     full: Option<Receiver<Decoded>>,
     empty: Sender<Vec<Event>>,
     worker: Option<JoinHandle<()>>,
+    /// The kinds the analysis still wants ([`BatchedEvents::narrow_kinds`]), read by the
+    /// worker before each batch.
+    kinds: Arc<AtomicU64>,
     late: u64,
     done: bool,
 }
@@ -92,13 +106,16 @@ impl DecodedAhead {
     pub fn spawn(mut batches: EventBatches) -> std::io::Result<DecodedAhead> {
         let (full_tx, full_rx) = mpsc::sync_channel(BATCHES_AHEAD);
         let (empty_tx, empty_rx) = mpsc::channel::<Vec<Event>>();
+        let kinds = Arc::new(AtomicU64::new(KindMask::ALL.bits()));
+        let wanted = Arc::clone(&kinds);
         let worker = thread::Builder::new()
             .name("gil-trace-decode".into())
-            .spawn(move || decode_into(&mut batches, &full_tx, &empty_rx))?;
+            .spawn(move || decode_into(&mut batches, &wanted, &full_tx, &empty_rx))?;
         Ok(DecodedAhead {
             full: Some(full_rx),
             empty: empty_tx,
             worker: Some(worker),
+            kinds,
             late: 0,
             done: false,
         })
@@ -116,10 +133,17 @@ impl DecodedAhead {
 /// The worker's loop: it ends after the last message, or when the analysis has gone.
 fn decode_into(
     batches: &mut EventBatches,
+    kinds: &AtomicU64,
     full: &SyncSender<Decoded>,
     empty: &Receiver<Vec<Event>>,
 ) {
+    let mut narrowed = KindMask::ALL.bits();
     loop {
+        let wanted = kinds.load(Ordering::Relaxed);
+        if wanted != narrowed {
+            narrowed = wanted;
+            batches.narrow_kinds(KindMask::from_bits(wanted));
+        }
         // A returned batch if one is waiting: batches in flight stay ≤ BATCHES_AHEAD + 2.
         let mut batch = empty.try_recv().unwrap_or_default();
         let message = match batches.next_batch(&mut batch) {
@@ -167,6 +191,12 @@ impl BatchedEvents for DecodedAhead {
 
     fn late_events(&self) -> u64 {
         self.late
+    }
+
+    /// Takes effect from the worker's next batch (up to BATCHES_AHEAD + 1 decoded before it
+    /// still hold every kind).
+    fn narrow_kinds(&mut self, kinds: KindMask) {
+        self.kinds.store(kinds.bits(), Ordering::Relaxed);
     }
 }
 

@@ -197,13 +197,11 @@ const LOW_BYTES: [u64; 16] = {
     masks
 };
 
-/// Decodes the version-2 record at `pos`: the event with timestamp 0, and its timestamp
-/// delta. `None` if it is malformed or runs past `end`. Fastest when `buf` has 8 readable
-/// bytes past `end` (the reader pads its blocks).
+/// A version-2 record's head at `pos`: its kind, control word, where its fields start and
+/// their total length, once checked that every field's length is valid and the record ends by `end`.
 #[inline(always)]
-pub fn get_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEvent, i64)> {
-    let head = buf.get(*pos..*pos + 5)?;
-    let kind = head[0];
+fn record_v2_head(buf: &[u8], pos: usize, end: usize) -> Option<(u8, u32, usize, usize)> {
+    let head = buf.get(pos..pos + 5)?;
     let control = u32::from_le_bytes(head[1..5].try_into().unwrap());
     let len = |i: usize| ((control >> (4 * i)) & 0xf) as usize;
     let mut total = 0;
@@ -212,10 +210,33 @@ pub fn get_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEven
         too_long |= len(i) > max;
         total += len(i);
     }
-    let start = *pos + 5;
+    let start = pos + 5;
     if too_long || start + total > end {
         return None;
     }
+    Some((head[0], control, start, total))
+}
+
+/// Steps over one version-2 record at `pos` (checked like [`get_record_v2`]), returning only
+/// its timestamp delta: the times are delta-coded, so a pass that wants few kinds must still
+/// read every record's delta, but nothing else.
+#[inline(always)]
+pub fn skip_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<i64> {
+    let (_, control, start, total) = record_v2_head(buf, *pos, end)?;
+    let delta_len = (control & 0xf) as usize;
+    let mut bytes = [0u8; 8];
+    bytes[..delta_len].copy_from_slice(buf.get(start..start + delta_len)?);
+    *pos = start + total;
+    Some(unzigzag(u64::from_le_bytes(bytes)))
+}
+
+/// Decodes the version-2 record at `pos`: the event with timestamp 0, and its timestamp
+/// delta. `None` if it is malformed or runs past `end`. Fastest when `buf` has 8 readable
+/// bytes past `end` (the reader pads its blocks).
+#[inline(always)]
+pub fn get_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEvent, i64)> {
+    let (kind, control, start, _) = record_v2_head(buf, *pos, end)?;
+    let len = |i: usize| ((control >> (4 * i)) & 0xf) as usize;
     let mut fields = [0u64; V2_FIELDS];
     let mut at = start;
     for (i, field) in fields.iter_mut().enumerate() {
@@ -480,6 +501,10 @@ mod tests {
                     "{raw:?} padding {padding}"
                 );
                 assert_eq!(pos, bytes.len());
+                // Stepping over it reads the same delta and lands at the same place.
+                let mut pos = 0;
+                assert_eq!(skip_record_v2(&buf, &mut pos, bytes.len()), Some(delta));
+                assert_eq!(pos, bytes.len());
             }
         }
         // Small values take few bytes: kind, control, 1-byte delta, 2-byte tids, 1-byte cpu.
@@ -505,7 +530,15 @@ mod tests {
             args: [9, 0, 0, 0],
         };
         let good = v2_bytes(&raw, 5);
-        let decode = |bytes: &[u8], end: usize| get_record_v2(bytes, &mut 0, end);
+        // Decoded or stepped over, a record is refused alike.
+        let decode = |bytes: &[u8], end: usize| {
+            let decoded = get_record_v2(bytes, &mut 0, end);
+            assert_eq!(
+                skip_record_v2(bytes, &mut 0, end),
+                decoded.map(|(_, delta)| delta)
+            );
+            decoded
+        };
         assert!(decode(&good, good.len()).is_some());
         // Cut anywhere: refused, not read past the end.
         for end in 0..good.len() {
