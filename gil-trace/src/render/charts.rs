@@ -465,6 +465,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn overview_rows_give_up_and_free_their_memory_past_the_thread_limit() {
+        let span = |tid: u32| StateSpan {
+            tid,
+            state: ThreadState::Running,
+            start_ns: 100,
+            end_ns: 200,
+        };
+        let mut rows = OverviewRows::new(0, 1_000);
+        for tid in 0..MAX_OVERVIEW_THREADS as u32 {
+            rows.add(&span(tid));
+        }
+        assert!(rows.complete());
+        assert_eq!(rows.grid.cells.len(), MAX_OVERVIEW_THREADS);
+        // Column 30 of 300 covers 100..103 ns: all running.
+        assert_eq!(rows.grid.cells[7][30][0], 3);
+        rows.add(&span(7));
+        assert!(rows.complete(), "a known thread is no new row");
+        rows.add(&span(u32::MAX));
+        assert!(!rows.complete());
+        assert!(rows.grid.cells.is_empty() && rows.row_of.is_empty());
+    }
+
+    #[test]
     fn grid_merges_sub_column_spans_into_dominant_runs() {
         let mut g = StateGrid::new(0, 1_000, 1, 10);
         // 100 ns per column; alternating tiny spans, mostly running in columns 0-4.
