@@ -89,8 +89,9 @@ fn config(field: &u32) -> usize {
     unsafe { core::ptr::read_volatile(field) as usize }
 }
 
-/// Set only to measure the kernel's dispatch cost: the verifier sees the frozen constant and
-/// drops the branch that is never taken, so the check costs nothing otherwise.
+/// Set only to measure the kernel's dispatch cost. A constant of the frozen read-only data, so
+/// the verifier knows it at load time and can drop the branch not taken (A/B on the echo lab
+/// with and without the check: no measurable difference).
 #[inline(always)]
 fn dispatch_only() -> bool {
     config(&PROBE_CONFIG.dispatch_only) != 0

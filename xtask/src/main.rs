@@ -53,7 +53,7 @@ enum Command {
     /// trace size, analysis speed); root; writes BENCHMARKS.md.
     Bench {
         /// Alternating rounds per overhead configuration (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 7)]
         rounds: usize,
         /// Only the analysis-speed figures, printed (BENCHMARKS.md is left as it is).
         #[arg(long)]
