@@ -104,6 +104,11 @@ fn a_kind_filtered_read_keeps_exactly_those_events_with_their_timestamps() {
 }
 
 /// Every event of a batched stream, and how it ended: the late count, or the error's text.
+/// The events whose data passes `keep`.
+fn only(events: &[Event], keep: impl Fn(&EventData) -> bool) -> Vec<Event> {
+    events.iter().filter(|e| keep(&e.data)).copied().collect()
+}
+
 fn drain(mut batches: impl BatchedEvents) -> (Vec<Event>, Result<u64, String>) {
     let (mut all, mut batch) = (Vec::new(), Vec::new());
     loop {
@@ -130,14 +135,10 @@ fn decoding_ahead_gives_the_same_events_and_errors_as_decoding_in_line() {
     assert_eq!(ahead_some, drain(open().batches_of(kinds)));
     assert!(ahead_some.0.len() > 1_000 && ahead_some.0.len() < 100_000);
     // Other kinds are stepped over, not decoded: the wanted ones come out as from a full read.
-    let switches = |events: &[Event]| -> Vec<Event> {
-        events
-            .iter()
-            .filter(|e| matches!(e.data, EventData::Switch { .. }))
-            .copied()
-            .collect()
-    };
-    assert_eq!(ahead_some.0, switches(&in_line.0));
+    assert_eq!(
+        ahead_some.0,
+        only(&in_line.0, |e| matches!(e, EventData::Switch { .. }))
+    );
 
     // A damaged block halfway: the same events before it, then the same error.
     let mut bytes = std::fs::read(&path).unwrap();
@@ -190,13 +191,7 @@ fn narrowing_the_kinds_mid_stream_keeps_every_event_of_those_kinds() {
             got.len() < all.len() / 2,
             "{decoding:?}: others were left out"
         );
-        let wakings = |events: &[Event]| -> Vec<Event> {
-            events
-                .iter()
-                .filter(|e| matches!(e.data, EventData::Waking { .. }))
-                .copied()
-                .collect()
-        };
+        let wakings = |events: &[Event]| only(events, |e| matches!(e, EventData::Waking { .. }));
         assert_eq!(wakings(&got), wakings(&all), "{decoding:?}");
     }
 }
