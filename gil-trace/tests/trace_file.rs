@@ -704,3 +704,27 @@ fn the_trailer_futex_index_identifies_the_same_locks_as_a_pass_over_the_events()
     assert!(!from_index.as_array().unwrap().is_empty());
     assert_eq!(from_index, from_pass);
 }
+
+#[test]
+fn a_window_report_stops_reading_after_the_window() {
+    // Streams come in time order, so a --window report stops at its end: a long trace costs
+    // only up to the window, and the result is what a full read filtered to the window gives.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    write_trace(&path, &synthetic_events(100_000)); // ~100 ms of events
+    let window = ["--window", "0..10ms"];
+    let whole = report_json(&path, &window);
+    assert!(whole["threads"].as_array().unwrap().len() > 1, "{whole}");
+
+    // Damage a block near the end: the full report fails on it, the window never reaches it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let late = bytes.len() * 6 / 10; // events take the first ~80 % (the trailer the rest)
+    bytes[late] ^= 0x5a;
+    let bad = damaged(dir.path(), "late-damage.trace", &bytes);
+    let out = gil_trace().arg("report").arg(&bad).output().unwrap();
+    assert_one_line_error(&out, "checksum");
+    for threads in ["1", "2"] {
+        let v = report_json(&bad, &["--window", "0..10ms", "--threads", threads]);
+        assert_eq!(v, whole, "--threads {threads}");
+    }
+}

@@ -43,6 +43,12 @@ impl ReportOptions {
     pub fn in_window(&self, ts: u64) -> bool {
         self.window.is_none_or(|(a, b)| ts >= a && ts <= b)
     }
+
+    /// Is `ts` after the end of `--window`? Streams come in time order, so from the first such
+    /// event on nothing more is in the window and a pass can stop reading.
+    pub fn past_window(&self, ts: u64) -> bool {
+        self.window.is_some_and(|(_, b)| ts > b)
+    }
 }
 
 /// A time span in which the kernel dropped events.
@@ -74,7 +80,8 @@ pub struct Report {
     pub io_ops: Option<Vec<IoOp>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff_events: Option<Vec<HandoffEvent>>,
-    /// Events delivered later than the reader's sort window allowed.
+    /// Events delivered later than the reader's sort window allowed (in the part of the file
+    /// read: a `--window` report stops at the window's end).
     pub late_events: u64,
     /// The identified locks with their word index (for later passes, e.g. charts).
     #[serde(skip)]
@@ -121,10 +128,14 @@ fn stream<S: BatchedEvents>(
     // Where the trackers stopped (the charts' pass), if they did.
     let mut stopped_at = None;
     while events.next_batch(&mut batch)? {
+        let past = batch.last().is_some_and(|ev| opts.past_window(ev.ts_ns));
         let in_window = batch.iter().filter(|ev| opts.in_window(ev.ts_ns));
         if stopped_at.is_some() {
             for ev in in_window {
                 contention.observe_tail(ev);
+            }
+            if past {
+                break;
             }
             continue;
         }
@@ -137,6 +148,9 @@ fn stream<S: BatchedEvents>(
             });
             contention.observe(ev);
             last_ns = Some(ev.ts_ns);
+        }
+        if past {
+            break;
         }
         // Checked once a batch: the check walks every thread.
         if let (Some(limit), Some(last)) = (stop_after, last_ns) {
@@ -250,6 +264,9 @@ where
             while events.next_batch(&mut batch)? {
                 for ev in batch.iter().filter(|ev| opts.in_window(ev.ts_ns)) {
                     finder.observe(ev);
+                }
+                if batch.last().is_some_and(|ev| opts.past_window(ev.ts_ns)) {
+                    break;
                 }
             }
             finder
