@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gil_trace::{
     analysis::{analyze, ReportOptions},
-    capture::{self, RecordOptions, Target},
+    capture::{self, probes::ProbeOptions, RecordOptions, Target},
     render,
     render::{
         charts::{self, ChartData, OverviewRows},
@@ -258,10 +258,12 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         output: args.output,
         target,
         duration,
-        buffer_size: args.buffer_size,
+        probes: ProbeOptions {
+            buffer_size: args.buffer_size,
+            measure_cost: args.cost,
+            dispatch_only,
+        },
         live_status: !args.quiet,
-        measure_cost: args.cost,
-        dispatch_only,
     })?;
     eprintln!(
         "gil-trace: wrote {} ({} events, {} lost; stopped: {})",

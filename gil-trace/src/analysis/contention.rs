@@ -355,12 +355,8 @@ impl<'a> ContentionTracker<'a> {
         })
     }
 
-    /// After the charts' pass stopped its trackers: only the events that decide which
-    /// datagrams are recorded (a recv's enter and exit, the dequeue, the thread's exit; see
-    /// `ops_state`: nothing else moves a thread into or out of a recv). Their other figures
-    /// are not used then.
-    /// The kinds [`Self::observe_tail`] takes (recv enters and exits are IoEnter/IoExit of
-    /// class Recv).
+    /// The kinds [`Self::observe_tail`] takes: one list, for its filter and for narrowing the
+    /// stream.
     pub const TAIL_KINDS: KindMask = KindMask::of(&[
         EventKind::NetRecv,
         EventKind::RecvEnter,
@@ -368,20 +364,15 @@ impl<'a> ContentionTracker<'a> {
         EventKind::ProcessExit,
     ]);
 
+    /// After the charts' pass stopped its trackers: only the events that decide which
+    /// datagrams are recorded (a recv's enter and exit, the dequeue, the thread's exit; see
+    /// `ops_state`: nothing else moves a thread into or out of a recv). Their other figures
+    /// are not used then.
     pub fn observe_tail(&mut self, ev: &Event) {
-        if matches!(
-            ev.data,
-            EventData::NetRecv { .. }
-                | EventData::IoEnter {
-                    class: IoClass::Recv,
-                    ..
-                }
-                | EventData::IoExit {
-                    class: IoClass::Recv,
-                    ..
-                }
-                | EventData::Exit { .. }
-        ) {
+        if ev
+            .kind()
+            .is_some_and(|kind| Self::TAIL_KINDS.contains(kind as u64))
+        {
             self.observe(ev);
         }
     }

@@ -324,17 +324,28 @@ impl Drop for Probes {
     }
 }
 
+/// How [`Probes::load`] sets the programs up.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    /// Ring-buffer size in bytes (a power of two, at least one page).
+    pub buffer_size: u32,
+    /// Have the kernel time every run of the programs (BPF_ENABLE_STATS: about two clock
+    /// reads per run, so it is opt-in; recorded in the trailer's `capture_cost`).
+    pub measure_cost: bool,
+    /// Attach every program but have each return at once (records nothing): what the
+    /// tracepoints alone cost the traced program, for `cargo xtask bench`.
+    pub dispatch_only: bool,
+}
+
 impl Probes {
     /// Loads the programs with this kernel's offsets, sizes the ring buffer, fills the syscall
     /// classifier and attaches every available tracepoint.
-    /// With `measure_cost`, the kernel also times every run of the programs (BPF_ENABLE_STATS:
-    /// about two clock reads per run, so it is opt-in). With `dispatch_only`, every program
-    /// returns at once: the cost of the tracepoints alone, for benchmarks.
-    pub fn load(
-        buffer_size: u32,
-        measure_cost: bool,
-        dispatch_only: bool,
-    ) -> Result<Probes, CaptureError> {
+    pub fn load(options: ProbeOptions) -> Result<Probes, CaptureError> {
+        let ProbeOptions {
+            buffer_size,
+            measure_cost,
+            dispatch_only,
+        } = options;
         let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
         let root = tracefs::root()?;
         let (mut config, missing) = probe_config(&root)?;

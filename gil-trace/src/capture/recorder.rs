@@ -24,7 +24,7 @@ use tokio::{
 use super::{
     child::{spawn_paused, Identity},
     privileges,
-    probes::Probes,
+    probes::{ProbeOptions, Probes},
     CaptureError,
 };
 use crate::trace::{
@@ -46,15 +46,9 @@ pub struct RecordOptions {
     pub output: PathBuf,
     pub target: Target,
     pub duration: Option<Duration>,
-    /// Ring-buffer size in bytes (a power of two, at least one page).
-    pub buffer_size: u32,
     /// Print a one-line live status on stderr (only when it is a terminal).
     pub live_status: bool,
-    /// Have the kernel time the eBPF programs (recorded in the trailer's `capture_cost`).
-    pub measure_cost: bool,
-    /// Attach every program but have each return at once (records nothing): what the
-    /// tracepoints alone cost the traced program, for `cargo xtask bench`.
-    pub dispatch_only: bool,
+    pub probes: ProbeOptions,
 }
 
 /// How a recording ended.
@@ -197,7 +191,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         }
     }
 
-    let mut probes = Probes::load(opts.buffer_size, opts.measure_cost, opts.dispatch_only)?;
+    let mut probes = Probes::load(opts.probes)?;
     let (kernel_release, hostname) = read_host();
     let meta = TraceMeta {
         format_version: FORMAT_VERSION,
@@ -227,7 +221,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         attached: matches!(opts.target, Target::Pid(_)),
         start_monotonic_ns: monotonic_ns(),
         start_unix_ns: unix_ns(),
-        buffer_size_bytes: opts.buffer_size as u64,
+        buffer_size_bytes: opts.probes.buffer_size as u64,
         tracepoints: probes.attached.clone(),
         missing_tracepoints: probes.missing.clone(),
         // The writer orders the events (and says so in what it writes).
