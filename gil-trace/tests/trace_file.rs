@@ -2,13 +2,16 @@
 //! file and offset — never a panic. No root needed.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use common::*;
 use gil_trace::trace::{
     format::{FORMAT_VERSION, MAGIC},
-    AnalysisBatches, BatchedEvents, Decoding, Event, EventData, KindMask, TraceError, TraceMeta,
-    TraceReader, TraceTrailer, TraceWriter,
+    AnalysisBatches, BatchObserver, BatchedEvents, Decoding, Event, EventData, KindMask,
+    SharedObserver, TraceError, TraceMeta, TraceReader, TraceTrailer, TraceWriter,
 };
 use gil_trace_common::{EventKind, RawEvent};
 
@@ -162,6 +165,59 @@ fn decoding_ahead_gives_the_same_events_and_errors_as_decoding_in_line() {
     assert!(early.next_batch(&mut batch).unwrap());
     assert!(!batch.is_empty());
     drop(early);
+}
+
+/// Records every batch it is shown, and on which thread.
+#[derive(Default)]
+struct Recording {
+    events: Vec<Event>,
+    threads: std::collections::BTreeSet<String>,
+}
+
+impl BatchObserver for Recording {
+    fn observe_batch(&mut self, batch: &[Event]) {
+        self.events.extend_from_slice(batch);
+        let thread = std::thread::current();
+        self.threads
+            .insert(thread.name().unwrap_or("?").to_string());
+    }
+}
+
+#[test]
+fn an_offloaded_observer_sees_every_batch_once_on_the_decoding_thread() {
+    // The report's summary runs on the decoding thread this way: it must see exactly the
+    // stream's events, in order, and the stream must still hand every batch over.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    write_trace(&path, &synthetic_events(100_000));
+    let open = || TraceReader::open(&path).unwrap();
+    let expected = drain(open().batches_of(KindMask::ALL));
+
+    let recording = Arc::new(Mutex::new(Recording::default()));
+    let shared: SharedObserver = recording.clone();
+    let mut ahead = open().batches_ahead_of(KindMask::ALL).unwrap();
+    assert!(ahead.offload(&shared));
+    drop(shared);
+    let got = drain(ahead);
+    assert_eq!(got, expected);
+    let recording = Arc::into_inner(recording).expect("the worker is gone with its stream");
+    let recording = recording.into_inner().unwrap();
+    assert_eq!(recording.events, expected.0);
+    assert_eq!(
+        recording.threads.into_iter().collect::<Vec<_>>(),
+        ["gil-trace-decode"]
+    );
+
+    // Not offered in line, nor once batches have been taken: the caller runs it.
+    let shared: SharedObserver = Arc::new(Mutex::new(Recording::default()));
+    let mut in_line = open()
+        .analysis_batches(KindMask::ALL, Decoding::InLine)
+        .unwrap();
+    assert!(!in_line.offload(&shared));
+    let mut started = open().batches_ahead_of(KindMask::ALL).unwrap();
+    let mut batch = Vec::new();
+    assert!(started.next_batch(&mut batch).unwrap());
+    assert!(!started.offload(&shared));
 }
 
 #[test]

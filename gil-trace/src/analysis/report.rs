@@ -1,6 +1,9 @@
 //! The full report: one streaming pass over the trace, with the locks identified first from
 //! the trailer's futex table (or, for older traces and time windows, from a first pass).
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use rustc_hash::FxHashMap;
 
@@ -19,8 +22,8 @@ use crate::{
         timeline::{StateSpan, StateTotals, TimelineTracker},
     },
     trace::{
-        futex_index::FutexIndex, BatchedEvents, Event, EventData, KindMask, TraceError, TraceMeta,
-        TraceTrailer,
+        futex_index::FutexIndex, BatchObserver, BatchedEvents, Event, EventData, KindMask,
+        SharedObserver, TraceError, TraceMeta, TraceTrailer,
     },
 };
 
@@ -97,8 +100,31 @@ struct Pass {
     contention: ContentionResult,
 }
 
+/// The report's summary and lost spans: built from the events alone, so it runs on the
+/// decoding thread when there is one ([`BatchedEvents::offload`]), in line otherwise.
+struct SummaryPass {
+    opts: ReportOptions,
+    summary: SummaryBuilder,
+    lost_spans: Vec<LostSpan>,
+}
+
+impl BatchObserver for SummaryPass {
+    fn observe_batch(&mut self, batch: &[Event]) {
+        for ev in batch.iter().filter(|ev| self.opts.in_window(ev.ts_ns)) {
+            if let EventData::Lost { count, since_ns } = ev.data {
+                self.lost_spans.push(LostSpan {
+                    start_ns: since_ns,
+                    end_ns: ev.ts_ns,
+                    events: count,
+                });
+            }
+            self.summary.observe(ev);
+        }
+    }
+}
+
 /// The streaming pass shared by the report and the charts' detail pass: every event in the
-/// window goes to `each` (the report's summary), the timeline and the contention tracker;
+/// window goes to `summary` (the report's only), the timeline and the contention tracker;
 /// closed state spans go to the contention tracker (holder attribution) and `on_span`. Live
 /// threads' last spans close at `end_ns`.
 ///
@@ -112,9 +138,13 @@ fn stream<S: BatchedEvents>(
     opts: &ReportOptions,
     end_ns: u64,
     stop_after: Option<u64>,
-    mut each: impl FnMut(&Event),
+    summary: Option<&Arc<Mutex<SummaryPass>>>,
     mut on_span: impl FnMut(&StateSpan),
 ) -> Result<Pass, TraceError> {
+    // In line, the summary is held for the whole pass (no lock per batch).
+    let mut summary_in_line = summary
+        .filter(|&summary| !events.offload(&(Arc::clone(summary) as SharedObserver)))
+        .map(|summary| summary.lock().unwrap_or_else(PoisonError::into_inner));
     let mut timeline = TimelineTracker::new(locks);
     let mut contention = ContentionTracker::new(
         locks,
@@ -139,9 +169,11 @@ fn stream<S: BatchedEvents>(
             }
             continue;
         }
+        if let Some(summary) = summary_in_line.as_mut() {
+            summary.observe_batch(&batch);
+        }
         let mut last_ns = None;
         for ev in in_window {
-            each(ev);
             timeline.observe(ev, &mut |span| {
                 contention.observe_span(&span);
                 on_span(&span);
@@ -222,7 +254,7 @@ where
         &opts,
         end_ns,
         stop_after,
-        |_| {},
+        None,
         on_span,
     )?;
     let mut rows = pass.contention;
@@ -274,27 +306,30 @@ where
     };
     let locks = finder.finish(opts.lock);
 
-    let mut summary = SummaryBuilder::default();
-    let mut lost_spans = Vec::new();
+    let summary_pass = Arc::new(Mutex::new(SummaryPass {
+        opts,
+        summary: SummaryBuilder::default(),
+        lost_spans: Vec::new(),
+    }));
     let pass = stream(
         open(KindMask::ALL)?,
         &locks,
         &opts,
         range_end(trailer.end_monotonic_ns, &opts),
         None,
-        |ev| {
-            if let EventData::Lost { count, since_ns } = ev.data {
-                lost_spans.push(LostSpan {
-                    start_ns: since_ns,
-                    end_ns: ev.ts_ns,
-                    events: count,
-                });
-            }
-            summary.observe(ev);
-        },
+        Some(&summary_pass),
         on_span,
     )?;
     let (late, totals, mut result) = (pass.late, pass.totals, pass.contention);
+    // The stream is gone, and with it any decoding thread that held the summary.
+    let SummaryPass {
+        summary,
+        lost_spans,
+        ..
+    } = Arc::into_inner(summary_pass)
+        .expect("the summary is shared with the decoding thread only while the stream lives")
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     let mut summary = summary.finish(meta, trailer);
 
     // Confidence: whatever overlaps a lost span is marked.

@@ -9,13 +9,18 @@
 //! It trades CPU for time: measured on the 10 M-event bench trace, a report takes ~35 % less
 //! wall-clock time and ~25 % more CPU in all (the decoded events cross between cores), so it
 //! is the default only where a second CPU exists ([`Decoding::for_machine`]).
+//!
+//! The analysis is still the slower of the two threads, so work that needs nothing but the
+//! events (the report's summary) can go to the worker too: a [`BatchObserver`] offered with
+//! [`BatchedEvents::offload`] before the first batch sees every batch there, just decoded,
+//! before it is handed over.
 
 use std::{
     mem, panic,
     sync::{
         atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, Sender, SyncSender},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     thread::{self, JoinHandle},
 };
@@ -77,7 +82,25 @@ impl BatchedEvents for AnalysisBatches {
             AnalysisBatches::Ahead(batches) => batches.narrow_kinds(kinds),
         }
     }
+
+    fn offload(&mut self, observer: &SharedObserver) -> bool {
+        match self {
+            AnalysisBatches::InLine(batches) => batches.offload(observer),
+            AnalysisBatches::Ahead(batches) => batches.offload(observer),
+        }
+    }
 }
+
+/// Work on each batch that needs nothing but the events themselves (the report's summary),
+/// so it may run on the thread that decodes them (see [`BatchedEvents::offload`]).
+pub trait BatchObserver: Send {
+    fn observe_batch(&mut self, batch: &[Event]);
+}
+
+/// A [`BatchObserver`] the decoding thread and the analysis can both reach: the worker locks
+/// it once per batch; the analysis takes its result after the stream is dropped (which joins
+/// the worker).
+pub type SharedObserver = Arc<Mutex<dyn BatchObserver>>;
 
 /// Full batches the worker may have decoded ahead of the analysis.
 const BATCHES_AHEAD: usize = 4;
@@ -91,6 +114,9 @@ enum Decoded {
 
 /// [`BatchedEvents`] decoded by a worker thread (see the module's documentation).
 pub struct DecodedAhead {
+    /// Lets the worker start, with the observer it runs if one was offered: sent before the
+    /// first batch is asked for.
+    start: Option<SyncSender<Option<SharedObserver>>>,
     full: Option<Receiver<Decoded>>,
     empty: Sender<Vec<Event>>,
     worker: Option<JoinHandle<()>>,
@@ -104,14 +130,21 @@ pub struct DecodedAhead {
 impl DecodedAhead {
     /// Starts the worker on `batches`; the error is that of `thread::Builder::spawn`.
     pub fn spawn(mut batches: EventBatches) -> std::io::Result<DecodedAhead> {
+        let (start_tx, start_rx) = mpsc::sync_channel(1);
         let (full_tx, full_rx) = mpsc::sync_channel(BATCHES_AHEAD);
         let (empty_tx, empty_rx) = mpsc::channel::<Vec<Event>>();
         let kinds = Arc::new(AtomicU64::new(KindMask::ALL.bits()));
         let wanted = Arc::clone(&kinds);
         let worker = thread::Builder::new()
             .name("gil-trace-decode".into())
-            .spawn(move || decode_into(&mut batches, &wanted, &full_tx, &empty_rx))?;
+            .spawn(move || {
+                // Gone before the first batch: nothing to do.
+                if let Ok(observer) = start_rx.recv() {
+                    decode_into(&mut batches, observer, &wanted, &full_tx, &empty_rx)
+                }
+            })?;
         Ok(DecodedAhead {
+            start: Some(start_tx),
             full: Some(full_rx),
             empty: empty_tx,
             worker: Some(worker),
@@ -133,6 +166,7 @@ impl DecodedAhead {
 /// The worker's loop: it ends after the last message, or when the analysis has gone.
 fn decode_into(
     batches: &mut EventBatches,
+    observer: Option<SharedObserver>,
     kinds: &AtomicU64,
     full: &SyncSender<Decoded>,
     empty: &Receiver<Vec<Event>>,
@@ -147,7 +181,15 @@ fn decode_into(
         // A returned batch if one is waiting: batches in flight stay ≤ BATCHES_AHEAD + 2.
         let mut batch = empty.try_recv().unwrap_or_default();
         let message = match batches.next_batch(&mut batch) {
-            Ok(true) => Decoded::Batch(batch),
+            Ok(true) => {
+                if let Some(observer) = &observer {
+                    // A panic there poisons nothing that matters: it ends this thread, and
+                    // the analysis re-raises it.
+                    let mut observer = observer.lock().unwrap_or_else(PoisonError::into_inner);
+                    observer.observe_batch(&batch);
+                }
+                Decoded::Batch(batch)
+            }
             Ok(false) => Decoded::End {
                 late: batches.late_events(),
             },
@@ -164,6 +206,10 @@ impl BatchedEvents for DecodedAhead {
     fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError> {
         if self.done {
             return Ok(false);
+        }
+        if let Some(start) = self.start.take() {
+            // The worker waits for this; it is gone only if it panicked (found below).
+            let _ = start.send(None);
         }
         let used = mem::take(batch);
         if used.capacity() > 0 {
@@ -198,12 +244,20 @@ impl BatchedEvents for DecodedAhead {
     fn narrow_kinds(&mut self, kinds: KindMask) {
         self.kinds.store(kinds.bits(), Ordering::Relaxed);
     }
+
+    fn offload(&mut self, observer: &SharedObserver) -> bool {
+        match self.start.take() {
+            Some(start) => start.send(Some(Arc::clone(observer))).is_ok(),
+            None => false,
+        }
+    }
 }
 
 impl Drop for DecodedAhead {
     /// Stops the worker (its next send fails once the channel is gone) and waits for it, so
     /// no thread outlives the stream it was decoding.
     fn drop(&mut self) {
+        self.start = None;
         self.full = None;
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();

@@ -10,7 +10,7 @@ pub mod reader;
 pub mod sort;
 pub mod writer;
 
-pub use ahead::{AnalysisBatches, DecodedAhead, Decoding};
+pub use ahead::{AnalysisBatches, BatchObserver, DecodedAhead, Decoding, SharedObserver};
 pub use error::TraceError;
 pub use event::{Event, EventData, FutexCall, IoClass};
 pub use format::{CaptureCost, LostCounts, ThreadInfo, TraceMeta, TraceTrailer};

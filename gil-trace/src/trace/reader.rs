@@ -10,7 +10,7 @@ use std::{
 use gil_trace_common::RawEvent;
 
 use super::{
-    ahead::{AnalysisBatches, DecodedAhead, Decoding},
+    ahead::{AnalysisBatches, DecodedAhead, Decoding, SharedObserver},
     format::*,
     sort::SortedEvents,
     Event, TraceError,
@@ -495,6 +495,12 @@ pub trait BatchedEvents {
     /// From now on only events of `kinds` are needed: a stream may stop decoding the others
     /// (events of other kinds may still come, e.g. from batches already decoded).
     fn narrow_kinds(&mut self, _kinds: KindMask) {}
+    /// Offers to run `observer` on every batch, on the thread that decodes them, before
+    /// handing each over; `false` when the stream decodes on the caller's thread (the caller
+    /// then runs it). Only before the first batch.
+    fn offload(&mut self, _observer: &SharedObserver) -> bool {
+        false
+    }
 }
 
 /// A trace file's events as [`BatchedEvents`] (see [`TraceReader::batches_of`]).
