@@ -276,13 +276,30 @@ impl TraceReader {
         kinds: KindMask,
         max: usize,
     ) -> Result<bool, TraceError> {
+        self.next_events_with(out, kinds, max, |_| {})
+    }
+
+    /// [`Self::next_events`], each event passed through `fix` as it is decoded (in the same
+    /// loop: a second one over the batch cost ~2 % of a report).
+    #[inline(always)]
+    fn next_events_with(
+        &mut self,
+        out: &mut Vec<Event>,
+        kinds: KindMask,
+        max: usize,
+        mut fix: impl FnMut(&mut Event),
+    ) -> Result<bool, TraceError> {
         out.clear();
         out.reserve(max.min(BATCH_EVENTS));
         while out.is_empty() {
             if self.block.left == 0 && !self.load_block()? {
                 return Ok(false);
             }
-            self.decode(max, kinds, |raw| out.push(Event::from(raw)))?;
+            self.decode(max, kinds, |raw| {
+                let mut event = Event::from(raw);
+                fix(&mut event);
+                out.push(event)
+            })?;
         }
         Ok(true)
     }
@@ -604,17 +621,13 @@ impl BatchedEvents for EventBatches {
                 last_out,
                 late,
             } => {
-                if !reader.next_events(batch, *kinds, BATCH_EVENTS)? {
-                    return Ok(false);
-                }
-                for ev in batch.iter_mut() {
+                reader.next_events_with(batch, *kinds, BATCH_EVENTS, |ev| {
                     if ev.ts_ns < *last_out {
                         *late += 1;
                         ev.ts_ns = *last_out;
                     }
                     *last_out = ev.ts_ns;
-                }
-                Ok(true)
+                })
             }
             EventBatches::Sorted(sorted) => sorted.next_batch(batch),
         }
