@@ -182,8 +182,25 @@ pub fn put_record_v2(out: &mut [u8; MAX_RECORD_LEN_V2 + 8], raw: &RawEvent, delt
     len
 }
 
-/// Longest allowed length per field: the tid, tgid and cpu are u32s.
-const V2_MAX_LEN: [usize; V2_FIELDS] = [8, 4, 4, 4, 8, 8, 8, 8];
+/// Per field (one byte each, field 0 lowest), what added to its length sets the byte's top
+/// bit exactly when the length is over its maximum (8 bytes; 4 for the tid, tgid and cpu,
+/// which are u32s).
+const V2_TOO_LONG: u64 = u64::from_le_bytes([
+    0x80 - 9,
+    0x80 - 5,
+    0x80 - 5,
+    0x80 - 5,
+    0x80 - 9,
+    0x80 - 9,
+    0x80 - 9,
+    0x80 - 9,
+]);
+const TOP_BITS: u64 = 0x8080_8080_8080_8080;
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// Bytes a record's fields are decoded from: every field is one 8-byte load at its offset,
+/// and offsets are taken modulo 64 (they are at most 44 once the lengths are checked), so
+/// every load is inside this window without a check of its own.
+const V2_WINDOW: usize = 64 + 8;
 
 /// The low `n` bytes of a word, by `n` (16 entries so any nibble indexes it; 9..=15 are
 /// refused before use).
@@ -197,24 +214,43 @@ const LOW_BYTES: [u64; 16] = {
     masks
 };
 
-/// A version-2 record's head at `pos`: its kind, control word, where its fields start and
-/// their total length, once checked that every field's length is valid and the record ends by `end`.
+/// A version-2 record's head, checked: every field's length is allowed and the record ends
+/// by the end of its block.
+struct RecordV2Head {
+    kind: u8,
+    /// Field `i`'s byte length in byte `i`.
+    lens: u64,
+    /// Where the fields start, and their total length.
+    start: usize,
+    total: usize,
+}
+
+/// The control word's eight 4-bit lengths, one per byte (no per-field loop: the checks, the
+/// total and every field's offset then take a few word operations for all eight).
 #[inline(always)]
-fn record_v2_head(buf: &[u8], pos: usize, end: usize) -> Option<(u8, u32, usize, usize)> {
+fn nibbles_to_bytes(control: u32) -> u64 {
+    let x = control as u64;
+    let x = (x & 0xffff) | ((x & 0xffff_0000) << 16);
+    let x = (x & 0x0000_00ff_0000_00ff) | ((x & 0x0000_ff00_0000_ff00) << 8);
+    (x & 0x000f_000f_000f_000f) | ((x & 0x00f0_00f0_00f0_00f0) << 4)
+}
+
+#[inline(always)]
+fn record_v2_head(buf: &[u8], pos: usize, end: usize) -> Option<RecordV2Head> {
     let head = buf.get(pos..pos + 5)?;
-    let control = u32::from_le_bytes(head[1..5].try_into().unwrap());
-    let len = |i: usize| ((control >> (4 * i)) & 0xf) as usize;
-    let mut total = 0;
-    let mut too_long = false;
-    for (i, max) in V2_MAX_LEN.into_iter().enumerate() {
-        too_long |= len(i) > max;
-        total += len(i);
-    }
+    let lens = nibbles_to_bytes(u32::from_le_bytes(head[1..5].try_into().unwrap()));
+    // Sums of lengths below 256 cannot carry from one byte into the next.
+    let total = (lens.wrapping_mul(ONES) >> 56) as usize;
     let start = pos + 5;
-    if too_long || start + total > end {
+    if (lens + V2_TOO_LONG) & TOP_BITS != 0 || start + total > end {
         return None;
     }
-    Some((head[0], control, start, total))
+    Some(RecordV2Head {
+        kind: head[0],
+        lens,
+        start,
+        total,
+    })
 }
 
 /// Steps over one version-2 record at `pos` (checked like [`get_record_v2`]), returning only
@@ -222,42 +258,43 @@ fn record_v2_head(buf: &[u8], pos: usize, end: usize) -> Option<(u8, u32, usize,
 /// read every record's delta, but nothing else.
 #[inline(always)]
 pub fn skip_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<i64> {
-    let (_, control, start, total) = record_v2_head(buf, *pos, end)?;
-    let delta_len = (control & 0xf) as usize;
+    let head = record_v2_head(buf, *pos, end)?;
+    let delta_len = (head.lens & 0xf) as usize;
     let mut bytes = [0u8; 8];
-    bytes[..delta_len].copy_from_slice(buf.get(start..start + delta_len)?);
-    *pos = start + total;
+    bytes[..delta_len].copy_from_slice(buf.get(head.start..head.start + delta_len)?);
+    *pos = head.start + head.total;
     Some(unzigzag(u64::from_le_bytes(bytes)))
 }
 
 /// Decodes the version-2 record at `pos`: the event with timestamp 0, and its timestamp
-/// delta. `None` if it is malformed or runs past `end`. Fastest when `buf` has 8 readable
-/// bytes past `end` (the reader pads its blocks).
+/// delta. `None` if it is malformed or runs past `end`. Fastest when `buf` has
+/// [`V2_WINDOW`] readable bytes from the record's fields on (the reader pads its blocks).
 #[inline(always)]
 pub fn get_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEvent, i64)> {
-    let (kind, control, start, _) = record_v2_head(buf, *pos, end)?;
-    let len = |i: usize| ((control >> (4 * i)) & 0xf) as usize;
-    let mut fields = [0u64; V2_FIELDS];
-    let mut at = start;
-    for (i, field) in fields.iter_mut().enumerate() {
-        // One 8-byte load per field, whatever its length; the lengths were summed above, so
-        // the positions do not wait for the loads.
-        let word = match buf.get(at..at + 8) {
-            Some(bytes) => u64::from_le_bytes(bytes.try_into().unwrap()),
-            None => {
-                let mut bytes = [0u8; 8];
-                bytes[..len(i)].copy_from_slice(buf.get(at..at + len(i))?);
-                u64::from_le_bytes(bytes)
-            }
-        };
-        *field = word & LOW_BYTES[len(i)];
-        at += len(i);
-    }
-    *pos = at;
+    let head = record_v2_head(buf, *pos, end)?;
+    // Byte i: the offset of field i from the fields' start (the lengths before it).
+    let offsets = (head.lens << 8).wrapping_mul(ONES);
+    let fields = |window: &[u8; V2_WINDOW]| -> [u64; V2_FIELDS] {
+        std::array::from_fn(|i| {
+            let at = (offsets >> (8 * i)) as usize % 64;
+            let word = u64::from_le_bytes(window[at..at + 8].try_into().unwrap());
+            word & LOW_BYTES[(head.lens >> (8 * i)) as usize & 0xf]
+        })
+    };
+    let fields = match buf.get(head.start..head.start + V2_WINDOW) {
+        Some(window) => fields(window.try_into().unwrap()),
+        None => {
+            // Near the end of an unpadded buffer: the record's bytes, then zeros.
+            let mut window = [0u8; V2_WINDOW];
+            window[..head.total].copy_from_slice(buf.get(head.start..head.start + head.total)?);
+            fields(&window)
+        }
+    };
+    *pos = head.start + head.total;
     Some((
         RawEvent {
             ts_ns: 0,
-            kind: kind as u32,
+            kind: head.kind as u32,
             tid: fields[1] as u32,
             tgid: fields[2] as u32,
             cpu: fields[3] as u32,
@@ -491,9 +528,11 @@ mod tests {
                 args,
             };
             let bytes = v2_bytes(&raw, delta);
-            for padding in [0, 8] {
+            // Unpadded and short padding take the copying path, a full window the direct
+            // one; bytes after the record (the next record's) must not leak into its fields.
+            for (padding, fill) in [(0, 0), (8, 0), (V2_WINDOW, 0), (V2_WINDOW, 0xff)] {
                 let mut buf = bytes.clone();
-                buf.resize(bytes.len() + padding, 0);
+                buf.resize(bytes.len() + padding, fill);
                 let mut pos = 0;
                 assert_eq!(
                     get_record_v2(&buf, &mut pos, bytes.len()),
@@ -546,7 +585,17 @@ mod tests {
             assert_eq!(decode(&good[..end], end), None, "cut at {end}");
         }
         // A field longer than 8 bytes, or a tid/tgid/cpu longer than 4.
-        for (nibble, value) in [(0, 9u32), (1, 5), (2, 5), (3, 5), (7, 15)] {
+        for (nibble, value) in [
+            (0, 9u32),
+            (1, 5),
+            (2, 5),
+            (3, 5),
+            (4, 9),
+            (5, 9),
+            (6, 9),
+            (7, 9),
+            (7, 15),
+        ] {
             let mut bad = good.clone();
             let control = u32::from_le_bytes(bad[1..5].try_into().unwrap());
             let control = control & !(0xf << (4 * nibble)) | (value << (4 * nibble));

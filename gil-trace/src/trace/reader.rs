@@ -496,10 +496,12 @@ struct BlockCursor {
     ts: u64,
 }
 
-/// Zero bytes kept after a block's records: a record that starts inside the records can
-/// reach at most 10 varints + 1 mask byte past their end (each varint ends at the first zero
-/// byte), and each varint load reads 8 bytes, so the decoder needs no length check per byte.
-const BLOCK_PADDING: usize = 32;
+/// Zero bytes kept after a block's records, so the decoders need no length check per field.
+/// Version 1: a record that starts inside the records can reach at most 10 varints + 1 mask
+/// byte past their end (each varint ends at the first zero byte), each varint load reading 8
+/// bytes. Version 2: a record's fields are read from a fixed window of `V2_WINDOW` (72)
+/// bytes after its 5-byte head.
+const BLOCK_PADDING: usize = 80;
 
 /// An event stream read a batch at a time. What the analysis reads — in timestamp order, as
 /// [`TraceReader::batches_of`] gives it — so it loops over slices with no per-event `Result`
@@ -620,15 +622,13 @@ impl BatchedEvents for EventBatches {
                 kinds,
                 last_out,
                 late,
-            } => {
-                reader.next_events_with(batch, *kinds, BATCH_EVENTS, |ev| {
-                    if ev.ts_ns < *last_out {
-                        *late += 1;
-                        ev.ts_ns = *last_out;
-                    }
-                    *last_out = ev.ts_ns;
-                })
-            }
+            } => reader.next_events_with(batch, *kinds, BATCH_EVENTS, |ev| {
+                if ev.ts_ns < *last_out {
+                    *late += 1;
+                    ev.ts_ns = *last_out;
+                }
+                *last_out = ev.ts_ns;
+            }),
             EventBatches::Sorted(sorted) => sorted.next_batch(batch),
         }
     }
