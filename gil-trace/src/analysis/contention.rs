@@ -377,6 +377,7 @@ impl<'a> ContentionTracker<'a> {
         }
     }
 
+    #[inline(always)]
     pub fn observe(&mut self, ev: &Event) {
         let ts = ev.ts_ns;
         let subject_runs = !matches!(

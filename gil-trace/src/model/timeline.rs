@@ -182,6 +182,7 @@ impl<'a> TimelineTracker<'a> {
         self.set(tid, ts, ThreadState::Running, sink);
     }
 
+    #[inline(always)]
     pub fn observe(&mut self, ev: &Event, sink: &mut impl FnMut(StateSpan)) {
         let ts = ev.ts_ns;
         match ev.data {
