@@ -51,7 +51,7 @@ pub struct SummaryBuilder {
 impl SummaryBuilder {
     /// The counts are kept by the thread tracker, in the same dispatch on the event's kind
     /// (a second `match` per event cost ~5 % of a report).
-    #[inline]
+    #[inline(always)]
     pub fn observe(&mut self, ev: &Event) {
         self.threads.observe(ev);
     }

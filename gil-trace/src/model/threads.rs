@@ -87,6 +87,7 @@ impl ThreadTracker {
         self.unknown_kinds
     }
 
+    #[inline(always)]
     pub fn observe(&mut self, ev: &Event) {
         let ts = ev.ts_ns;
         self.last_ns = self.last_ns.max(ts);
