@@ -76,6 +76,15 @@ fn write_trace(path: &Path, events: &[RawEvent]) {
     .unwrap();
 }
 
+/// A trace of `synthetic_events(100_000)` in a fresh directory (several blocks, many batches):
+/// the directory (kept alive by the caller) and the file's path.
+fn synthetic_trace() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    write_trace(&path, &synthetic_events(100_000));
+    (dir, path)
+}
+
 fn read_all(path: &Path) -> Result<Vec<Event>, TraceError> {
     TraceReader::open(path)?.events().collect()
 }
@@ -125,9 +134,7 @@ fn drain(mut batches: impl BatchedEvents) -> (Vec<Event>, Result<u64, String>) {
 
 #[test]
 fn decoding_ahead_gives_the_same_events_and_errors_as_decoding_in_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.trace");
-    write_trace(&path, &synthetic_events(100_000)); // many batches: the channel fills up
+    let (dir, path) = synthetic_trace(); // many batches: the channel fills up
     let open = || TraceReader::open(&path).unwrap();
     let in_line = drain(open().batches_of(KindMask::ALL));
     let ahead = drain(open().batches_ahead_of(KindMask::ALL).unwrap());
@@ -187,9 +194,7 @@ impl BatchObserver for Recording {
 fn an_offloaded_observer_sees_every_batch_once_on_the_decoding_thread() {
     // The report's summary runs on the decoding thread this way: it must see exactly the
     // stream's events, in order, and the stream must still hand every batch over.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.trace");
-    write_trace(&path, &synthetic_events(100_000));
+    let (_dir, path) = synthetic_trace();
     let open = || TraceReader::open(&path).unwrap();
     let expected = drain(open().batches_of(KindMask::ALL));
 
@@ -225,9 +230,7 @@ fn narrowing_the_kinds_mid_stream_keeps_every_event_of_those_kinds() {
     // The charts' pass narrows its stream to a few kinds once past its window: from then on
     // every event of those kinds must still come, with the same times, decoded in line or
     // ahead; events of other kinds may stop.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.trace");
-    write_trace(&path, &synthetic_events(100_000));
+    let (_dir, path) = synthetic_trace();
     let open = || TraceReader::open(&path).unwrap();
     let all = drain(open().batches_of(KindMask::ALL)).0;
     let kinds = KindMask::of(&[EventKind::SchedWaking]);
@@ -765,9 +768,7 @@ fn the_trailer_futex_index_identifies_the_same_locks_as_a_pass_over_the_events()
 fn a_window_report_stops_reading_after_the_window() {
     // Streams come in time order, so a --window report stops at its end: a long trace costs
     // only up to the window, and the result is what a full read filtered to the window gives.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.trace");
-    write_trace(&path, &synthetic_events(100_000)); // ~100 ms of events
+    let (dir, path) = synthetic_trace(); // ~100 ms of events
     let window = ["--window", "0..10ms"];
     let whole = report_json(&path, &window);
     assert!(whole["threads"].as_array().unwrap().len() > 1, "{whole}");
