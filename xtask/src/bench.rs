@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use gil_trace::trace::{TraceReader, TraceTrailer, TraceWriter};
-use gil_trace_common::RawEvent;
+use gil_trace_common::{EventKind, RawEvent};
 
 use crate::{build::release_bin, workspace_root};
 
@@ -58,6 +58,20 @@ fn measure(cmd: &mut Command) -> Result<Cost> {
     })
 }
 
+/// `e` moved `by` nanoseconds later, with the times it carries in its arguments: a
+/// datagram's arrival (kept as is, each copy's dequeues would find their datagrams arriving
+/// up to the whole trace earlier) and a loss's start.
+fn shifted(e: &RawEvent, by: u64) -> RawEvent {
+    let mut e = *e;
+    e.ts_ns += by;
+    match EventKind::try_from(e.kind) {
+        Ok(EventKind::NetRecv) if e.args[0] != 0 => e.args[0] += by,
+        Ok(EventKind::Lost) => e.args[1] += by,
+        _ => {}
+    }
+    e
+}
+
 /// Writes `target` events by repeating `base`'s events shifted by its span each round.
 pub fn replicate(base: &Path, out: &Path, target: u64) -> Result<u64> {
     let reader = TraceReader::open(base)?;
@@ -79,9 +93,7 @@ pub fn replicate(base: &Path, out: &Path, target: u64) -> Result<u64> {
     let mut round = 0u64;
     while n < target {
         for e in &events {
-            let mut e = *e;
-            e.ts_ns += round * span;
-            w.push(&e)?;
+            w.push(&shifted(e, round * span))?;
             n += 1;
         }
         round += 1;
@@ -743,4 +755,31 @@ fn markdown(
         )?;
     }
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicated_events_carry_their_argument_times_along() {
+        let event = |kind: EventKind, args: [u64; 4]| RawEvent {
+            ts_ns: 1_000,
+            kind: kind as u32,
+            tid: 7,
+            tgid: 7,
+            cpu: 0,
+            args,
+        };
+        let recv = shifted(&event(EventKind::NetRecv, [900, 0xffff, 64, 0]), 10_000);
+        assert_eq!((recv.ts_ns, recv.args), (11_000, [10_900, 0xffff, 64, 0]));
+        // No arrival seen: stays "none".
+        let unknown = shifted(&event(EventKind::NetRecv, [0, 0xffff, 64, 0]), 10_000);
+        assert_eq!(unknown.args[0], 0);
+        let lost = shifted(&event(EventKind::Lost, [3, 800, 0, 0]), 10_000);
+        assert_eq!(lost.args, [3, 10_800, 0, 0]);
+        // Other kinds' arguments are not times.
+        let wake = shifted(&event(EventKind::SchedWaking, [42, 1, 0, 0]), 10_000);
+        assert_eq!((wake.ts_ns, wake.args), (11_000, [42, 1, 0, 0]));
+    }
 }
