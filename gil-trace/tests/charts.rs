@@ -368,3 +368,64 @@ fn charts_are_the_same_when_their_pass_stops_after_the_window() {
         early.arrivals
     );
 }
+
+#[test]
+fn the_charts_pass_reads_on_only_while_a_datagram_of_the_window_can_still_come() {
+    // After the window the charts' pass follows the datagrams, and ends once none that
+    // arrived in the window can still be dequeued (no dequeue in the report lagged its arrival
+    // by more) and every dequeued one is recorded. Pinned with damage to the last event
+    // block: a pass that ends early never reads it; one that must go on fails on it.
+    use gil_trace::{
+        analysis::{analyze, contention::DEFAULT_CONVOY_THRESHOLD_NS, ReportOptions},
+        render::{
+            charts::{collect, OverviewRows},
+            svg::charts_svg_stacked,
+        },
+        trace::{Decoding, TraceReader},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for late_arrival in [None, Some(20_000_000)] {
+        let good = dir.path().join("good.trace");
+        // ~42 s of rounds, several event blocks; the window is in the first 100 ms.
+        synthetic_echo_trace_with(&good, 6000, 5_000_000, 2, late_arrival);
+        let mut bytes = std::fs::read(&good).unwrap();
+        let footer = bytes.len() - 16;
+        let trailer_at = u64::from_le_bytes(bytes[footer..footer + 8].try_into().unwrap());
+        bytes[trailer_at as usize - 50] ^= 0x5a;
+        let bad = dir.path().join("bad.trace");
+        std::fs::write(&bad, &bytes).unwrap();
+
+        let reader = TraceReader::open(&good).unwrap();
+        let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
+        let opts = ReportOptions {
+            convoy_threshold_ns: DEFAULT_CONVOY_THRESHOLD_NS,
+            ..Default::default()
+        };
+        let from = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |kinds| TraceReader::open(&path)?.analysis_batches(kinds, Decoding::InLine)
+        };
+        let mut overview = OverviewRows::new(meta.start_monotonic_ns, trailer.end_monotonic_ns);
+        let report = analyze(&meta, &trailer, from(&good), opts, |s| overview.add(s)).unwrap();
+        let charts = |path: &std::path::Path, overview: Option<&OverviewRows>| {
+            collect(&report, &opts, "t".into(), overview, from(path))
+        };
+        let full_on_bad = charts(&bad, None).map(|_| ());
+        assert!(
+            full_on_bad
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("checksum")),
+            "the damage is in an event block: {full_on_bad:?}"
+        );
+        let early_on_good = charts(&good, Some(&overview)).unwrap();
+        let early_on_bad = charts(&bad, Some(&overview));
+        match late_arrival {
+            None => {
+                let svg = |c| charts_svg_stacked(std::slice::from_ref(&c)).unwrap();
+                assert_eq!(svg(early_on_bad.unwrap()), svg(early_on_good));
+            }
+            // A datagram of the window is dequeued at the very end: the pass must get there.
+            Some(_) => assert!(early_on_bad.is_err(), "read on to the late dequeue"),
+        }
+    }
+}

@@ -305,6 +305,9 @@ pub struct ContentionTracker<'a> {
     pub io_ops: Vec<IoOp>,
     pub handoff_events: Vec<HandoffEvent>,
     pub convoys: Vec<ConvoyEpisode>,
+    /// The longest a datagram waited in its socket, arrival to dequeue (see
+    /// [`ContentionResult::max_dequeue_lag_ns`]).
+    max_dequeue_lag_ns: u64,
 }
 
 impl<'a> ContentionTracker<'a> {
@@ -319,6 +322,7 @@ impl<'a> ContentionTracker<'a> {
             io_ops: Vec::new(),
             handoff_events: Vec::new(),
             convoys: Vec::new(),
+            max_dequeue_lag_ns: 0,
         }
     }
 
@@ -352,6 +356,19 @@ impl<'a> ContentionTracker<'a> {
             t.take
                 .as_ref()
                 .is_none_or(|k| k.waits == 0 || k.last_wait_exit > ts)
+        })
+    }
+
+    /// Has every datagram already dequeued whose recorded time (its arrival, else its recv's
+    /// return) is at or before `ts` been recorded? Called past `ts`, so a recv still to return
+    /// returns after it. (Datagrams not yet dequeued are bounded by the caller, with
+    /// [`ContentionResult::max_dequeue_lag_ns`].)
+    pub fn ops_settled_through(&self, ts: u64) -> bool {
+        self.threads.iter().all(|(_, t)| {
+            t.ops.iter().all(|op| match op.arrival_ns {
+                Some(arrival) => arrival > ts,
+                None => op.recv_exit_ns == 0 || op.recv_exit_ns > ts,
+            })
         })
     }
 
@@ -568,6 +585,10 @@ impl<'a> ContentionTracker<'a> {
                     let t = self.threads.get_mut(ev.tid).unwrap();
                     t.ops_state = OpsState::InRecv;
                     t.in_recv.get_or_insert(ts);
+                }
+                if let Some(arrival) = arrival_ns {
+                    self.max_dequeue_lag_ns =
+                        self.max_dequeue_lag_ns.max(ts.saturating_sub(arrival));
                 }
                 let t = self.threads.get_mut(ev.tid).unwrap();
                 let recv_enter = t.in_recv.unwrap_or(ts);
@@ -912,6 +933,7 @@ impl<'a> ContentionTracker<'a> {
             convoys,
             io_ops: self.io_ops,
             handoff_events: self.handoff_events,
+            max_dequeue_lag_ns: self.max_dequeue_lag_ns,
         }
     }
 }
@@ -922,6 +944,10 @@ pub struct ContentionResult {
     pub convoys: Vec<ConvoyEpisode>,
     pub io_ops: Vec<IoOp>,
     pub handoff_events: Vec<HandoffEvent>,
+    /// The longest any datagram of the pass waited in its socket, from arrival to dequeue:
+    /// a later pass over the same events knows that a datagram that arrived by `t` is
+    /// dequeued by `t` + this, if ever.
+    pub max_dequeue_lag_ns: u64,
 }
 
 impl ContentionResult {

@@ -89,6 +89,10 @@ pub struct Report {
     /// The identified locks with their word index (for later passes, e.g. charts).
     #[serde(skip)]
     pub lock_set: LockSet,
+    /// The longest a datagram waited in its socket (for the charts' pass: how far past its
+    /// window a datagram that arrived in it can still be dequeued).
+    #[serde(skip)]
+    pub max_dequeue_lag_ns: u64,
 }
 
 /// What one streaming pass of the timeline and contention trackers leaves.
@@ -132,21 +136,31 @@ impl BatchObserver for SummaryPass {
     }
 }
 
+/// Where the charts' pass may stop (see [`detail_pass`]).
+#[derive(Clone, Copy, Debug)]
+struct StopAfter {
+    /// The trackers stop past this once no open lock take can still end before it.
+    window_end: u64,
+    /// Past this, no datagram that arrived by `window_end` can still be dequeued.
+    dequeued_by: u64,
+}
+
 /// The streaming pass shared by the report and the charts' detail pass: every event in the
 /// window goes to `summary` (the report's only), the timeline and the contention tracker;
 /// closed state spans go to the contention tracker (holder attribution) and `on_span`. Live
 /// threads' last spans close at `end_ns`.
 ///
-/// With `stop_after` (the charts' pass only), the trackers stop once past that time and the
-/// contention tracker has settled it (see [`detail_pass`]); from there on only the events
+/// With `stop_after` (the charts' pass only), the trackers stop once past its window end and
+/// the contention tracker has settled it (see [`detail_pass`]); from there on only the events
 /// that decide which datagrams are recorded still go to it, so the later dequeues of
-/// datagrams that arrived before `stop_after` are found without the cost of the rest.
+/// datagrams that arrived in the window are found without the cost of the rest, and the pass
+/// ends once none can be left.
 fn stream<S: BatchedEvents>(
     mut events: S,
     locks: &LockSet,
     opts: &ReportOptions,
     end_ns: u64,
-    stop_after: Option<u64>,
+    stop_after: Option<StopAfter>,
     summary: Option<&Arc<Mutex<SummaryPass>>>,
     mut on_span: impl FnMut(&StateSpan),
 ) -> Result<Pass, TraceError> {
@@ -175,6 +189,13 @@ fn stream<S: BatchedEvents>(
             }
             if past {
                 break;
+            }
+            // Nothing later can add a datagram of the window: checked once a batch.
+            if let (Some(stop), Some(last)) = (stop_after, batch.last()) {
+                if last.ts_ns > stop.dequeued_by && contention.ops_settled_through(stop.window_end)
+                {
+                    break;
+                }
             }
             continue;
         }
@@ -215,8 +236,8 @@ fn stream<S: BatchedEvents>(
             break;
         }
         // Checked once a batch: the check walks every thread.
-        if let (Some(limit), Some(last)) = (stop_after, last_ns) {
-            if last > limit && contention.settled_through(limit) {
+        if let (Some(stop), Some(last)) = (stop_after, last_ns) {
+            if last > stop.window_end && contention.settled_through(stop.window_end) {
                 stopped_at = Some(last);
                 events.narrow_kinds(ContentionTracker::TAIL_KINDS);
             }
@@ -249,21 +270,24 @@ pub fn range_end(trace_end_ns: u64, opts: &ReportOptions) -> u64 {
 /// contention tracker run (the report's summary is not rebuilt); `end_ns` is the report's
 /// [`range_end`].
 ///
-/// With `stop_after_window`, the pass ends soon after the detail window instead of at the end
-/// of the trace, with the same rows and the same spans *inside the window* (the charts clip to
-/// it; spans still open are closed where the pass stopped, past the window). It stops at the
-/// first batch past the window whose open lock takes can no longer end inside it (takes are
-/// closed by later events, and the acquisition they record is their last wait's exit); then
-/// only recv enters and exits, dequeues and thread exits still go to the contention tracker:
-/// a datagram that arrived in the window may be dequeued much later from a socket backlog, and
-/// those events alone decide which datagrams are recorded. The stream is narrowed to those
-/// kinds, so the rest of the file is stepped over rather than decoded.
+/// With `max_dequeue_lag` (the report's [`Report::max_dequeue_lag_ns`] over the same events),
+/// the pass ends soon after the detail window instead of at the end of the trace, with the
+/// same rows and the same spans *inside the window* (the charts clip to it; spans still open
+/// are closed where the pass stopped, past the window). It stops its trackers at the first
+/// batch past the window whose open lock takes can no longer end inside it (takes are closed
+/// by later events, and the acquisition they record is their last wait's exit); then only recv
+/// enters and exits, dequeues and thread exits still go to the contention tracker: a datagram
+/// that arrived in the window may be dequeued much later from a socket backlog, and those
+/// events alone decide which datagrams are recorded. The stream is narrowed to those kinds, so
+/// the file is stepped over rather than decoded, and only until no datagram that arrived in
+/// the window can still be dequeued (past the window's end + `max_dequeue_lag`: none waited
+/// longer) and every one dequeued has been recorded.
 pub fn detail_pass<S, F>(
     mut open: F,
     locks: &LockSet,
     opts: ReportOptions,
     end_ns: u64,
-    stop_after_window: bool,
+    max_dequeue_lag: Option<u64>,
     on_span: impl FnMut(&StateSpan),
 ) -> Result<DetailRows, TraceError>
 where
@@ -276,8 +300,11 @@ where
     };
     let stop_after = opts
         .detail_window
-        .map(|(_, end)| end)
-        .filter(|_| stop_after_window);
+        .zip(max_dequeue_lag)
+        .map(|((_, end), lag)| StopAfter {
+            window_end: end,
+            dequeued_by: end.saturating_add(lag),
+        });
     let pass = stream(
         open(KindMask::ALL)?,
         locks,
@@ -451,5 +478,6 @@ where
         handoff_events: opts.detail.then_some(result.handoff_events),
         late_events: late,
         lock_set: locks,
+        max_dequeue_lag_ns: result.max_dequeue_lag_ns,
     })
 }

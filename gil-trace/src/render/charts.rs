@@ -206,6 +206,8 @@ where
         Some(rows) => data.set_overview(rows),
         None => false,
     };
+    // How far past the window its datagrams can still be dequeued, when the pass may stop.
+    let max_dequeue_lag = early_stop.then_some(report.max_dequeue_lag_ns);
     // Acquisitions a window-length either side, so holder bands reach the window's edges.
     let len = window.1.saturating_sub(window.0);
     let detail_opts = ReportOptions {
@@ -217,7 +219,7 @@ where
         &report.lock_set,
         detail_opts,
         range_end(end, opts),
-        early_stop,
+        max_dequeue_lag,
         |span| data.add_span(span),
     )?;
     data.add_detail(&rows, report.locks.first());
