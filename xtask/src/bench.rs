@@ -527,10 +527,12 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
     }
     let data = dir.join("storm.perf.data");
     if with_perf {
-        // perf's own scheduler analysis on a storm recorded with the tracepoints it needs.
+        // perf's own scheduler analysis on a storm recorded with the tracepoints it needs,
+        // long enough for an event count comparable to gil-trace's (~0.8 M events/s under
+        // perf here: ~10 M events, ~1 GiB of perf.data, deleted below).
         record_quietly(
             perf_record(&data, "sched:sched_switch,sched:sched_wakeup,sched:sched_waking,syscalls:sys_enter_futex,syscalls:sys_exit_futex"),
-            &["storm", "--pairs", "2", "--seconds", "4"],
+            &["storm", "--pairs", "2", "--seconds", PERF_STORM_SECONDS],
             "perf record of the storm",
         )?;
         let mut cmd = Command::new("perf");
@@ -569,6 +571,9 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
         .collect();
     Ok((rows, size as f64 / events as f64))
 }
+
+/// How long the storm perf analyses runs (see `analysis`).
+const PERF_STORM_SECONDS: &str = "13";
 
 /// Only the analysis-speed figures, printed, BENCHMARKS.md untouched (for quick comparisons
 /// while optimizing).
@@ -715,7 +720,7 @@ fn markdown(
         )?;
     }
     writeln!(md, "\n## 4. Analysis speed\n")?;
-    writeln!(md, "gil-trace: a recorded lab trace (`{BASE_TRACE}`: `workload --gil new --spinners 2`, a real convoy) replicated end to end to ≥ 10 M events ({big_bytes_per_event:.1} B/event). perf: `perf sched timehist` on a perf.data of `workload storm --pairs 2 --seconds 4` (sched_switch, sched_wakeup, sched_waking, futex enter/exit). gil-trace decodes on a second thread while the analysis runs (2 CPUs here; `--threads 1` decodes in line); perf is single-threaded. Events/s is by the wall clock; events per CPU-second (user + system over all threads, from wait4, like peak RSS) is the per-core rate. Target: ≥ 10 M events/s/core, ≥ 10× perf, flat memory.\n")?;
+    writeln!(md, "gil-trace: a recorded lab trace (`{BASE_TRACE}`: `workload --gil new --spinners 2`, a real convoy) replicated end to end to ≥ 10 M events ({big_bytes_per_event:.1} B/event). perf: `perf sched timehist` on a perf.data of `workload storm --pairs 2 --seconds {PERF_STORM_SECONDS}` (sched_switch, sched_wakeup, sched_waking, futex enter/exit). gil-trace decodes on a second thread while the analysis runs (2 CPUs here; `--threads 1` decodes in line); perf is single-threaded. Events/s is by the wall clock; events per CPU-second (user + system over all threads, from wait4, like peak RSS) is the per-core rate. Target: ≥ 10 M events/s/core, ≥ 10× perf, flat memory.\n")?;
     writeln!(
         md,
         "Each command ran {ANALYSIS_ROUNDS} times, all commands in turn each round; the table gives the median (and the best) run.\n"
