@@ -483,6 +483,10 @@ struct AnalysisRow {
 /// Rounds of the analysis benchmark (each runs every command once, in turn).
 const ANALYSIS_ROUNDS: usize = 5;
 
+/// How long the storm that `perf sched timehist` analyses runs: ~10 M events, comparable to
+/// gil-trace's 10 M (see `analysis`).
+const PERF_STORM_SECONDS: &str = "13";
+
 /// The analysis benchmark's input: a recorded lab trace kept in the repo (format version 1),
 /// so every run and every later change is measured on the same convoy; the bench's 10 M-event
 /// copy is written in the current format. Recorded afresh if it is missing.
@@ -571,9 +575,6 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
         .collect();
     Ok((rows, size as f64 / events as f64))
 }
-
-/// How long the storm perf analyses runs (see `analysis`).
-const PERF_STORM_SECONDS: &str = "13";
 
 /// Only the analysis-speed figures, printed, BENCHMARKS.md untouched (for quick comparisons
 /// while optimizing).

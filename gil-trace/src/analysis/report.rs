@@ -202,7 +202,7 @@ fn stream<S: BatchedEvents>(
         let mut last_ns = None;
         for ev in in_window {
             // The trackers' own `match`es on the kind fold into this one (they are inlined
-            // in each arm, where the kind is known): one indirect jump per event, not three.
+            // in each arm, where the kind is known): one indirect jump per event, not one per tracker.
             let ev = *ev;
             macro_rules! observe {
                 () => {{

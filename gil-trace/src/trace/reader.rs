@@ -129,37 +129,24 @@ impl TraceReader {
             })
     }
 
-    /// Reads `len` bytes at `offset` (the current position) into `buf`.
+    /// Reads `len` bytes at `offset` (the current position) into `buf` (header, metadata,
+    /// footer, trailer: event blocks have their own placement, see `load_block`).
     fn read_exact_at(&mut self, offset: u64, len: usize, what: &str) -> Result<(), TraceError> {
-        // `read_exact` overwrites all `len` bytes: only growth needs zeroing.
-        if self.buf.len() > len {
-            self.buf.truncate(len);
-        } else {
-            self.buf.resize(len, 0);
-        }
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = self.read_exact_into(offset, &mut buf, what);
-        self.buf = buf;
-        result
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        let read = self.file.read_exact(&mut self.buf);
+        read.map_err(|e| self.read_error(offset, what, e))
     }
 
-    /// Reads `into.len()` bytes at `offset` (the current position).
-    fn read_exact_into(
-        &mut self,
-        offset: u64,
-        into: &mut [u8],
-        what: &str,
-    ) -> Result<(), TraceError> {
-        match self.file.read_exact(into) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(self.truncated(offset, format!("file ends inside {what}")))
-            }
-            Err(source) => Err(TraceError::Io {
-                path: self.path.clone(),
-                what: "read failed",
-                source,
-            }),
+    /// A failed `read_exact` at `offset` (the current position) of `what`.
+    fn read_error(&self, offset: u64, what: &str, error: std::io::Error) -> TraceError {
+        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            return self.truncated(offset, format!("file ends inside {what}"));
+        }
+        TraceError::Io {
+            path: self.path.clone(),
+            what: "read failed",
+            source: error,
         }
     }
 
@@ -333,7 +320,8 @@ impl TraceReader {
             Some(header) => header,
             None => {
                 let mut header = [0u8; BLOCK_HEADER_LEN as usize];
-                self.read_exact_into(at, &mut header, "an event block header")?;
+                let read = self.file.read_exact(&mut header);
+                read.map_err(|e| self.read_error(at, "an event block header", e))?;
                 header
             }
         };
@@ -360,14 +348,8 @@ impl TraceReader {
             self.buf.resize(needed, 0);
         }
         let base = (payload_at as usize).wrapping_sub(self.buf.as_ptr() as usize) % BLOCK_ALIGN;
-        let mut buf = std::mem::take(&mut self.buf);
-        let read = self.read_exact_into(
-            payload_at,
-            &mut buf[base..base + read_len],
-            "an event block",
-        );
-        self.buf = buf;
-        read?;
+        let read = self.file.read_exact(&mut self.buf[base..base + read_len]);
+        read.map_err(|e| self.read_error(payload_at, "an event block", e))?;
         let payload = base..base + len;
         self.next_header = Some(
             self.buf[payload.end..payload.end + BLOCK_HEADER_LEN as usize]
