@@ -20,13 +20,15 @@ use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, Sender, SyncSender},
-        Arc, Mutex, PoisonError,
+        Arc, PoisonError,
     },
     thread::{self, JoinHandle},
 };
 
 use super::{
-    reader::{BatchedEvents, EventBatches, KindMask},
+    batches::EventBatches,
+    reader::TraceReader,
+    stream::{BatchedEvents, KindMask, SharedObserver},
     Event, TraceError,
 };
 
@@ -90,17 +92,6 @@ impl BatchedEvents for AnalysisBatches {
         }
     }
 }
-
-/// Work on each batch that needs nothing but the events themselves (the report's summary),
-/// so it may run on the thread that decodes them (see [`BatchedEvents::offload`]).
-pub trait BatchObserver: Send {
-    fn observe_batch(&mut self, batch: &[Event]);
-}
-
-/// A [`BatchObserver`] the decoding thread and the analysis can both reach: the worker locks
-/// it once per batch; the analysis takes its result after the stream is dropped (which joins
-/// the worker).
-pub type SharedObserver = Arc<Mutex<dyn BatchObserver>>;
 
 /// Full batches the worker may have decoded ahead of the analysis.
 const BATCHES_AHEAD: usize = 4;
@@ -262,5 +253,30 @@ impl Drop for DecodedAhead {
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
+    }
+}
+
+impl TraceReader {
+    /// [`Self::batches_of`] decoded by a worker thread, ahead of the analysis that takes
+    /// them (see [`DecodedAhead`]).
+    pub fn batches_ahead_of(self, kinds: KindMask) -> Result<DecodedAhead, TraceError> {
+        let path = self.path().to_path_buf();
+        DecodedAhead::spawn(self.batches_of(kinds)).map_err(|source| TraceError::Io {
+            path,
+            what: "cannot start the decoding thread",
+            source,
+        })
+    }
+
+    /// The analyses' reader: [`Self::batches_of`], decoded as `decoding` says.
+    pub fn analysis_batches(
+        self,
+        kinds: KindMask,
+        decoding: Decoding,
+    ) -> Result<AnalysisBatches, TraceError> {
+        Ok(match decoding {
+            Decoding::InLine => AnalysisBatches::InLine(self.batches_of(kinds)),
+            Decoding::Ahead => AnalysisBatches::Ahead(self.batches_ahead_of(kinds)?),
+        })
     }
 }

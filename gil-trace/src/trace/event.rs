@@ -1,5 +1,5 @@
 //! Typed view of a [`RawEvent`]: what the analysis consumes.
-use gil_trace_common::{CommSource, EventKind, RawEvent, SyscallClass};
+use gil_trace_common::{comm_from_args, CommSource, EventKind, RawEvent, SyscallClass};
 
 /// A decoded event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,9 +232,7 @@ impl From<RawEvent> for Event {
                     group_dead: a[0] != 0,
                 },
                 EventKind::Comm => {
-                    let mut name = [0u8; 16];
-                    name[..8].copy_from_slice(&a[0].to_le_bytes());
-                    name[8..].copy_from_slice(&a[1].to_le_bytes());
+                    let name = comm_from_args([a[0], a[1]]);
                     let source = match a[2] {
                         1 => CommSource::Exec,
                         2 => CommSource::Rename,
@@ -358,8 +356,7 @@ mod tests {
     fn comm_bytes_and_negative_returns_decode() {
         let mut name = [0u8; 16];
         name[..9].copy_from_slice(b"spinner-1");
-        let lo = u64::from_le_bytes(name[..8].try_into().unwrap());
-        let hi = u64::from_le_bytes(name[8..].try_into().unwrap());
+        let [lo, hi] = gil_trace_common::comm_to_args(&name);
         let ev = Event::from(raw(EventKind::Comm, [lo, hi, 2, 0]));
         let EventData::Comm { name, source } = ev.data else {
             panic!()

@@ -216,48 +216,9 @@ impl FutexIndex {
 
 /// Futex events for unit tests (here and in `model::locks`).
 #[cfg(test)]
-pub(crate) mod test_events {
-    use super::*;
-    use crate::trace::FutexCall;
-    use gil_trace_common::SyscallClass;
-
-    /// A futex call by `tid` of process 1; op 137 (FUTEX_WAIT_BITSET | PRIVATE) has a timeout.
-    pub fn futex(ts: u64, tid: u32, uaddr: u64, op: u32) -> Event {
-        Event {
-            ts_ns: ts,
-            tid,
-            tgid: 1,
-            cpu: 0,
-            data: EventData::FutexEnter(FutexCall {
-                class: SyscallClass::Futex,
-                uaddr,
-                op,
-                val: 0,
-                uaddr2: 0,
-                val3: 0,
-                has_timeout: op == 137,
-            }),
-        }
-    }
-
-    pub fn exit(ts: u64, tid: u32, ret: i64) -> Event {
-        Event {
-            ts_ns: ts,
-            tid,
-            tgid: 1,
-            cpu: 0,
-            data: EventData::FutexExit {
-                class: SyscallClass::Futex,
-                ret,
-            },
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::test_events::{exit, futex};
     use super::*;
+    use crate::testing::{futex, futex_exit as exit};
 
     #[test]
     fn the_stored_table_reads_back_equal() {

@@ -10,9 +10,8 @@ use std::{
 use gil_trace_common::RawEvent;
 
 use super::{
-    ahead::{AnalysisBatches, DecodedAhead, Decoding, SharedObserver},
     format::*,
-    sort::SortedEvents,
+    stream::{KindMask, BATCH_EVENTS},
     Event, TraceError,
 };
 
@@ -285,7 +284,7 @@ impl TraceReader {
     /// [`Self::next_events`], each event passed through `fix` as it is decoded (in the same
     /// loop: a second one over the batch cost ~2 % of a report).
     #[inline(always)]
-    fn next_events_with(
+    pub(super) fn next_events_with(
         &mut self,
         out: &mut Vec<Event>,
         kinds: KindMask,
@@ -448,69 +447,6 @@ impl TraceReader {
         };
         result.map_err(|what| self.corrupt(at, what))
     }
-
-    /// All events in file order (not sorted), decoded block by block.
-    pub fn raw_events(self) -> RawEvents {
-        self.raw_events_of(KindMask::ALL)
-    }
-
-    /// The events of these kinds only, in file order: a pass that needs few kinds skips
-    /// building the others.
-    pub fn raw_events_of(self, kinds: KindMask) -> RawEvents {
-        OneByOne::new(FileOrder {
-            reader: self,
-            kinds,
-        })
-    }
-
-    /// All events in timestamp order, one by one (see [`Self::batches_of`]).
-    pub fn events(self) -> Events {
-        self.events_of(KindMask::ALL)
-    }
-
-    /// The events of these kinds only, in timestamp order, one by one.
-    pub fn events_of(self, kinds: KindMask) -> Events {
-        OneByOne::new(self.batches_of(kinds))
-    }
-
-    /// The events of these kinds in timestamp order, a batch at a time: what the analysis
-    /// reads. An ordered file is decoded straight into the batch; an older one goes through
-    /// the sort window.
-    pub fn batches_of(self, kinds: KindMask) -> EventBatches {
-        if self.meta.events_ordered {
-            EventBatches::Ordered {
-                reader: Box::new(self),
-                kinds,
-                last_out: 0,
-                late: 0,
-            }
-        } else {
-            EventBatches::Sorted(Box::new(SortedEvents::new(self.raw_events_of(kinds))))
-        }
-    }
-
-    /// [`Self::batches_of`] decoded by a worker thread, ahead of the analysis that takes
-    /// them (see [`DecodedAhead`]).
-    pub fn batches_ahead_of(self, kinds: KindMask) -> Result<DecodedAhead, TraceError> {
-        let path = self.path.clone();
-        DecodedAhead::spawn(self.batches_of(kinds)).map_err(|source| TraceError::Io {
-            path,
-            what: "cannot start the decoding thread",
-            source,
-        })
-    }
-
-    /// The analyses' reader: [`Self::batches_of`], decoded as `decoding` says.
-    pub fn analysis_batches(
-        self,
-        kinds: KindMask,
-        decoding: Decoding,
-    ) -> Result<AnalysisBatches, TraceError> {
-        Ok(match decoding {
-            Decoding::InLine => AnalysisBatches::InLine(self.batches_of(kinds)),
-            Decoding::Ahead => AnalysisBatches::Ahead(self.batches_ahead_of(kinds)?),
-        })
-    }
 }
 
 /// Where decoding stands in the current event block.
@@ -536,152 +472,6 @@ struct BlockCursor {
 const BLOCK_PADDING: usize = 80;
 /// Event blocks are placed in the read buffer aligned like their file offset modulo this.
 const BLOCK_ALIGN: usize = 64;
-
-/// An event stream read a batch at a time. What the analysis reads — in timestamp order, as
-/// [`TraceReader::batches_of`] gives it — so it loops over slices with no per-event `Result`
-/// or iterator layers between the decoder and the trackers.
-pub trait BatchedEvents {
-    /// Replaces `batch` with the next events; `Ok(false)` when the stream is over.
-    fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError>;
-    /// Events that came later than ordering allowed (their times were raised).
-    fn late_events(&self) -> u64;
-    /// From now on only events of `kinds` are needed: a stream may stop decoding the others
-    /// (events of other kinds may still come, e.g. from batches already decoded).
-    fn narrow_kinds(&mut self, _kinds: KindMask) {}
-    /// Offers to run `observer` on every batch, on the thread that decodes them, before
-    /// handing each over; `false` when the stream decodes on the caller's thread (the caller
-    /// then runs it). Only before the first batch.
-    fn offload(&mut self, _observer: &SharedObserver) -> bool {
-        false
-    }
-}
-
-/// A trace file's events as [`BatchedEvents`] (see [`TraceReader::batches_of`]).
-pub enum EventBatches {
-    /// A file the writer ordered: decoded straight into the batch; an event earlier than its
-    /// predecessor (only from a damaged or hand-made file) is raised and counted as late.
-    Ordered {
-        reader: Box<TraceReader>,
-        kinds: KindMask,
-        last_out: u64,
-        late: u64,
-    },
-    /// Anything else goes through the sort window.
-    Sorted(Box<SortedEvents<RawEvents>>),
-}
-
-/// Any [`BatchedEvents`] one event at a time (for tools, tests and the sort window; analyses
-/// take the batches). After an error it ends.
-pub struct OneByOne<B> {
-    batches: B,
-    batch: Vec<Event>,
-    next: usize,
-    done: bool,
-}
-
-/// A trace file's events in timestamp order, one by one.
-pub type Events = OneByOne<EventBatches>;
-/// A trace file's events in file order, one by one.
-pub type RawEvents = OneByOne<FileOrder>;
-
-impl<B: BatchedEvents> OneByOne<B> {
-    fn new(batches: B) -> Self {
-        OneByOne {
-            batches,
-            batch: Vec::new(),
-            next: 0,
-            done: false,
-        }
-    }
-
-    /// Events that came later than ordering allowed (their times were raised).
-    pub fn late_events(&self) -> u64 {
-        self.batches.late_events()
-    }
-}
-
-impl<B: BatchedEvents> Iterator for OneByOne<B> {
-    type Item = Result<Event, TraceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while self.next >= self.batch.len() {
-            if self.done {
-                return None;
-            }
-            self.next = 0;
-            match self.batches.next_batch(&mut self.batch) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.done = true;
-                    return None;
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        self.next += 1;
-        Some(Ok(self.batch[self.next - 1]))
-    }
-}
-
-/// A trace file's events in file order, block by block (no reordering: for files written
-/// before the writer ordered events, this is ring-buffer order).
-pub struct FileOrder {
-    reader: TraceReader,
-    kinds: KindMask,
-}
-
-impl BatchedEvents for FileOrder {
-    fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError> {
-        self.reader.next_events(batch, self.kinds, BATCH_EVENTS)
-    }
-
-    fn late_events(&self) -> u64 {
-        0
-    }
-}
-
-/// Events per batch: ~200 KiB, so a batch is still in a core's L2 cache when it is analysed,
-/// and the hand-overs between the decoding thread and the analysis ([`DecodedAhead`]) are
-/// few (4 096 measured ~1.3x faster than 1 024 there).
-pub const BATCH_EVENTS: usize = 4096;
-
-impl BatchedEvents for EventBatches {
-    fn next_batch(&mut self, batch: &mut Vec<Event>) -> Result<bool, TraceError> {
-        match self {
-            EventBatches::Ordered {
-                reader,
-                kinds,
-                last_out,
-                late,
-            } => reader.next_events_with(batch, *kinds, BATCH_EVENTS, |ev| {
-                if ev.ts_ns < *last_out {
-                    *late += 1;
-                    ev.ts_ns = *last_out;
-                }
-                *last_out = ev.ts_ns;
-            }),
-            EventBatches::Sorted(sorted) => sorted.next_batch(batch),
-        }
-    }
-
-    fn late_events(&self) -> u64 {
-        match self {
-            EventBatches::Ordered { late, .. } => *late,
-            EventBatches::Sorted(sorted) => sorted.late_events(),
-        }
-    }
-
-    /// Ordered files only: the sort window must see every event. (The ordering check then
-    /// sees fewer events, but a file the writer ordered has no late event to miss.)
-    fn narrow_kinds(&mut self, narrower: KindMask) {
-        if let EventBatches::Ordered { kinds, .. } = self {
-            *kinds = narrower;
-        }
-    }
-}
 
 /// How `TraceReader::decode_with` decodes one record: a type, not a closure, so the call is
 /// static and inlined into its loop (closures there were not, at ~10 % of a pass).
@@ -723,38 +513,5 @@ impl RecordDecoder for V2OfKinds {
             }
             _ => get_record_v2(buf, pos, end),
         }
-    }
-}
-
-/// A set of event kinds (by `EventKind` value); kinds beyond the mask's width, e.g. unknown
-/// ones from a newer format, are in [`KindMask::ALL`] only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KindMask(u64);
-
-impl KindMask {
-    pub const ALL: KindMask = KindMask(u64::MAX);
-
-    pub const fn of(kinds: &[gil_trace_common::EventKind]) -> KindMask {
-        let mut mask = 0u64;
-        let mut i = 0;
-        while i < kinds.len() {
-            mask |= 1 << (kinds[i] as u32);
-            i += 1;
-        }
-        KindMask(mask)
-    }
-
-    #[inline(always)]
-    pub fn contains(self, kind: u64) -> bool {
-        self.0 == u64::MAX || (kind < 64 && self.0 & (1 << kind) != 0)
-    }
-
-    /// The mask as one word (to share it between threads).
-    pub fn bits(self) -> u64 {
-        self.0
-    }
-
-    pub fn from_bits(bits: u64) -> KindMask {
-        KindMask(bits)
     }
 }

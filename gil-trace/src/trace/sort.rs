@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use super::{
-    reader::{BatchedEvents, BATCH_EVENTS},
+    stream::{BatchedEvents, BATCH_EVENTS},
     Event, TraceError,
 };
 
