@@ -168,6 +168,26 @@ impl TryFrom<u32> for EventKind {
     }
 }
 
+/// A task name's [`TASK_COMM_LEN`] bytes as the two argument words of a
+/// [`EventKind::Comm`] event (little endian), and back: one packing for the programs, the
+/// recorder and the decoder.
+#[inline(always)]
+pub fn comm_to_args(comm: &[u8; TASK_COMM_LEN]) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&comm[..8]);
+    hi.copy_from_slice(&comm[8..]);
+    [u64::from_le_bytes(lo), u64::from_le_bytes(hi)]
+}
+
+/// The inverse of [`comm_to_args`].
+pub fn comm_from_args(args: [u64; 2]) -> [u8; TASK_COMM_LEN] {
+    let mut comm = [0u8; TASK_COMM_LEN];
+    comm[..8].copy_from_slice(&args[0].to_le_bytes());
+    comm[8..].copy_from_slice(&args[1].to_le_bytes());
+    comm
+}
+
 /// Where a [`EventKind::Comm`] name came from.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,6 +333,15 @@ mod tests {
         assert_eq!(EventKind::try_from(0), Err(UnknownKind(0)));
         assert_eq!(EventKind::try_from(99), Err(UnknownKind(99)));
         assert!((EventKind::Lost as u32) < DROP_SLOTS);
+    }
+
+    #[test]
+    fn a_task_name_round_trips_through_its_argument_words() {
+        let mut comm = [0u8; TASK_COMM_LEN];
+        comm[..15].copy_from_slice(b"echo-server-012");
+        let args = comm_to_args(&comm);
+        assert_eq!(args[0], u64::from_le_bytes(*b"echo-ser"));
+        assert_eq!(comm_from_args(args), comm);
     }
 
     #[test]

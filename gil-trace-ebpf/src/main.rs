@@ -27,7 +27,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
+    comm_to_args, ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
     DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS,
     RECORD_PREFIX_LEN, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
@@ -223,16 +223,8 @@ fn current() -> (u32, u32) {
 
 #[inline(always)]
 fn comm_args(comm: &[u8; 16], source: CommSource) -> [u64; 4] {
-    let mut lo = [0u8; 8];
-    let mut hi = [0u8; 8];
-    lo.copy_from_slice(&comm[..8]);
-    hi.copy_from_slice(&comm[8..]);
-    [
-        u64::from_le_bytes(lo),
-        u64::from_le_bytes(hi),
-        source as u64,
-        0,
-    ]
+    let [lo, hi] = comm_to_args(comm);
+    [lo, hi, source as u64, 0]
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,4 +8,4 @@ pub mod recorder;
 pub mod tracefs;
 
 pub use error::CaptureError;
-pub use recorder::{record, RecordOptions, RecordOutcome, Target};
+pub use recorder::{record, RecordOptions, RecordOutcome, StopReason, Target};

@@ -12,7 +12,7 @@ use gil_trace_common::{
 };
 
 use super::{tracefs, CaptureError};
-use crate::trace::LostCounts;
+use crate::trace::{format::ProgramCost, LostCounts};
 
 /// One program and the tracepoint it attaches to.
 pub struct Probe {
@@ -505,17 +505,18 @@ impl Probes {
         }
     }
 
-    /// Per program: (name, ns, runs) as timed by the kernel, when loaded with `measure_cost`.
-    pub fn bpf_run_time(&self) -> Option<Vec<(String, u64, u64)>> {
+    /// Per program, its run time and runs as timed by the kernel, when loaded with
+    /// `measure_cost`.
+    pub fn bpf_run_time(&self) -> Option<Vec<ProgramCost>> {
         self.run_time_stats.as_ref()?;
         let mut out = Vec::new();
         for (name, program) in self.ebpf.programs() {
             if let Ok(info) = program.info() {
-                out.push((
-                    name.to_string(),
-                    info.run_time().as_nanos() as u64,
-                    info.run_count(),
-                ));
+                out.push(ProgramCost {
+                    program: name.to_string(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                    runs: info.run_count(),
+                });
             }
         }
         Some(out)

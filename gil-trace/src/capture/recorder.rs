@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use gil_trace_common::{CommSource, EventKind, RawEvent, ABI_VERSION};
+use gil_trace_common::{comm_to_args, CommSource, EventKind, RawEvent, ABI_VERSION, TASK_COMM_LEN};
 use nix::{
     sys::{
         signal::{kill, Signal},
@@ -28,7 +28,7 @@ use super::{
     CaptureError,
 };
 use crate::trace::{
-    format::{CaptureCost, ExitInfo, ProgramCost, CLOCK_NAME, FORMAT_VERSION},
+    format::{CaptureCost, ExitInfo, CLOCK_NAME, FORMAT_VERSION},
     TraceMeta, TraceTrailer, TraceWriter,
 };
 
@@ -51,13 +51,35 @@ pub struct RecordOptions {
     pub probes: ProbeOptions,
 }
 
+/// Why recording stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The command (and every descendant it left) or the attached process exited.
+    Exit,
+    /// `--duration` ran out.
+    Duration,
+    /// A signal to the recorder (forwarded to the command).
+    Signal(Signal),
+}
+
+impl std::fmt::Display for StopReason {
+    /// As the trailer stores it: `exit`, `duration`, `signal SIGINT`, ...
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Exit => f.write_str("exit"),
+            StopReason::Duration => f.write_str("duration"),
+            StopReason::Signal(sig) => write!(f, "signal {}", sig.as_str()),
+        }
+    }
+}
+
 /// How a recording ended.
 #[derive(Clone, Debug)]
 pub struct RecordOutcome {
     pub path: PathBuf,
     pub events: u64,
     pub lost: u64,
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
     /// The spawned command's exit (None with `-p`, or if it was still running).
     pub exit: Option<ExitInfo>,
     pub cost: Option<CaptureCost>,
@@ -96,21 +118,17 @@ fn unix_ns() -> u64 {
 }
 
 fn comm_event(tid: u32, tgid: u32, name: &str, ts_ns: u64) -> RawEvent {
-    let mut bytes = [0u8; 16];
-    let n = name.len().min(15);
+    let mut bytes = [0u8; TASK_COMM_LEN];
+    let n = name.len().min(TASK_COMM_LEN - 1);
     bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let [lo, hi] = comm_to_args(&bytes);
     RawEvent {
         ts_ns,
         kind: EventKind::Comm as u32,
         tid,
         tgid,
         cpu: 0,
-        args: [
-            u64::from_le_bytes(bytes[..8].try_into().unwrap()),
-            u64::from_le_bytes(bytes[8..].try_into().unwrap()),
-            CommSource::Initial as u64,
-            0,
-        ],
+        args: [lo, hi, CommSource::Initial as u64, 0],
     }
 }
 
@@ -273,25 +291,18 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
     let bpf = probes.bpf_run_time();
     let cost = CaptureCost {
         recorder_cpu_ns: own_cpu_ns(),
-        bpf_run_ns: bpf.as_ref().map(|p| p.iter().map(|(_, ns, _)| ns).sum()),
-        bpf_runs: bpf
-            .as_ref()
-            .map(|p| p.iter().map(|(_, _, runs)| runs).sum()),
+        bpf_run_ns: bpf.as_ref().map(|p| p.iter().map(|c| c.run_ns).sum()),
+        bpf_runs: bpf.as_ref().map(|p| p.iter().map(|c| c.runs).sum()),
         bpf_programs: bpf
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, _, runs)| *runs > 0)
-            .map(|(program, run_ns, runs)| ProgramCost {
-                program,
-                run_ns,
-                runs,
-            })
+            .filter(|c| c.runs > 0)
             .collect(),
     };
     let trailer = TraceTrailer {
         end_monotonic_ns: monotonic_ns(),
         lost,
-        stop_reason: stop_reason.clone(),
+        stop_reason: stop_reason.to_string(),
         exit: exit.clone(),
         capture_cost: Some(cost.clone()),
         ..Default::default()
@@ -371,7 +382,7 @@ async fn event_loop(
     writer: &mut TraceWriter,
     child: Option<Pid>,
     opts: &RecordOptions,
-) -> Result<(String, Option<ExitInfo>), CaptureError> {
+) -> Result<(StopReason, Option<ExitInfo>), CaptureError> {
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| CaptureError::Io { what, source }
@@ -398,7 +409,7 @@ async fn event_loop(
     let started = Instant::now();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut stop_deadline: Option<tokio::time::Instant> = None;
-    let mut stop_reason: Option<String> = None;
+    let mut stop_reason: Option<StopReason> = None;
     let mut exit: Option<ExitInfo> = None;
     // Forward SIGINT only when it cannot have come from the terminal (which already sent it
     // to the command, in the same foreground process group).
@@ -410,7 +421,7 @@ async fn event_loop(
 
     loop {
         let far = tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
-        let signal_received: Option<(Signal, &str)> = tokio::select! {
+        let signal_received: Option<Signal> = tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(io_err("waiting for the ring buffer"))?;
                 drain(guard.get_inner_mut(), writer)?;
@@ -430,11 +441,11 @@ async fn event_loop(
                 None
             }
             _ = sigchld.recv(), if child.is_some() => None,
-            _ = sigint.recv() => Some((Signal::SIGINT, "signal SIGINT")),
-            _ = sigterm.recv() => Some((Signal::SIGTERM, "signal SIGTERM")),
-            _ = sighup.recv() => Some((Signal::SIGHUP, "signal SIGHUP")),
+            _ = sigint.recv() => Some(Signal::SIGINT),
+            _ = sigterm.recv() => Some(Signal::SIGTERM),
+            _ = sighup.recv() => Some(Signal::SIGHUP),
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop_reason.is_none() => {
-                stop_reason = Some("duration".into());
+                stop_reason = Some(StopReason::Duration);
                 match child {
                     Some(pid) => {
                         let _ = kill(pid, Signal::SIGTERM);
@@ -446,12 +457,12 @@ async fn event_loop(
             }
             _ = tokio::time::sleep_until(stop_deadline.unwrap_or(far)), if stop_deadline.is_some() => break,
         };
-        if let Some((sig, reason)) = signal_received {
+        if let Some(sig) = signal_received {
             if stop_reason.is_some() {
                 // Second signal: stop now; what was recorded is still finalized.
                 break;
             }
-            stop_reason = Some(reason.to_string());
+            stop_reason = Some(StopReason::Signal(sig));
             match child {
                 Some(pid) => {
                     if sig != Signal::SIGINT || forward_sigint {
@@ -471,7 +482,7 @@ async fn event_loop(
                         // command left descendants running (a daemon, a background job):
                         // keep following them until they end too.
                         if stop_reason.is_some() || !probes.anyone_traced() {
-                            stop_reason.get_or_insert_with(|| "exit".into());
+                            stop_reason.get_or_insert(StopReason::Exit);
                             break;
                         }
                     }
@@ -482,7 +493,7 @@ async fn event_loop(
                 if last_alive_check.elapsed() >= Duration::from_millis(100) {
                     last_alive_check = Instant::now();
                     if !probes.anyone_traced() {
-                        stop_reason.get_or_insert_with(|| "exit".into());
+                        stop_reason.get_or_insert(StopReason::Exit);
                         break;
                     }
                 }
@@ -497,5 +508,5 @@ async fn event_loop(
     probes.stop_tracing();
     drain(ring.get_mut(), writer)?;
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
-    Ok((stop_reason.unwrap_or_else(|| "exit".into()), exit))
+    Ok((stop_reason.unwrap_or(StopReason::Exit), exit))
 }
