@@ -7,5 +7,9 @@
 pub mod analysis;
 pub mod capture;
 pub mod model;
+pub mod pipeline;
 pub mod render;
 pub mod trace;
+
+#[cfg(test)]
+mod testing;

@@ -2,6 +2,7 @@
 mod common;
 
 use common::*;
+use gil_trace::render::charts::ChartData;
 
 fn svg_for(
     dir: &std::path::Path,
@@ -289,31 +290,33 @@ fn compare_shows_both_traces_with_ratios_and_stacks_the_charts() {
 }
 
 /// The report's pass and the charts' pass of `trace`, the charts collected twice: with the
-/// report pass's overview (so the charts' pass may stop after its window) and without.
-fn charts_both_ways(
-    trace: &std::path::Path,
-) -> (
-    gil_trace::render::charts::ChartData,
-    gil_trace::render::charts::ChartData,
-) {
+/// report pass's overview (so the charts' pass may stop after its window) and without; and
+/// where the first stopped its trackers.
+fn charts_both_ways(trace: &std::path::Path) -> (ChartData, ChartData, Option<u64>) {
     use gil_trace::{
-        analysis::{analyze, contention::DEFAULT_CONVOY_THRESHOLD_NS, ReportOptions},
-        render::charts::{collect, OverviewRows},
+        analysis::{contention::DEFAULT_CONVOY_THRESHOLD_NS, ReportOptions},
+        pipeline,
         trace::{Decoding, TraceReader},
     };
-    let reader = TraceReader::open(trace).unwrap();
-    let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
     let opts = ReportOptions {
         convoy_threshold_ns: DEFAULT_CONVOY_THRESHOLD_NS,
         ..Default::default()
     };
     let open = |kinds| TraceReader::open(trace)?.analysis_batches(kinds, Decoding::InLine);
-    let mut overview = OverviewRows::new(meta.start_monotonic_ns, trailer.end_monotonic_ns);
-    let report = analyze(&meta, &trailer, open, opts, |span| overview.add(span)).unwrap();
+    let reader = TraceReader::open(trace).unwrap();
+    let analysed = pipeline::analyse(trace, reader, opts, Decoding::InLine, true).unwrap();
+    let overview = analysed.overview.as_ref().unwrap();
     assert!(overview.complete());
-    let early = collect(&report, &opts, "t".into(), Some(&overview), open).unwrap();
-    let full = collect(&report, &opts, "t".into(), None, open).unwrap();
-    (early, full)
+    let analysis = &analysed.analysis;
+    let charts = |overview| {
+        let (layout, view) = pipeline::window_view(analysis, &opts, overview, open).unwrap();
+        let stopped = view.stopped_at;
+        (ChartData::new(analysis, "t".into(), layout, view), stopped)
+    };
+    let (early, stopped) = charts(Some(overview));
+    let (full, full_stopped) = charts(None);
+    assert_eq!(full_stopped, None, "{}", trace.display());
+    (early, full, stopped)
 }
 
 #[test]
@@ -331,9 +334,8 @@ fn charts_are_the_same_when_their_pass_stops_after_the_window() {
     let lab =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-new-2.v1.trace");
     for trace in [&synthetic, &lab] {
-        let (early, full) = charts_both_ways(trace);
+        let (early, full, _) = charts_both_ways(trace);
         let name = trace.display();
-        assert_eq!(full.pass_stopped_ns, None, "{name}");
         assert_eq!(early.lanes, full.lanes, "{name}");
         assert_eq!(early.overview, full.overview, "{name}: overview");
         assert_eq!(early.detail, full.detail, "{name}: window timeline");
@@ -351,10 +353,8 @@ fn charts_are_the_same_when_their_pass_stops_after_the_window() {
             "{name}: SVG"
         );
     }
-    let (early, full) = charts_both_ways(&synthetic);
-    let stopped = early
-        .pass_stopped_ns
-        .expect("the synthetic pass stops early");
+    let (early, full, stopped) = charts_both_ways(&synthetic);
+    let stopped = stopped.expect("the synthetic pass stops early");
     // At the end of the first batch past the window (4 096 events, ~1.5 s here), well
     // before the trace's end at ~4.2 s.
     assert!(
@@ -376,11 +376,11 @@ fn the_charts_pass_reads_on_only_while_a_datagram_of_the_window_can_still_come()
     // by more) and every dequeued one is recorded. Pinned with damage to the last event
     // block: a pass that ends early never reads it; one that must go on fails on it.
     use gil_trace::{
-        analysis::{analyze, contention::DEFAULT_CONVOY_THRESHOLD_NS, ReportOptions},
-        render::{
-            charts::{collect, OverviewRows},
-            svg::charts_svg_stacked,
+        analysis::{
+            contention::DEFAULT_CONVOY_THRESHOLD_NS, state_grid::OverviewRows, ReportOptions,
         },
+        pipeline,
+        render::svg::charts_svg_stacked,
         trace::{Decoding, TraceReader},
     };
     let dir = tempfile::tempdir().unwrap();
@@ -396,7 +396,6 @@ fn the_charts_pass_reads_on_only_while_a_datagram_of_the_window_can_still_come()
         std::fs::write(&bad, &bytes).unwrap();
 
         let reader = TraceReader::open(&good).unwrap();
-        let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
         let opts = ReportOptions {
             convoy_threshold_ns: DEFAULT_CONVOY_THRESHOLD_NS,
             ..Default::default()
@@ -405,10 +404,12 @@ fn the_charts_pass_reads_on_only_while_a_datagram_of_the_window_can_still_come()
             let path = path.to_path_buf();
             move |kinds| TraceReader::open(&path)?.analysis_batches(kinds, Decoding::InLine)
         };
-        let mut overview = OverviewRows::new(meta.start_monotonic_ns, trailer.end_monotonic_ns);
-        let report = analyze(&meta, &trailer, from(&good), opts, |s| overview.add(s)).unwrap();
+        let analysed = pipeline::analyse(&good, reader, opts, Decoding::InLine, true).unwrap();
+        let overview = analysed.overview.as_ref().unwrap();
+        let analysis = &analysed.analysis;
         let charts = |path: &std::path::Path, overview: Option<&OverviewRows>| {
-            collect(&report, &opts, "t".into(), overview, from(path))
+            pipeline::window_view(analysis, &opts, overview, from(path))
+                .map(|(layout, view)| ChartData::new(analysis, "t".into(), layout, view))
         };
         let full_on_bad = charts(&bad, None).map(|_| ());
         assert!(
@@ -417,8 +418,8 @@ fn the_charts_pass_reads_on_only_while_a_datagram_of_the_window_can_still_come()
                 .is_err_and(|e| e.to_string().contains("checksum")),
             "the damage is in an event block: {full_on_bad:?}"
         );
-        let early_on_good = charts(&good, Some(&overview)).unwrap();
-        let early_on_bad = charts(&bad, Some(&overview));
+        let early_on_good = charts(&good, Some(overview)).unwrap();
+        let early_on_bad = charts(&bad, Some(overview));
         match late_arrival {
             None => {
                 let svg = |c| charts_svg_stacked(std::slice::from_ref(&c)).unwrap();

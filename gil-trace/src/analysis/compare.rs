@@ -1,7 +1,7 @@
 //! Two reports side by side (`report --compare A B`): key numbers and ratios B/A.
 use serde::Serialize;
 
-use super::Report;
+use super::{contention::StallCause, Report};
 
 /// The numbers compared.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -44,8 +44,8 @@ pub fn key_numbers(r: &Report) -> KeyNumbers {
         },
         stall_p50_us: io.stall.p50_ns as f64 / 1e3,
         stall_p99_us: io.stall.p99_ns as f64 / 1e3,
-        lock_wait_after_io_p50_us: io.lock_wait.p50_ns as f64 / 1e3,
-        lock_wait_after_io_p99_us: io.lock_wait.p99_ns as f64 / 1e3,
+        lock_wait_after_io_p50_us: io.causes[StallCause::LockWait].p50_ns as f64 / 1e3,
+        lock_wait_after_io_p99_us: io.causes[StallCause::LockWait].p99_ns as f64 / 1e3,
         convoy_episodes: r.convoys.len() as u64,
         convoy_lock_wait_ms: r.convoys.iter().map(|c| c.lock_wait_ns).sum::<u64>() as f64 / 1e6,
         contended_acquisitions: h.map_or(0, |h| h.acquisitions),

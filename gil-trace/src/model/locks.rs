@@ -273,7 +273,7 @@ impl LockFinder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::futex_index::test_events::{exit, futex};
+    use crate::testing::{futex, futex_exit as exit};
 
     /// A GIL-like pattern: cond word 0x1028/0x102c and mutex word 0x1030 shared by 3 threads,
     /// a thread-private join word far away, and an unrelated 2-thread lock elsewhere.

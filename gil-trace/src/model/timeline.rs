@@ -297,125 +297,32 @@ impl<'a> TimelineTracker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::FutexCall;
-    use gil_trace_common::SyscallClass;
-
-    fn ev(ts: u64, tid: u32, data: EventData) -> Event {
-        Event {
-            ts_ns: ts,
-            tid,
-            tgid: 1,
-            cpu: 0,
-            data,
-        }
-    }
-
-    fn switch(ts: u64, prev: u32, next: u32, state: u64) -> Event {
-        ev(
-            ts,
-            prev,
-            EventData::Switch {
-                next_tid: next,
-                prev_state: state,
-                next_prio: 120,
-                prev_traced: prev != 0,
-                next_traced: next != 0,
-            },
-        )
-    }
+    use crate::testing::{ev, futex, futex_exit, io_enter, io_exit, switch, waking, WAIT};
 
     #[test]
     fn every_nanosecond_is_in_exactly_one_state() {
         let mut locks = crate::model::locks::LockFinder::default();
-        let wait = FutexCall {
-            class: SyscallClass::Futex,
-            uaddr: 0x10,
-            op: 128,
-            val: 2,
-            uaddr2: 0,
-            val3: 0,
-            has_timeout: false,
-        };
+        let wait = |ts, tid| futex(ts, tid, 0x10, WAIT);
         // make 0x10 a lock: two threads wait on it
         for tid in [5, 6] {
-            locks.observe(&ev(0, tid, EventData::FutexEnter(wait)));
-            locks.observe(&ev(
-                1,
-                tid,
-                EventData::FutexExit {
-                    class: SyscallClass::Futex,
-                    ret: 0,
-                },
-            ));
+            locks.observe(&wait(0, tid));
+            locks.observe(&futex_exit(1, tid, 0));
         }
         let locks = locks.finish(None);
         let mut t = TimelineTracker::new(&locks);
         let mut spans = Vec::new();
         let mut sink = |s: StateSpan| spans.push(s);
         t.observe(&switch(100, 0, 5, 0), &mut sink); // 5 runs
-        t.observe(&ev(150, 5, EventData::FutexEnter(wait)), &mut sink);
+        t.observe(&wait(150, 5), &mut sink);
         t.observe(&switch(200, 5, 0, 1), &mut sink); // blocks on the lock
-        t.observe(
-            &ev(
-                500,
-                6,
-                EventData::Waking {
-                    wakee: 5,
-                    target_cpu: 0,
-                },
-            ),
-            &mut sink,
-        );
+        t.observe(&waking(500, 6, 5), &mut sink);
         t.observe(&switch(700, 0, 5, 0), &mut sink); // runs after 200 ns runnable
-        t.observe(
-            &ev(
-                710,
-                5,
-                EventData::FutexExit {
-                    class: SyscallClass::Futex,
-                    ret: 0,
-                },
-            ),
-            &mut sink,
-        );
-        t.observe(
-            &ev(
-                720,
-                5,
-                EventData::IoEnter {
-                    class: IoClass::Recv,
-                    nr: 45,
-                    fd: 3,
-                    len: 10,
-                },
-            ),
-            &mut sink,
-        );
+        t.observe(&futex_exit(710, 5, 0), &mut sink);
+        t.observe(&io_enter(720, 5, IoClass::Recv, 10), &mut sink);
         t.observe(&switch(800, 5, 0, 1), &mut sink); // blocks in recv
-        t.observe(
-            &ev(
-                1_000,
-                9,
-                EventData::Waking {
-                    wakee: 5,
-                    target_cpu: 0,
-                },
-            ),
-            &mut sink,
-        );
+        t.observe(&waking(1_000, 9, 5), &mut sink);
         t.observe(&switch(1_100, 0, 5, 0), &mut sink);
-        t.observe(
-            &ev(
-                1_110,
-                5,
-                EventData::IoExit {
-                    class: IoClass::Recv,
-                    nr: 45,
-                    ret: 10,
-                },
-            ),
-            &mut sink,
-        );
+        t.observe(&io_exit(1_110, 5, IoClass::Recv, 10), &mut sink);
         t.observe(&switch(1_300, 5, 0, 0x100), &mut sink); // preempted
         t.observe(&switch(1_400, 0, 5, 0), &mut sink);
         t.observe(&switch(1_500, 5, 0, 1), &mut sink); // sleeps (no syscall known)
@@ -425,7 +332,7 @@ mod tests {
         );
         // Thread 7 blocks on the lock and is never seen again: it waits to the end.
         t.observe(&switch(1_700, 0, 7, 0), &mut sink);
-        t.observe(&ev(1_750, 7, EventData::FutexEnter(wait)), &mut sink);
+        t.observe(&wait(1_750, 7), &mut sink);
         t.observe(&switch(1_800, 7, 0, 1), &mut sink);
         let totals = t.finish(3_000, &mut sink);
         let tot = totals[&5];

@@ -70,7 +70,7 @@ pub fn to_chrome_json(report: &Report, spans: &[StateSpan]) -> Vec<u8> {
     if let (Some(lock), Some(handoffs)) = (report.locks.first(), &report.handoff_events) {
         let track = format!("lock {} holder", lock.name());
         events.push(json!({"ph": "M", "name": "thread_name", "pid": lock_pid, "tid": HOLDER_TRACK_TID, "args": {"name": track}}));
-        let mut acq: Vec<_> = handoffs.iter().filter(|h| h.lock == lock.name()).collect();
+        let mut acq: Vec<_> = handoffs.iter().filter(|h| h.lock.id == lock.id).collect();
         acq.sort_by_key(|h| h.acquire_ns);
         for (i, h) in acq.iter().enumerate() {
             if let Some(next) = acq.get(i + 1) {

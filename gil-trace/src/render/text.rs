@@ -1,7 +1,7 @@
 //! Human-readable report.
 use std::fmt::Write;
 
-use crate::analysis::{contention::COMPONENTS, histogram::Distribution, Report, Summary};
+use crate::analysis::{histogram::Distribution, Report, Summary};
 
 pub fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
@@ -217,14 +217,11 @@ pub fn report(r: &Report) -> String {
     if io.datagrams > 0 {
         dist_header(&mut out);
         dist_row(&mut out, "arrival→reply", &io.stall);
-        for (i, d) in [&io.queue, &io.wakeup, &io.runnable, &io.lock_wait, &io.work]
-            .into_iter()
-            .enumerate()
-        {
-            let share = io.share.get(COMPONENTS[i]).copied().unwrap_or(0.0);
+        for (cause, d) in io.causes.iter() {
+            let share = io.share.get(cause.name()).copied().unwrap_or(0.0);
             dist_row(
                 &mut out,
-                &format!("{} {:.0}%", COMPONENTS[i], share * 100.0),
+                &format!("{} {:.0}%", cause.name(), share * 100.0),
                 d,
             );
         }

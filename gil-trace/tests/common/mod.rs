@@ -129,17 +129,8 @@ pub fn synthetic_echo_trace_with(
     let comm = |tid: u32, name: &str| {
         let mut b = [0u8; 16];
         b[..name.len()].copy_from_slice(name.as_bytes());
-        raw(
-            1,
-            EventKind::Comm,
-            tid,
-            [
-                u64::from_le_bytes(b[..8].try_into().unwrap()),
-                u64::from_le_bytes(b[8..].try_into().unwrap()),
-                0,
-                0,
-            ],
-        )
+        let [lo, hi] = gil_trace_common::comm_to_args(&b);
+        raw(1, EventKind::Comm, tid, [lo, hi, 0, 0])
     };
     ev.push(comm(echo, "echo"));
     ev.push(comm(spinner, "spinner"));

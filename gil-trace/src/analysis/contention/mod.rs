@@ -1,0 +1,571 @@
+//! The contention tracker: one dispatch per event over three trackers that share per-thread
+//! state — lock takes and handoffs ([`takes`]), the life of each received datagram
+//! ([`datagrams`]) and convoy episodes ([`convoys`]).
+//!
+//! An *uncontended* acquisition makes no syscall: after a recv with no lock wait before the
+//! next I/O, the thread took the lock when recv returned.
+pub mod convoys;
+pub mod datagrams;
+pub mod takes;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use gil_trace_common::EventKind;
+use serde::Serialize;
+
+pub use convoys::{ConvoyEpisode, CONVOY_MIN_OPS, DEFAULT_CONVOY_THRESHOLD_NS};
+pub use datagrams::{IoOp, IoStallSummary, PerCause, StallCause};
+pub use takes::{
+    HandoffEvent, HandoffKind, LockHandoffs, PREEMPTED_AFTER_WAIT_NS, TAKE_GAP_CPU_NS,
+};
+
+use self::{
+    convoys::{Convoys, OpenConvoy},
+    datagrams::{DatagramStats, OpsState, RecvWake, ThreadIo},
+    takes::{Acquisitions, Take, Wakeup},
+};
+use crate::{
+    analysis::histogram::Histogram,
+    model::{
+        locks::{LockSet, EAGAIN, ETIMEDOUT},
+        thread_map::ThreadMap,
+        timeline::{switched_out_runnable, StateSpan, ThreadState},
+    },
+    trace::{Event, EventData, IoClass, KindMask},
+};
+
+/// Per open lock-wait window, how many holder run spans are kept for attribution.
+const MAX_HOLDER_SPANS: usize = 512;
+
+/// A lock as rows of the report refer to it: by id (for joins), shown by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockRef {
+    /// The lock's rank in the report's `locks`.
+    pub id: usize,
+    pub name: Arc<str>,
+}
+
+impl LockRef {
+    pub fn of(locks: &LockSet, id: usize) -> LockRef {
+        LockRef {
+            id,
+            name: locks.locks[id].name().into(),
+        }
+    }
+}
+
+impl std::fmt::Display for LockRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Serialize for LockRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name)
+    }
+}
+
+/// Another lock user on a CPU while a thread waited for the lock after I/O.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HolderSpan {
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// A futex call in progress.
+#[derive(Clone, Copy, Debug)]
+struct InFutex {
+    /// The lock whose word it is on, if any.
+    lock: Option<usize>,
+    is_wait: bool,
+    is_wake: bool,
+    enter_ns: u64,
+}
+
+/// What the tracker knows of one thread.
+#[derive(Default)]
+struct ThreadCtx {
+    tgid: u32,
+    futex: Option<InFutex>,
+    running_since: Option<u64>,
+    blocked: bool,
+    pending_wake: Option<Wakeup>,
+    take: Option<Take>,
+    io: ThreadIo,
+    convoy: Option<OpenConvoy>,
+}
+
+impl ThreadCtx {
+    /// Ran too long without touching the lock, outside a futex call: the take is over.
+    fn take_is_over(&self) -> bool {
+        self.futex.is_none() && self.take.as_ref().is_some_and(Take::ran_past_gap)
+    }
+}
+
+/// Options of the analysis.
+#[derive(Clone, Copy, Debug)]
+pub struct ContentionOptions {
+    pub convoy_threshold_ns: u64,
+    /// Keep per-item arrays (io_ops, handoff_events) — memory grows with events...
+    pub detail: bool,
+    /// ...unless limited to this time span (charts' detail window): then it is bounded.
+    pub detail_window: Option<(u64, u64)>,
+}
+
+impl ContentionOptions {
+    fn keep(&self, ts: u64) -> bool {
+        self.detail && self.detail_window.is_none_or(|(a, b)| ts >= a && ts <= b)
+    }
+}
+
+/// The pass-2 tracker.
+pub struct ContentionTracker<'a> {
+    locks: &'a LockSet,
+    /// The primary lock, as rows refer to it.
+    primary: Option<LockRef>,
+    opts: ContentionOptions,
+    threads: ThreadMap<ThreadCtx>,
+    acquisitions: Acquisitions,
+    datagrams: DatagramStats,
+    io_ops: Vec<IoOp>,
+    convoys: Convoys,
+    /// The longest a datagram waited in its socket, arrival to dequeue (see
+    /// [`ContentionResult::max_dequeue_lag_ns`]).
+    max_dequeue_lag_ns: u64,
+}
+
+impl<'a> ContentionTracker<'a> {
+    pub fn new(locks: &'a LockSet, opts: ContentionOptions) -> Self {
+        ContentionTracker {
+            locks,
+            primary: locks.primary().map(|l| LockRef::of(locks, l.id)),
+            opts,
+            threads: ThreadMap::default(),
+            acquisitions: Acquisitions::new(locks),
+            datagrams: DatagramStats::default(),
+            io_ops: Vec::new(),
+            convoys: Convoys::new(opts.convoy_threshold_ns),
+            max_dequeue_lag_ns: 0,
+        }
+    }
+
+    fn primary_users_contains(&self, tid: u32) -> bool {
+        self.locks
+            .primary()
+            .is_some_and(|l| l.threads.binary_search(&tid).is_ok())
+    }
+
+    /// Feeds a closed timeline span: running spans of lock users are attributed as "holding"
+    /// to every thread currently waiting for the lock after I/O.
+    pub fn observe_span(&mut self, span: &StateSpan) {
+        if span.state != ThreadState::Running || !self.primary_users_contains(span.tid) {
+            return;
+        }
+        for (tid, t) in self.threads.iter_mut() {
+            if tid != span.tid
+                && t.io.state == OpsState::AwaitLock
+                && t.io.holder_spans.len() < MAX_HOLDER_SPANS
+            {
+                t.io.holder_spans.push(HolderSpan {
+                    tid: span.tid,
+                    start_ns: span.start_ns,
+                    end_ns: span.end_ns,
+                });
+            }
+        }
+    }
+
+    /// Can no open take still record an acquisition at or before `ts`? The charts' pass stops
+    /// its trackers once this holds past its window.
+    pub fn settled_through(&self, ts: u64) -> bool {
+        self.threads
+            .iter()
+            .all(|(_, t)| t.take.as_ref().is_none_or(|k| !k.may_acquire_by(ts)))
+    }
+
+    /// Has every datagram already dequeued whose recorded time (its arrival, else its recv's
+    /// return) is at or before `ts` been recorded? Called past `ts`, so a recv still to return
+    /// returns after it. (Datagrams not yet dequeued are bounded by the caller, with
+    /// [`ContentionResult::max_dequeue_lag_ns`].)
+    pub fn ops_settled_through(&self, ts: u64) -> bool {
+        self.threads.iter().all(|(_, t)| {
+            t.io.ops.iter().all(|op| match op.arrival_ns {
+                Some(arrival) => arrival > ts,
+                None => op.recv_exit_ns == 0 || op.recv_exit_ns > ts,
+            })
+        })
+    }
+
+    /// The kinds [`Self::observe_tail`] takes: one list, for its filter and for narrowing the
+    /// stream.
+    pub const TAIL_KINDS: KindMask = KindMask::of(&[
+        EventKind::NetRecv,
+        EventKind::RecvEnter,
+        EventKind::RecvExit,
+        EventKind::ProcessExit,
+    ]);
+
+    /// After the charts' pass stopped its trackers: only the events that decide which
+    /// datagrams are recorded (a recv's enter and exit, the dequeue, the thread's exit; see
+    /// `OpsState`: nothing else moves a thread into or out of a recv). Their other figures
+    /// are not used then.
+    pub fn observe_tail(&mut self, ev: &Event) {
+        if ev
+            .kind()
+            .is_some_and(|kind| Self::TAIL_KINDS.contains(kind as u64))
+        {
+            self.observe(ev);
+        }
+    }
+
+    #[inline(always)]
+    pub fn observe(&mut self, ev: &Event) {
+        let ts = ev.ts_ns;
+        let subject_runs = !matches!(
+            ev.data,
+            EventData::Switch { .. }
+                | EventData::Waking { .. }
+                | EventData::Comm { .. }
+                | EventData::Lost { .. }
+                | EventData::Unknown { .. }
+        );
+        // The thread runs user code again: after a recv, or after its reply.
+        if subject_runs
+            && self
+                .threads
+                .get_mut(ev.tid)
+                .is_some_and(|t| t.io.resumed(None))
+        {
+            self.finish_ops(ev.tid);
+        }
+        match ev.data {
+            EventData::Switch {
+                next_tid,
+                prev_state,
+                prev_traced,
+                next_traced,
+                ..
+            } => {
+                if prev_traced {
+                    self.switched_out(ev.tid, prev_state, ts);
+                }
+                if next_traced {
+                    self.switched_in(next_tid, ts);
+                }
+            }
+            EventData::Waking { wakee, .. } => self.woken(ev.tid, wakee, ts),
+            EventData::FutexEnter(call) => {
+                self.account_cpu(ev.tid, ts);
+                let t = self.threads.get_or_default(ev.tid);
+                if ev.tgid != 0 {
+                    t.tgid = ev.tgid;
+                }
+                let word = self.locks.word((t.tgid, call.uaddr));
+                t.futex = Some(InFutex {
+                    lock: word.lock,
+                    is_wait: call.is_wait(),
+                    is_wake: call.is_wake(),
+                    enter_ns: ts,
+                });
+                match word.lock {
+                    Some(lock) if call.is_wait() => self.lock_wait_begins(ev.tid, lock, ts),
+                    Some(_) => {
+                        let gate_wake = call.is_wake() && word.gate;
+                        let mut released = false;
+                        if let Some(take) = &mut t.take {
+                            take.cpu_since_last_op = 0;
+                            // Waking the gate hands the lock on: this thread held it.
+                            released = gate_wake && take.waits > 0;
+                        }
+                        if released {
+                            self.close_take(ev.tid);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            EventData::FutexExit { ret, .. } => {
+                self.account_cpu(ev.tid, ts);
+                self.futex_returned(ev.tid, ret, ts);
+            }
+            EventData::IoEnter { class, .. } => {
+                self.account_cpu(ev.tid, ts);
+                self.close_take(ev.tid);
+                self.io_enter(ev.tid, class, ts);
+            }
+            EventData::IoExit { class, .. } => {
+                self.account_cpu(ev.tid, ts);
+                let io = &mut self.threads.get_or_default(ev.tid).io;
+                match class {
+                    IoClass::Send => io.exit_send(ts),
+                    IoClass::Recv | IoClass::Poll => io.exit_recv(class == IoClass::Recv, ts),
+                }
+            }
+            EventData::NetRecv {
+                arrival_ns, len, ..
+            } => self.dequeued(ev.tid, ts, arrival_ns, len),
+            EventData::Exit { .. } => {
+                self.close_take(ev.tid);
+                self.finish_ops(ev.tid);
+                self.close_convoy(ev.tid);
+                self.threads.remove(ev.tid);
+            }
+            _ => {}
+        }
+    }
+
+    fn switched_out(&mut self, tid: u32, prev_state: u64, ts: u64) {
+        let t = self.threads.get_or_default(tid);
+        if let Some(since) = t.running_since.take() {
+            if let Some(take) = &mut t.take {
+                take.cpu_since_last_op += ts.saturating_sub(since);
+            }
+        }
+        t.blocked = t.futex.is_some() || t.io.in_recv.is_some();
+        if let Some(take) = &mut t.take {
+            // Preempted within a few µs of its wait returning, before doing anything: it
+            // cannot have taken the lock yet.
+            if take.exit_untouched
+                && t.futex.is_none()
+                && switched_out_runnable(prev_state)
+                && ts.saturating_sub(take.last_wait_exit) <= PREEMPTED_AFTER_WAIT_NS
+            {
+                take.preempted = true;
+            }
+        }
+        if t.take_is_over() {
+            self.close_take(tid);
+        }
+    }
+
+    fn switched_in(&mut self, tid: u32, ts: u64) {
+        // Back in user space after its reply, once on a CPU again.
+        if self.threads.get_or_default(tid).io.resumed(Some(ts)) {
+            self.finish_ops(tid);
+        }
+        let t = self.threads.get_or_default(tid);
+        t.running_since = Some(ts);
+        if let Some(take) = &mut t.take {
+            if take.preempted {
+                // Preempted right after its wait returned: it takes the lock now.
+                take.preempted = false;
+                take.last_wait_exit = ts;
+            }
+        }
+        if let Some(w) = &mut t.pending_wake {
+            w.run_ns.get_or_insert(ts);
+        }
+        if let Some(w) = &mut t.io.recv_wake {
+            w.run_ns.get_or_insert(ts);
+        }
+    }
+
+    fn woken(&mut self, waker: u32, wakee: u32, ts: u64) {
+        let (release_ns, via_lock) = match self.threads.get(waker).and_then(|w| w.futex) {
+            Some(InFutex {
+                lock: Some(_),
+                is_wake: true,
+                enter_ns,
+                ..
+            }) => (Some(enter_ns), true),
+            _ => (None, false),
+        };
+        let t = self.threads.get_or_default(wakee);
+        t.pending_wake = Some(Wakeup {
+            waker,
+            release_ns,
+            wake_ns: ts,
+            run_ns: None,
+            via_lock,
+        });
+        if t.io.in_recv.is_some() && t.blocked && t.io.recv_wake.is_none() {
+            t.io.recv_wake = Some(RecvWake {
+                woken_ns: ts,
+                run_ns: None,
+            });
+        }
+        t.blocked = false;
+    }
+
+    /// `tid` starts waiting on a word of `lock`.
+    fn lock_wait_begins(&mut self, tid: u32, lock: usize, ts: u64) {
+        // A wait on another lock ends the current take.
+        if self
+            .threads
+            .get(tid)
+            .and_then(|t| t.take.as_ref())
+            .is_some_and(|k| k.lock != lock)
+        {
+            self.close_take(tid);
+        }
+        let t = self.threads.get_or_default(tid);
+        let take = t.take.get_or_insert_with(|| Take {
+            lock,
+            start_ns: ts,
+            ..Default::default()
+        });
+        take.cpu_since_last_op = 0;
+        t.pending_wake = None;
+    }
+
+    fn futex_returned(&mut self, tid: u32, ret: i64, ts: u64) {
+        let t = self.threads.get_or_default(tid);
+        let Some(InFutex {
+            lock: Some(_),
+            is_wait: true,
+            ..
+        }) = t.futex.take()
+        else {
+            return;
+        };
+        let wake = t.pending_wake.take();
+        let Some(take) = &mut t.take else { return };
+        take.waits += 1;
+        take.last_wait_exit = ts;
+        take.exit_untouched = true;
+        take.preempted = false;
+        take.cpu_since_last_op = 0;
+        let end = if ret == ETIMEDOUT {
+            take.timeouts += 1;
+            HandoffKind::Timeout
+        } else if wake.is_some_and(|w| w.via_lock) && (ret >= 0 || ret == EAGAIN) {
+            take.woken_waits += 1;
+            HandoffKind::Wake
+        } else {
+            HandoffKind::Other
+        };
+        take.last_wait_end = Some(end);
+        take.last_wake = if end == HandoffKind::Wake { wake } else { None };
+    }
+
+    fn account_cpu(&mut self, tid: u32, ts: u64) {
+        let t = self.threads.get_or_default(tid);
+        let since = t.running_since.get_or_insert(ts);
+        let ran = ts.saturating_sub(*since);
+        *since = ts;
+        if let Some(take) = &mut t.take {
+            take.cpu_since_last_op += ran;
+        }
+        if t.take_is_over() {
+            self.close_take(tid);
+        }
+    }
+
+    /// A take is over: record the acquisition (if it waited) and hand it to the I/O tracker.
+    fn close_take(&mut self, tid: u32) {
+        let Some(t) = self.threads.get_mut(tid) else {
+            return;
+        };
+        let Some(take) = t.take.take() else { return };
+        let Some(acquired) = self.acquisitions.close(tid, take, self.locks, &self.opts) else {
+            return;
+        };
+        // The I/O side: a datagram waiting for the lock got it now.
+        if self.primary.as_ref().is_some_and(|p| p.id == acquired.lock) {
+            t.io.lock_acquired(acquired.acquire_ns);
+        }
+    }
+
+    fn io_enter(&mut self, tid: u32, class: IoClass, ts: u64) {
+        // Released the lock for I/O (as interpreters do around blocking calls).
+        self.acquisitions.released_for_io(tid);
+        let io = &mut self.threads.get_or_default(tid).io;
+        io.enter_send_or_lock_free(class == IoClass::Send, ts);
+        if class == IoClass::Send {
+            return;
+        }
+        if class == IoClass::Recv {
+            self.finish_ops(tid);
+        }
+        let io = &mut self.threads.get_or_default(tid).io;
+        io.enter_recv(class == IoClass::Recv, ts);
+    }
+
+    fn dequeued(&mut self, tid: u32, ts: u64, arrival_ns: Option<u64>, len: u32) {
+        if self.threads.get_or_default(tid).io.state != OpsState::InRecv {
+            // A datagram outside a recv syscall we saw start: keep it, recv enter unknown.
+            self.finish_ops(tid);
+            let io = &mut self.threads.get_or_default(tid).io;
+            io.state = OpsState::InRecv;
+            io.in_recv.get_or_insert(ts);
+        }
+        if let Some(arrival) = arrival_ns {
+            self.max_dequeue_lag_ns = self.max_dequeue_lag_ns.max(ts.saturating_sub(arrival));
+        }
+        let io = &mut self.threads.get_or_default(tid).io;
+        io.dequeued(tid, ts, arrival_ns, len);
+    }
+
+    /// The datagrams of the last recv are complete: record them.
+    fn finish_ops(&mut self, tid: u32) {
+        let Some(t) = self.threads.get_mut(tid) else {
+            return;
+        };
+        for op in t.io.take_complete() {
+            self.datagrams.record(&op);
+            // Convoy episodes: consecutive ops of one thread with a long lock wait.
+            self.convoys
+                .observe(&mut t.convoy, &op, self.primary.clone());
+            if self.opts.keep(op.seen_ns()) {
+                self.io_ops.push(op);
+            }
+        }
+    }
+
+    fn close_convoy(&mut self, tid: u32) {
+        if let Some(t) = self.threads.get_mut(tid) {
+            self.convoys.close(tid, &mut t.convoy, self.primary.clone());
+        }
+    }
+
+    /// Ends the pass: flushes open takes, datagrams and episodes.
+    pub fn finish(mut self) -> ContentionResult {
+        let tids: Vec<u32> = self.threads.tids().collect();
+        for tid in tids {
+            self.close_take(tid);
+            self.finish_ops(tid);
+            self.close_convoy(tid);
+        }
+        let (handoffs, lock_wait_histograms) = self.acquisitions.finish(self.locks);
+        let (io_stalls, stall_histograms) = self.datagrams.finish();
+        ContentionResult {
+            handoffs,
+            io_stalls,
+            convoys: self.convoys.finish(),
+            io_ops: self.io_ops,
+            handoff_events: self.acquisitions.events,
+            max_dequeue_lag_ns: self.max_dequeue_lag_ns,
+            lock_wait_histograms,
+            stall_histograms,
+        }
+    }
+}
+
+pub struct ContentionResult {
+    pub handoffs: Vec<LockHandoffs>,
+    pub io_stalls: IoStallSummary,
+    pub convoys: Vec<ConvoyEpisode>,
+    pub io_ops: Vec<IoOp>,
+    pub handoff_events: Vec<HandoffEvent>,
+    /// The longest any datagram of the pass waited in its socket, from arrival to dequeue:
+    /// a later pass over the same events knows that a datagram that arrived by `t` is
+    /// dequeued by `t` + this, if ever.
+    pub max_dequeue_lag_ns: u64,
+    /// Per lock (in lock order), the full distribution of contended acquisitions' waits.
+    pub lock_wait_histograms: Vec<Histogram>,
+    /// Per stall cause, its full distribution over the datagrams.
+    pub stall_histograms: PerCause<Histogram>,
+}
+
+impl ContentionResult {
+    /// Keeps the rows of one thread (`--tid`): its convoys, its datagrams, handoffs to it.
+    pub fn retain_thread(&mut self, tid: u32) {
+        self.convoys.retain(|c| c.tid == tid);
+        self.io_ops.retain(|o| o.tid == tid);
+        self.handoff_events.retain(|h| h.to_tid == tid);
+    }
+}

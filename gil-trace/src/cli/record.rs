@@ -1,0 +1,81 @@
+//! `gil-trace record`.
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::{bail, Result};
+use gil_trace::capture::{self, probes::ProbeOptions, RecordOptions, StopReason, Target};
+
+use super::args::RecordArgs;
+
+pub(crate) fn record(args: RecordArgs) -> Result<ExitCode> {
+    let attached = args.pid.is_some();
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), _) => Target::Pid(pid),
+        (None, false) => Target::Command(args.command),
+        (None, true) => bail!("nothing to trace: give a command after `--`, or -p PID"),
+    };
+    let duration = match args.duration {
+        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
+            bail!("--duration must be a positive number of seconds")
+        }
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    // A benchmark aid (not a CLI option: the trace it writes is empty on purpose).
+    let dispatch_only = std::env::var_os("GIL_TRACE_DISPATCH_ONLY").is_some();
+    if dispatch_only {
+        eprintln!("gil-trace: GIL_TRACE_DISPATCH_ONLY is set: the programs return at once, nothing is recorded");
+    }
+    let outcome = capture::record(RecordOptions {
+        output: args.output,
+        target,
+        duration,
+        probes: ProbeOptions {
+            buffer_size: args.buffer_size,
+            measure_cost: args.cost,
+            dispatch_only,
+        },
+        live_status: !args.quiet,
+    })?;
+    eprintln!(
+        "gil-trace: wrote {} ({} events, {} lost; stopped: {})",
+        outcome.path.display(),
+        outcome.events,
+        outcome.lost,
+        outcome.stop_reason
+    );
+    if let Some(cost) = outcome.cost.as_ref().filter(|_| args.cost) {
+        let per_event = |ns: u64| ns as f64 / outcome.events.max(1) as f64;
+        let (bpf_ns, runs) = (cost.bpf_run_ns.unwrap_or(0), cost.bpf_runs.unwrap_or(0));
+        eprintln!(
+            "gil-trace: capture cost: eBPF {:.1} ms in {runs} runs ({:.0} ns/run, {:.0} ns/event), recorder {:.1} ms CPU ({:.0} ns/event)",
+            bpf_ns as f64 / 1e6,
+            bpf_ns as f64 / runs.max(1) as f64,
+            per_event(bpf_ns),
+            cost.recorder_cpu_ns as f64 / 1e6,
+            per_event(cost.recorder_cpu_ns),
+        );
+        for p in &cost.bpf_programs {
+            eprintln!(
+                "gil-trace:   {:<28} {:>10} runs {:>6.0} ns/run",
+                p.program,
+                p.runs,
+                p.run_ns as f64 / p.runs.max(1) as f64
+            );
+        }
+    }
+    // Pass the command's exit status through, like `time`. Stopped by a signal while the
+    // command still ran (a second Ctrl-C): 128 + that signal, as a shell would report it.
+    let by_signal = match outcome.stop_reason {
+        StopReason::Signal(sig) => Some(sig as i32),
+        _ => None,
+    };
+    Ok(match (outcome.exit, by_signal) {
+        (Some(exit), _) => match (exit.code, exit.signal) {
+            (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
+            (_, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+            _ => ExitCode::SUCCESS,
+        },
+        (None, Some(sig)) if !attached => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+        _ => ExitCode::SUCCESS,
+    })
+}
