@@ -314,9 +314,11 @@ const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 72);
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data, integer-only repr(C) structs without padding.
+    // SAFETY: plain-old-data, integer-only repr(C) struct without padding (size asserted).
     unsafe impl aya::Pod for super::RawEvent {}
+    // SAFETY: as above: u32 fields only (size asserted).
     unsafe impl aya::Pod for super::ProbeConfig {}
+    // SAFETY: as above: two u32 then u64s, no padding.
     unsafe impl aya::Pod for super::ArrivalQueue {}
 }
 

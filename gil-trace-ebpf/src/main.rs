@@ -27,9 +27,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass, ARRIVAL_QUEUE_LEN,
-    DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS,
-    RECORD_PREFIX_LEN, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
+    comm_to_args, ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass,
+    ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_TRACED_THREADS,
+    MAX_TRACKED_SOCKETS, RECORD_PREFIX_LEN, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -86,6 +86,7 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 #[inline(always)]
 fn config(field: &u32) -> usize {
     // Volatile: the value is patched into .rodata after compilation.
+    // SAFETY: a reference to a field of a static: valid and aligned.
     unsafe { core::ptr::read_volatile(field) as usize }
 }
 
@@ -95,6 +96,21 @@ fn config(field: &u32) -> usize {
 #[inline(always)]
 fn dispatch_only() -> bool {
     config(&PROBE_CONFIG.dispatch_only) != 0
+}
+
+/// CLOCK_MONOTONIC now, ns.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments (unsafe only by its binding's signature).
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reads a `T` at `offset` of the tracepoint's record.
+#[inline(always)]
+fn record_field<T>(ctx: &TracePointContext, offset: usize) -> Result<T, i64> {
+    // SAFETY: a bpf_probe_read of the record: a bad offset fails with an error, never reads
+    // out of bounds (userspace checked every offset against the tracepoint's format).
+    unsafe { ctx.read_at(offset) }.map_err(i64::from)
 }
 
 #[inline(always)]
@@ -114,14 +130,14 @@ fn is_traced(tid: u32) -> bool {
 fn set_traced(tid: u32, traced: bool) -> bool {
     // Listed first when adding, unflagged first when removing: a flagged thread is always
     // listed, so userspace can find (and prune) every thread that produces events.
-    if traced && TRACED_TIDS.insert(&tid, &0, 0).is_err() {
+    if traced && TRACED_TIDS.insert(tid, 0, 0).is_err() {
         return false;
     }
     if let Some(flag) = TRACED_FLAGS.get_ptr_mut(tid) {
         // SAFETY: a map value slot; a u32 store is atomic.
         unsafe { *flag = traced as u32 };
     }
-    traced || TRACED_TIDS.remove(&tid).is_ok()
+    traced || TRACED_TIDS.remove(tid).is_ok()
 }
 
 const PREFIX_WORDS: usize = RECORD_PREFIX_LEN / 8;
@@ -134,7 +150,7 @@ impl Record {
     /// Copied with one `bpf_probe_read` (for records that may be shorter than the prefix).
     #[inline(always)]
     fn read(ctx: &TracePointContext) -> Result<Record, i64> {
-        Ok(Record(unsafe { ctx.read_at::<[u64; PREFIX_WORDS]>(0)? }))
+        Ok(Record(record_field::<[u64; PREFIX_WORDS]>(ctx, 0)?))
     }
 
     /// Loaded straight from the context at constant offsets, no helper call: only for a
@@ -200,10 +216,11 @@ fn count_drop(slot: u32) {
 #[inline(always)]
 fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
     let event = RawEvent {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now_ns(),
         kind: kind as u32,
         tid,
         tgid,
+        // SAFETY: a helper without arguments (unsafe only by its binding's signature).
         cpu: unsafe { bpf_get_smp_processor_id() },
         args,
     };
@@ -316,7 +333,7 @@ fn try_sched_sched_process_fork(ctx: &TracePointContext) -> Result<u32, i64> {
     if !is_traced(tid) {
         return Ok(0);
     }
-    let child: i32 = unsafe { ctx.read_at(config(&probe_config().fork_child_pid))? };
+    let child: i32 = record_field(ctx, config(&probe_config().fork_child_pid))?;
     let child = child as u32;
     // The child's tgid is not in the tracepoint; events from the child carry it.
     if !set_traced(child, true) {
@@ -345,7 +362,7 @@ fn try_sched_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     let group_dead: u8 = if offset == 0 {
         0
     } else {
-        unsafe { ctx.read_at(offset)? }
+        record_field(ctx, offset)?
     };
     emit(
         EventKind::ProcessExit,
@@ -389,12 +406,12 @@ pub fn task_task_rename(ctx: TracePointContext) -> u32 {
 
 fn try_task_task_rename(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let renamed: i32 = unsafe { ctx.read_at(config(&c.rename_pid))? };
+    let renamed: i32 = record_field(ctx, config(&c.rename_pid))?;
     let renamed = renamed as u32;
     if !is_traced(renamed) {
         return Ok(0);
     }
-    let comm: [u8; 16] = unsafe { ctx.read_at(config(&c.rename_newcomm))? };
+    let comm: [u8; 16] = record_field(ctx, config(&c.rename_newcomm))?;
     let (_, tgid) = current();
     emit(
         EventKind::Comm,
@@ -472,6 +489,7 @@ fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
         return Ok(0);
     };
     sys_enter(tid, tgid, nr, class, |i| {
+        // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
         Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
     })
 }
@@ -492,6 +510,7 @@ fn try_btf_syscalls_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     }
     // sys_exit(struct pt_regs *regs, long ret)
     let regs: *const u64 = ctx.arg(0);
+    // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
     let nr = unsafe { core::ptr::read_volatile(regs.add(regs::NR)) } as i64;
     sys_exit(tid, tgid, nr, ctx.arg(1))
 }
@@ -517,6 +536,7 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
         return Ok(0);
     };
     let regs_ptr: u64 = ctx.arg(0);
+    // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
     sys_enter(tid, tgid, nr, class, |i| Ok(regs[regs::ARGS[i]]))
 }
@@ -538,6 +558,7 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
     // sys_exit(struct pt_regs *regs, long ret)
     let regs_ptr: u64 = ctx.arg(0);
     let nr_ptr = (regs_ptr as *const u64).wrapping_add(regs::NR);
+    // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let nr = unsafe { bpf_probe_read_kernel(nr_ptr)? } as i64;
     sys_exit(tid, tgid, nr, ctx.arg(1))
 }
@@ -631,8 +652,8 @@ fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let sk = record.u64(&c.sk_data_ready_skaddr)?;
-    let now = unsafe { bpf_ktime_get_ns() };
-    match SOCKET_ARRIVALS.get_ptr_mut(&sk) {
+    let now = now_ns();
+    match SOCKET_ARRIVALS.get_ptr_mut(sk) {
         Some(queue) => {
             // SAFETY: map value pointer; concurrent deliveries to one socket on two CPUs may
             // race here, which at worst misattributes one arrival time.
@@ -657,7 +678,7 @@ fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
                 ts: [0; ARRIVAL_QUEUE_LEN],
             };
             queue.ts[0] = now;
-            let _ = SOCKET_ARRIVALS.insert(&sk, &queue, 0);
+            let _ = SOCKET_ARRIVALS.insert(sk, queue, 0);
         }
     }
     Ok(0)
@@ -686,7 +707,7 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let sk = record.u64(&c.recv_length_sk)?;
-    let (arrival, left) = match SOCKET_ARRIVALS.get_ptr_mut(&sk) {
+    let (arrival, left) = match SOCKET_ARRIVALS.get_ptr_mut(sk) {
         Some(queue) => {
             // SAFETY: map value pointer (see try_sock_sk_data_ready).
             let queue = unsafe { &mut *queue };
@@ -699,7 +720,7 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
                 // nanosecond race on the enqueue path): it arrived no later than now. Owe the
                 // pending push so later datagrams keep their own times.
                 queue.head = queue.head.wrapping_add(1);
-                (unsafe { bpf_ktime_get_ns() }, 0)
+                (now_ns(), 0)
             }
         }
         None => {
@@ -709,8 +730,8 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
                 tail: 0,
                 ts: [0; ARRIVAL_QUEUE_LEN],
             };
-            let _ = SOCKET_ARRIVALS.insert(&sk, &queue, 0);
-            (unsafe { bpf_ktime_get_ns() }, 0)
+            let _ = SOCKET_ARRIVALS.insert(sk, queue, 0);
+            (now_ns(), 0)
         }
     };
     emit(

@@ -54,7 +54,10 @@ fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
     // Two CPU-bound threads, and one retry: a moment of foreign CPU load changes thread
     // placement and can hide the convoy for a whole short run (see docs/analysis.md).
     let mut run = record_python(2, 150);
-    if run.1["convoys"].as_array().is_none_or(|c| c.is_empty()) {
+    if run.1["convoys"]
+        .as_array()
+        .is_none_or(std::vec::Vec::is_empty)
+    {
         eprintln!("no convoy on the first run (placement?); retrying once");
         run = record_python(2, 150);
     }
@@ -65,15 +68,15 @@ fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|t| t.as_u64())
+        .filter_map(serde_json::Value::as_u64)
         .collect();
     assert!(
-        users.contains(&(fx.echo_tid as u64)),
+        users.contains(&u64::from(fx.echo_tid)),
         "echo thread not on the top lock: {top}"
     );
     for s in &fx.spinner_tids {
         assert!(
-            users.contains(&(*s as u64)),
+            users.contains(&u64::from(*s)),
             "spinner {s} not on the top lock: {top}"
         );
     }
@@ -98,7 +101,7 @@ fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
         .map(|h| h[0].as_u64().unwrap())
         .collect();
     assert!(
-        holders.contains(&(fx.spinner_tids[0] as u64)),
+        holders.contains(&u64::from(fx.spinner_tids[0])),
         "the spinner should hold the lock: {holders:?}"
     );
 

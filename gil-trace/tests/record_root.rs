@@ -2,10 +2,14 @@
 //! They skip (saying so) only when the process lacks the privilege to load eBPF.
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::{MetadataExt, PermissionsExt},
+};
 
 use common::*;
 use gil_trace::trace::{Event, EventData, IoClass, TraceReader};
+use nix::sys::signal::Signal;
 
 fn read_events(path: &std::path::Path) -> (TraceReader, Vec<Event>) {
     let reader = TraceReader::open(path).unwrap();
@@ -377,7 +381,6 @@ fn under_sudo_the_command_runs_as_the_invoking_user_who_owns_the_trace() {
     {
         return;
     }
-    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
     // What sudo sets for the user who ran it (here: nobody).
@@ -456,22 +459,7 @@ fn a_full_disk_is_a_one_line_error_and_leaves_no_file() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &mnt,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=256k"),
-    )
-    .unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount(&self.0);
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _tmpfs = Tmpfs::mount(&mnt, "256k");
     let trace = mnt.join("t.trace");
     let out = record_workload(
         &trace,
@@ -539,7 +527,6 @@ fn a_command_that_cannot_exec_is_a_one_line_error() {
     if skip_without_privilege("a_command_that_cannot_exec_is_a_one_line_error") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("not-a-program");
     std::fs::write(&bogus, [0x7f, b'E', b'L', b'F', 0, 0, 0, 0]).unwrap();
@@ -611,7 +598,6 @@ fn sigint_and_sighup_are_forwarded_and_the_trace_is_finalized() {
     if skip_without_privilege("sigint_and_sighup_are_forwarded_and_the_trace_is_finalized") {
         return;
     }
-    use nix::sys::signal::Signal;
     let dir = tempfile::tempdir().unwrap();
     for (sig, name, code) in [
         (Signal::SIGINT, "SIGINT", 130),
@@ -638,7 +624,6 @@ fn a_second_signal_stops_at_once_with_a_valid_trace() {
     if skip_without_privilege("a_second_signal_stops_at_once_with_a_valid_trace") {
         return;
     }
-    use nix::sys::signal::Signal;
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
     // A command that ignores the forwarded SIGTERM and would outlast the grace period.

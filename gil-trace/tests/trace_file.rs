@@ -45,7 +45,7 @@ fn below(seed: u64) -> impl FnMut(usize) -> usize {
 /// Deterministic pseudo-random events with slightly out-of-order timestamps, as per-CPU
 /// reservations produce.
 fn synthetic_events(n: usize) -> Vec<RawEvent> {
-    let mut next = xorshift(0x9e3779b97f4a7c15);
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     (0..n)
         .map(|i| {
             let r = next();
@@ -436,7 +436,7 @@ fn wrong_magic_future_version_and_huge_lengths() {
     b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     match read_all(&damaged(dir.path(), "future.trace", &b)) {
         Err(e @ TraceError::UnsupportedVersion { .. }) => {
-            assert!(e.to_string().contains("upgrade"))
+            assert!(e.to_string().contains("upgrade"));
         }
         other => panic!("{:?}", other.map(|v| v.len())),
     }
@@ -572,7 +572,7 @@ fn odd_but_valid_traces_give_sensible_reports() {
             ts,
             EventKind::SchedSwitch as u32,
             prev,
-            [next as u64, 1, 120, 3],
+            [u64::from(next), 1, 120, 3],
         )
     };
     let mut events = vec![sw(1_000_000, 101, 102), sw(2_000_000, 102, 101)];
@@ -660,7 +660,7 @@ fn mutated_event_records_with_valid_checksums_never_panic() {
     for round in 0..2_000 {
         let mut b = good.clone();
         let (start, len) = payloads[rnd(payloads.len())];
-        for _ in 0..1 + rnd(3) {
+        for _ in 0..=rnd(3) {
             // Past the block's count and base time: inside the records.
             let at = start + 12 + rnd(len - 12);
             b[at] = match rnd(3) {
@@ -679,9 +679,9 @@ fn mutated_event_records_with_valid_checksums_never_panic() {
                     e.to_string().contains("malformed") || e.to_string().contains("stray"),
                     "round {round}: {e}"
                 );
-                refused += 1
+                refused += 1;
             }
-            Err(_) => panic!("round {round}: the reader panicked"),
+            Err(panic) => panic!("round {round}: the reader panicked: {panic:?}"),
         }
     }
     // Both outcomes occur: a changed value inside a field reads as another valid event.
@@ -705,7 +705,7 @@ fn mutated_traces_never_panic() {
     let mut errors = 0;
     for round in 0..1_500 {
         let mut b = good.clone();
-        for _ in 0..1 + rnd(4) {
+        for _ in 0..=rnd(4) {
             let at = rnd(b.len());
             match rnd(5) {
                 0 => b[at] ^= 1 << rnd(8),
@@ -727,7 +727,7 @@ fn mutated_traces_never_panic() {
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => errors += 1,
-            Err(_) => panic!("round {round}: the reader panicked"),
+            Err(panic) => panic!("round {round}: the reader panicked: {panic:?}"),
         }
     }
     assert!(

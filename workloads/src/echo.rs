@@ -21,7 +21,9 @@ pub const MAX_DATAGRAM: usize = 65507;
 fn interpret(gil: &dyn Gil, me: &mut ThreadCtx, payload: &[u8]) -> u32 {
     let mut sum = 0u32;
     for chunk in payload.chunks(512) {
-        sum = chunk.iter().fold(sum, |s, &b| s.rotate_left(5) ^ b as u32);
+        sum = chunk
+            .iter()
+            .fold(sum, |s, &b| s.rotate_left(5) ^ u32::from(b));
         gil.checkpoint(me);
     }
     sum
@@ -137,7 +139,7 @@ pub fn client(
                     report.rtt_ns.push(sent_at.elapsed().as_nanos() as u64);
                     break;
                 }
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -115,7 +115,7 @@ pub fn run(lockers: usize, rounds: u64, datagrams: u64) -> std::io::Result<PingP
                         std::thread::sleep(Duration::from_micros(50));
                         for j in 0..2_000u64 {
                             x = std::hint::black_box(
-                                x.wrapping_mul(6364136223846793005).wrapping_add(j),
+                                x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(j),
                             );
                         }
                         mutex.unlock();
@@ -261,7 +261,7 @@ pub fn storm(pairs: usize, duration: Duration) -> u64 {
     for h in handles {
         let _ = h.join();
     }
-    total.load(SeqCst) as u64
+    u64::from(total.load(SeqCst))
 }
 
 #[cfg(test)]

@@ -79,14 +79,18 @@ impl TruthSink {
     pub fn absorb(&self, mut events: Vec<TruthEvent>) {
         self.events
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .append(&mut events);
     }
 
     /// All events so far, sorted by time.
     pub fn take_sorted(&self) -> Vec<TruthEvent> {
-        let mut events =
-            std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut events = std::mem::take(
+            &mut *self
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         events.sort_by_key(TruthEvent::ts_ns);
         events
     }

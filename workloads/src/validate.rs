@@ -133,7 +133,7 @@ pub fn compare(report: &Value, truth: &[TruthEvent]) -> Result<Validation, Strin
         .ok_or("truth has no echo thread")?;
     let ops: Vec<&Value> = io_ops
         .iter()
-        .filter(|o| u(&o["tid"]) == Some(echo as u64) && u(&o["bytes"]) != Some(0))
+        .filter(|o| u(&o["tid"]) == Some(u64::from(echo)) && u(&o["bytes"]) != Some(0))
         .collect();
     let mut truth_recvs = Vec::new();
     for (i, ev) in truth.iter().enumerate() {

@@ -167,7 +167,7 @@ fn lab_config(
         messages,
         size: 1024,
         port: 0,
-        client_timeout: Duration::from_millis(2000),
+        client_timeout: Duration::from_secs(2),
         truth,
         client: ClientMode::Thread,
     }

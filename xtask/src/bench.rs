@@ -43,9 +43,10 @@ fn measure(cmd: &mut Command) -> Result<Cost> {
         .spawn()
         .with_context(|| format!("{cmd:?}"))?;
     let mut status = 0;
-    // SAFETY: wait4 on our own child with valid out-pointers.
+    // SAFETY: rusage is plain integers; all-zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &raw mut status, 0, &raw mut usage) };
     let secs = start.elapsed().as_secs_f64();
     if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("{cmd:?} failed (wait status {status})");
@@ -142,12 +143,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
     }
 }
 
@@ -365,8 +366,7 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             row.dispatch_only.0,
             row.dispatch_only.1,
             row.perf
-                .map(|p| format!("{:.3}/{:.3}", p.0, p.1))
-                .unwrap_or("-".into())
+                .map_or("-".into(), |p| format!("{:.3}/{:.3}", p.0, p.1))
         );
         rows.push(row);
     }
@@ -591,8 +591,7 @@ pub fn run(rounds: usize) -> Result<()> {
         Command::new("perf")
             .arg("--version")
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+            .is_ok_and(|o| o.status.success())
     };
     if !perf_works() {
         // A fresh Debian machine: perf comes from linux-perf (best effort; idempotent).
@@ -715,7 +714,7 @@ fn markdown(
             r.spinners,
             r.gil_trace_events,
             r.gil_trace_bytes_per_event,
-            r.perf_events.map(|e| e.to_string()).unwrap_or("–".into()),
+            r.perf_events.map_or("–".into(), |e| e.to_string()),
             pb,
             ratio(r.gil_trace_bytes_per_event / pb)
         )?;

@@ -18,8 +18,9 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Builds the eBPF programs (always release: the verifier rejects debug-profile objects).
-pub fn build_ebpf() -> Result<()> {
+/// `cargo <subcommand>` over the eBPF crate, as its build needs it: always release (the
+/// verifier rejects debug-profile objects), for the BPF target with `core` built from source.
+fn cargo_ebpf(subcommand: &str, target_dir: &str) -> Command {
     let root = workspace_root();
     let arch = std::env::consts::ARCH;
     let rustflags = [
@@ -31,7 +32,7 @@ pub fn build_ebpf() -> Result<()> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root.join("gil-trace-ebpf"))
         .args([
-            "build",
+            subcommand,
             "--release",
             "--bins",
             "--target",
@@ -40,7 +41,7 @@ pub fn build_ebpf() -> Result<()> {
             "build-std=core",
         ])
         .arg("--target-dir")
-        .arg(root.join("target/bpf"))
+        .arg(root.join(target_dir))
         // Only this inner cargo needs nightly features; the stable toolchain allows them here.
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
@@ -53,7 +54,13 @@ pub fn build_ebpf() -> Result<()> {
     ] {
         cmd.env_remove(var);
     }
-    run(&mut cmd).context("building the eBPF programs (did `cargo xtask setup` run?)")
+    cmd
+}
+
+/// Builds the eBPF programs.
+pub fn build_ebpf() -> Result<()> {
+    run(&mut cargo_ebpf("build", "target/bpf"))
+        .context("building the eBPF programs (did `cargo xtask setup` run?)")
 }
 
 fn cargo_userspace(args: &[&str]) -> Command {
@@ -86,8 +93,8 @@ pub fn release_bin(name: &str) -> PathBuf {
     workspace_root().join("target/release").join(name)
 }
 
-/// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace (and fmt for the
-/// eBPF crate, which is outside it).
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace and the eBPF crate
+/// (which is outside it).
 pub fn lint() -> Result<()> {
     run(cargo_userspace(&["fmt", "--all", "--", "--check"]).env_remove("GIL_TRACE_EBPF_OBJECT"))?;
     let mut fmt_ebpf = Command::new("cargo");
@@ -103,5 +110,8 @@ pub fn lint() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))
+    ]))?;
+    // Its own target directory: clippy's metadata would otherwise rebuild the embedded object.
+    run(cargo_ebpf("clippy", "target/bpf-clippy").args(["--", "-D", "warnings"]))
+        .context("clippy on the eBPF programs (did `cargo xtask setup` run?)")
 }

@@ -29,15 +29,12 @@ pub fn run() -> Result<()> {
 }
 
 fn home() -> PathBuf {
-    env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
+    env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
 
 fn cargo_bin_dir() -> PathBuf {
     env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cargo"))
+        .map_or_else(|| home().join(".cargo"), PathBuf::from)
         .join("bin")
 }
 
@@ -65,8 +62,7 @@ fn ensure_tracefs() {
     let ok = Command::new("mount")
         .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+        .is_ok_and(|s| s.success());
     if !ok || !events.exists() {
         log("WARNING: tracefs is not available; recording will fail until it is mounted (as root: mount -t tracefs tracefs /sys/kernel/tracing)");
     }
@@ -119,14 +115,13 @@ fn ensure_llvm_prefix() -> Result<PathBuf> {
     let lib_dir = sysroot.join("lib");
     // The real library is libLLVM.so.<ver>; libLLVM-<maj>-rust-*.so is a linker script.
     let libllvm = fs::read_dir(&lib_dir)?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so."))
         .with_context(|| format!("no libLLVM.so.* in {}", lib_dir.display()))?;
     let suffix = libllvm.trim_start_matches("libLLVM.so.");
     let prefix = env::var_os("BPF_LLVM_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".local/share/bpf-llvm"))
+        .map_or_else(|| home().join(".local/share/bpf-llvm"), PathBuf::from)
         .join(suffix);
     let src = lib_dir.join(&libllvm);
     let dst = prefix.join("lib").join(&libllvm);
@@ -159,21 +154,17 @@ fn ensure_llvm_prefix() -> Result<PathBuf> {
 fn ensure_bpf_linker(prefix: &Path) -> Result<()> {
     let bin = cargo_bin_dir().join("bpf-linker");
     let libllvm = fs::read_dir(prefix.join("lib"))?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so."))
         .context("LLVM prefix has no libLLVM.so.*")?;
     let runpath = prefix.join("lib");
     let good = bin.exists()
         && output(Command::new(&bin).arg("--version"))
-            .map(|v| v.trim().ends_with(BPF_LINKER_VERSION))
-            .unwrap_or(false)
-        && output(Command::new("readelf").arg("-d").arg(&bin))
-            .map(|d| {
-                d.contains(&format!("[{libllvm}]"))
-                    && d.contains(&format!("[{}]", runpath.display()))
-            })
-            .unwrap_or(false);
+            .is_ok_and(|v| v.trim().ends_with(BPF_LINKER_VERSION))
+        && output(Command::new("readelf").arg("-d").arg(&bin)).is_ok_and(|d| {
+            d.contains(&format!("[{libllvm}]")) && d.contains(&format!("[{}]", runpath.display()))
+        });
     if good {
         return Ok(());
     }

@@ -41,7 +41,7 @@ pub fn run() -> Result<()> {
          the truth log (`workload validate`). Targets: ≥ 99 % of contended acquisitions matched as handoffs to the right \
          thread, every datagram matched, p99 timing error ≤ 50 µs.\n",
         String::from_utf8_lossy(&date.stdout).trim(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         String::from_utf8_lossy(&Command::new("uname").arg("-r").output()?.stdout).trim()
     )?;
     writeln!(md, "| policy | contended acquisitions | matched | datagrams | matched | acquire err p50/p99 µs | recv err p50/p99 µs | lock after recv err p50/p99 µs | reply err p50/p99 µs |")?;

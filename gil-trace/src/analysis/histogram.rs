@@ -25,11 +25,11 @@ impl Default for Histogram {
 }
 
 fn bucket(v: u64) -> usize {
-    if v < SUB as u64 {
+    if v < u64::from(SUB) {
         return v as usize;
     }
-    let exp = 63 - v.leading_zeros(); // ≥ 4
-    let sub = ((v >> (exp - 4)) & (SUB as u64 - 1)) as u32;
+    let exp = v.ilog2(); // ≥ 4
+    let sub = ((v >> (exp - 4)) & (u64::from(SUB) - 1)) as u32;
     ((exp - 3) * SUB + sub) as usize
 }
 
@@ -37,11 +37,11 @@ fn bucket(v: u64) -> usize {
 fn bucket_high(b: usize) -> u64 {
     let b = b as u32;
     if b < SUB {
-        return b as u64;
+        return u64::from(b);
     }
     let exp = b / SUB + 3;
-    let sub = (b % SUB) as u64;
-    ((SUB as u64 + sub + 1) << (exp - 4)) - 1
+    let sub = u64::from(b % SUB);
+    ((u64::from(SUB) + sub + 1) << (exp - 4)) - 1
 }
 
 /// p50/p90/p99/max summary (ns).
@@ -59,7 +59,7 @@ impl Histogram {
     pub fn record(&mut self, v: u64) {
         self.counts[bucket(v)] += 1;
         self.count += 1;
-        self.sum += v as u128;
+        self.sum += u128::from(v);
         self.max = self.max.max(v);
     }
 
@@ -68,7 +68,7 @@ impl Histogram {
     }
 
     pub fn sum(&self) -> u64 {
-        self.sum.min(u64::MAX as u128) as u64
+        self.sum.min(u128::from(u64::MAX)) as u64
     }
 
     /// Nearest-rank percentile, reported as its bucket's upper bound (capped at the max).
@@ -93,7 +93,7 @@ impl Histogram {
             mean_ns: if self.count == 0 {
                 0
             } else {
-                (self.sum / self.count as u128) as u64
+                (self.sum / u128::from(self.count)) as u64
             },
             p50_ns: self.percentile(50.0),
             p90_ns: self.percentile(90.0),

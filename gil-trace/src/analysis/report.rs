@@ -125,21 +125,20 @@ where
     // Pass 1, lock identification, reads the futex table the writer kept in the trailer;
     // older traces and time windows need a pass of their own over the futex events.
     let mut batch = Vec::new();
-    let finder = match (&trailer.futex_index, opts.window) {
-        (Some(stored), None) => LockFinder::from_index(FutexIndex::from_stored(stored.clone())),
-        _ => {
-            let mut finder = LockFinder::default();
-            let mut events = open(LOCK_PASS_KINDS)?;
-            while events.next_batch(&mut batch)? {
-                for ev in batch.iter().filter(|ev| opts.in_window(ev.ts_ns)) {
-                    finder.observe(ev);
-                }
-                if batch.last().is_some_and(|ev| opts.past_window(ev.ts_ns)) {
-                    break;
-                }
+    let finder = if let (Some(stored), None) = (&trailer.futex_index, opts.window) {
+        LockFinder::from_index(FutexIndex::from_stored(stored.clone()))
+    } else {
+        let mut finder = LockFinder::default();
+        let mut events = open(LOCK_PASS_KINDS)?;
+        while events.next_batch(&mut batch)? {
+            for ev in batch.iter().filter(|ev| opts.in_window(ev.ts_ns)) {
+                finder.observe(ev);
             }
-            finder
+            if batch.last().is_some_and(|ev| opts.past_window(ev.ts_ns)) {
+                break;
+            }
         }
+        finder
     };
     let locks = finder.finish(opts.lock);
 

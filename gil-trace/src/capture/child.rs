@@ -53,7 +53,7 @@ impl Identity {
                 g.parse()
                     .map_err(|_| CaptureError::Identity(format!("SUDO_GID={g} is not a gid")))?,
             ),
-            None => user.as_ref().map(|u| u.gid).unwrap_or(Gid::from_raw(uid)),
+            None => user.as_ref().map_or(Gid::from_raw(uid), |u| u.gid),
         };
         let (name, home, shell) = match &user {
             Some(u) => (u.name.clone(), u.dir.clone(), u.shell.clone()),
@@ -183,12 +183,14 @@ pub fn spawn_paused(
                 let mut msg = [stage, 0, 0, 0, 0];
                 msg[1..].copy_from_slice(&code.to_le_bytes());
                 let _ = unistd::write(&status_write, &msg);
+                // SAFETY: _exit is async-signal-safe and ends the forked child at once.
                 unsafe { libc::_exit(127) }
             };
             let mut byte = [0u8; 1];
             match unistd::read(go_read.as_raw_fd(), &mut byte) {
                 Ok(1) => {}
                 // The tracer went away before releasing us: do not run untraced.
+                // SAFETY: _exit is async-signal-safe and ends the forked child at once.
                 _ => unsafe { libc::_exit(127) },
             }
             if let Some(id) = identity {
@@ -234,7 +236,7 @@ impl PausedChild {
             match unistd::read(self.exec_status.as_raw_fd(), &mut msg[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(Errno::EINTR) => continue,
+                Err(Errno::EINTR) => {}
                 Err(_) => break,
             }
         }

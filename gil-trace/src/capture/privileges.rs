@@ -38,9 +38,8 @@ pub fn check() -> Result<(), CaptureError> {
         .filter(|(cap, _)| !has(*cap))
         .map(|(_, name)| name)
         .collect();
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "gil-trace".into());
+    let exe =
+        std::env::current_exe().map_or_else(|_| "gil-trace".into(), |p| p.display().to_string());
     Err(CaptureError::NotPrivileged {
         missing: missing.join(" and "),
         exe,

@@ -1,5 +1,5 @@
 //! The eBPF programs: which tracepoints, their field offsets, loading and attaching.
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -90,7 +90,7 @@ pub const SYSCALL_PROGRAMS: [(&str, &str, &str); 2] = [
 
 /// The syscalls gil-trace classifies on this architecture: (number, class).
 pub fn syscall_table() -> Vec<(u32, SyscallClass)> {
-    use SyscallClass::*;
+    use SyscallClass::{Futex, FutexRequeue, FutexWait, FutexWaitv, FutexWake, Poll, Recv, Send};
     #[cfg(target_arch = "x86_64")]
     let table = vec![
         (202, Futex),
@@ -211,7 +211,10 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
     }
     // sched_switch loads its whole record prefix directly, which the kernel allows only
     // inside the record.
-    if let Some(len) = formats.get("sched_switch").map(|f| f.record_len()) {
+    if let Some(len) = formats
+        .get("sched_switch")
+        .map(super::tracefs::Format::record_len)
+    {
         if (len as usize) < RECORD_PREFIX_LEN {
             return Err(CaptureError::RecordTooShort {
                 tracepoint: "sched:sched_switch".into(),
@@ -272,7 +275,7 @@ pub fn ebpf_object() -> Option<&'static [u8]> {
 }
 
 /// One line for the user; the full verifier log only with GIL_TRACE_VERIFIER_LOG=1.
-fn attach_error(tracepoint: &str, source: aya::programs::ProgramError) -> CaptureError {
+fn attach_error(tracepoint: &str, source: &aya::programs::ProgramError) -> CaptureError {
     let full = source.to_string();
     if std::env::var_os("GIL_TRACE_VERIFIER_LOG").is_some() {
         eprintln!("{full}");
@@ -349,7 +352,7 @@ impl Probes {
         let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
         let root = tracefs::root()?;
         let (mut config, missing) = probe_config(&root)?;
-        config.dispatch_only = dispatch_only as u32;
+        config.dispatch_only = u32::from(dispatch_only);
         // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
         let _ = nix::sys::resource::setrlimit(
             nix::sys::resource::Resource::RLIMIT_MEMLOCK,
@@ -378,7 +381,7 @@ impl Probes {
             if missing.contains(&name) {
                 continue;
             }
-            let attach_err = |source: aya::programs::ProgramError| attach_error(&name, source);
+            let attach_err = |source: aya::programs::ProgramError| attach_error(&name, &source);
             let program: &mut TracePoint = ebpf
                 .program_mut(probe.program)
                 .unwrap_or_else(|| panic!("eBPF object lacks program {}", probe.program))
@@ -423,7 +426,7 @@ impl Probes {
                 }
             }
             let name = format!("raw_syscalls:{tp} (raw tracepoint)");
-            let attach_err = |source: aya::programs::ProgramError| attach_error(&name, source);
+            let attach_err = |source: aya::programs::ProgramError| attach_error(&name, &source);
             let program: &mut RawTracePoint = ebpf
                 .program_mut(raw_program)
                 .unwrap_or_else(|| panic!("eBPF object lacks program {raw_program}"))
@@ -530,7 +533,7 @@ impl Probes {
                 continue;
             };
             if lost.by_cpu.len() < per_cpu.len() {
-                lost.by_cpu.resize(per_cpu.len(), Default::default());
+                lost.by_cpu.resize(per_cpu.len(), BTreeMap::default());
             }
             for (cpu, &n) in per_cpu.iter().enumerate() {
                 if n == 0 {
@@ -541,8 +544,7 @@ impl Probes {
                     continue;
                 }
                 let name = EventKind::try_from(slot)
-                    .map(|k| k.name().to_string())
-                    .unwrap_or_else(|_| format!("kind_{slot}"));
+                    .map_or_else(|_| format!("kind_{slot}"), |k| k.name().to_string());
                 *lost.by_kind.entry(name.clone()).or_default() += n;
                 *lost.by_cpu[cpu].entry(name).or_default() += n;
                 lost.total += n;

@@ -100,21 +100,18 @@ pub fn monotonic_ns() -> u64 {
 
 /// User + system CPU of this process so far (children excluded).
 fn own_cpu_ns() -> u64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .map(|u| {
-            let ns = |t: nix::sys::time::TimeVal| {
-                t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1_000
-            };
-            ns(u.user_time()) + ns(u.system_time())
-        })
-        .unwrap_or(0)
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).map_or(0, |u| {
+        let ns = |t: nix::sys::time::TimeVal| {
+            t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1_000
+        };
+        ns(u.user_time()) + ns(u.system_time())
+    })
 }
 
 fn unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn comm_event(tid: u32, tgid: u32, name: &str, ts_ns: u64) -> RawEvent {
@@ -181,7 +178,7 @@ fn read_host() -> (String, String) {
 }
 
 /// Records until the target ends; the trace is finalized in every case that returns Ok.
-pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
+pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     privileges::check()?;
     let identity = match &opts.target {
         Target::Command(_) => Identity::from_sudo()?,
@@ -218,9 +215,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         gil_trace_version: env!("CARGO_PKG_VERSION").into(),
         kernel_release,
         hostname,
-        cpu_count: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         command: match &opts.target {
             Target::Command(argv) => argv
                 .iter()
@@ -239,7 +234,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
         attached: matches!(opts.target, Target::Pid(_)),
         start_monotonic_ns: monotonic_ns(),
         start_unix_ns: unix_ns(),
-        buffer_size_bytes: opts.probes.buffer_size as u64,
+        buffer_size_bytes: u64::from(opts.probes.buffer_size),
         tracepoints: probes.attached.clone(),
         missing_tracepoints: probes.missing.clone(),
         // The writer orders the events (and says so in what it writes).
@@ -256,15 +251,12 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
     };
     meta.root_pid = root_pid;
     let mut writer = TraceWriter::create(&opts.output, &meta)?;
-    let child_pid = match child {
-        Some(paused) => {
-            probes.trace_thread(root_pid, root_pid)?;
-            Some(paused.release()?)
-        }
-        None => {
-            seed_process(&mut probes, &mut writer, root_pid)?;
-            None
-        }
+    let child_pid = if let Some(paused) = child {
+        probes.trace_thread(root_pid, root_pid)?;
+        Some(paused.release()?)
+    } else {
+        seed_process(&mut probes, &mut writer, root_pid)?;
+        None
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -275,7 +267,7 @@ pub fn record(opts: RecordOptions) -> Result<RecordOutcome, CaptureError> {
             source,
         })?;
     let ring = probes.ring.take().expect("ring buffer present");
-    let result = runtime.block_on(event_loop(&mut probes, ring, &mut writer, child_pid, &opts));
+    let result = runtime.block_on(event_loop(&mut probes, ring, &mut writer, child_pid, opts));
     let (stop_reason, exit) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -420,7 +412,7 @@ async fn event_loop(
     let mut lost_checked_ns = monotonic_ns();
 
     loop {
-        let far = tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
+        let far = tokio::time::Instant::now() + Duration::from_hours(8760);
         let signal_received: Option<Signal> = tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(io_err("waiting for the ring buffer"))?;
@@ -444,7 +436,7 @@ async fn event_loop(
             _ = sigint.recv() => Some(Signal::SIGINT),
             _ = sigterm.recv() => Some(Signal::SIGTERM),
             _ = sighup.recv() => Some(Signal::SIGHUP),
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop_reason.is_none() => {
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop_reason.is_none() => {
                 stop_reason = Some(StopReason::Duration);
                 match child {
                     Some(pid) => {
@@ -455,7 +447,7 @@ async fn event_loop(
                 }
                 None
             }
-            _ = tokio::time::sleep_until(stop_deadline.unwrap_or(far)), if stop_deadline.is_some() => break,
+            () = tokio::time::sleep_until(stop_deadline.unwrap_or(far)), if stop_deadline.is_some() => break,
         };
         if let Some(sig) = signal_received {
             if stop_reason.is_some() {

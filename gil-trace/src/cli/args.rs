@@ -112,6 +112,10 @@ pub(crate) struct ReportArgs {
     pub(crate) lock: Option<u64>,
     /// Also draw the charts as one SVG file (default: the trace's name with .svg).
     #[arg(long, value_name = "OUT", num_args = 0..=1)]
+    #[allow(
+        clippy::option_option,
+        reason = "absent, given without a path, or with one"
+    )]
     pub(crate) svg: Option<Option<PathBuf>>,
     /// Lock wait after I/O above which a datagram counts as convoyed (units as --window).
     #[arg(long, default_value = "1ms", value_parser = parse::duration_ns)]

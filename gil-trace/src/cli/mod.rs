@@ -16,8 +16,8 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Record(args) => record::record(args),
-        Command::Report(args) => report::report(args),
-        Command::Dump(args) => report::dump(args),
-        Command::Export(args) => report::export(args),
+        Command::Report(args) => report::report(&args),
+        Command::Dump(args) => report::dump(&args),
+        Command::Export(args) => report::export(&args),
     }
 }

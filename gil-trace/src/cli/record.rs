@@ -25,7 +25,7 @@ pub(crate) fn record(args: RecordArgs) -> Result<ExitCode> {
     if dispatch_only {
         eprintln!("gil-trace: GIL_TRACE_DISPATCH_ONLY is set: the programs return at once, nothing is recorded");
     }
-    let outcome = capture::record(RecordOptions {
+    let outcome = capture::record(&RecordOptions {
         output: args.output,
         target,
         duration,

@@ -45,17 +45,17 @@ fn write_out(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(bytes)
-        .and_then(|_| stdout.flush())
+        .and_then(|()| stdout.flush())
         .context("writing the report")
 }
 
-pub(crate) fn report(args: ReportArgs) -> Result<ExitCode> {
+pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     if args.compare != (args.traces.len() == 2) {
         bail!("give one trace, or two with --compare");
     }
     let mut reports = Vec::new();
     for trace in &args.traces {
-        reports.push(build_report(trace, &args)?);
+        reports.push(build_report(trace, args)?);
     }
     if let Some(svg) = &args.svg {
         let out = svg
@@ -99,7 +99,7 @@ pub(crate) fn report(args: ReportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn dump(args: DumpArgs) -> Result<ExitCode> {
+pub(crate) fn dump(args: &DumpArgs) -> Result<ExitCode> {
     use gil_trace::trace::EventData;
     let window = args
         .window
@@ -143,7 +143,7 @@ pub(crate) fn dump(args: DumpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
+pub(crate) fn export(args: &ExportArgs) -> Result<ExitCode> {
     let ExportFormat::Perfetto = args.format;
     let reader = TraceReader::open(&args.trace)?;
     let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());

@@ -107,6 +107,15 @@ impl LockSet {
     }
 }
 
+/// Union-find root of `i`, compressing the path.
+fn find(p: &mut [usize], mut i: usize) -> usize {
+    while p[i] != i {
+        p[i] = p[p[i]];
+        i = p[i];
+    }
+    i
+}
+
 impl LockFinder {
     /// Starts from a finished table (e.g. a trace trailer's `futex_index`).
     pub fn from_index(index: FutexIndex) -> LockFinder {
@@ -133,13 +142,6 @@ impl LockFinder {
             .map(|(i, w)| ((w.tgid, w.addr), i))
             .collect();
         let mut parent: Vec<usize> = (0..candidates.len()).collect();
-        fn find(p: &mut [usize], mut i: usize) -> usize {
-            while p[i] != i {
-                p[i] = p[p[i]];
-                i = p[i];
-            }
-            i
-        }
         let mut reasons: Vec<(usize, usize, String)> = Vec::new();
         // Adjacent in memory and shared by the same threads.
         let mut by_addr: Vec<usize> = (0..candidates.len()).collect();

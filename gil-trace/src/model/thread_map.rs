@@ -197,8 +197,8 @@ mod tests {
         }
         let mut all: Vec<(u32, u64)> = map.iter().map(|(t, v)| (t, *v)).collect();
         let mut expected: Vec<(u32, u64)> = reference.into_iter().collect();
-        all.sort();
-        expected.sort();
+        all.sort_unstable();
+        expected.sort_unstable();
         assert_eq!(all, expected);
     }
 }

@@ -107,7 +107,7 @@ impl ThreadTracker {
                     }
                     t.stats.switches += 1;
                     // TASK_RUNNING (0) when switched out = preempted.
-                    if prev_state & 0xff == 0 {
+                    if prev_state.trailing_zeros() >= 8 {
                         t.stats.preemptions += 1;
                     }
                     if ev.tgid != 0 {
@@ -126,14 +126,14 @@ impl ThreadTracker {
                 self.counts.futex += 1;
                 let s = &mut self.thread(ev.tid, ts).stats;
                 s.futex_calls += 1;
-                s.futex_waits += call.is_wait() as u64;
-                s.futex_wakes += call.is_wake() as u64;
+                s.futex_waits += u64::from(call.is_wait());
+                s.futex_wakes += u64::from(call.is_wake());
             }
             EventData::NetRecv { len, .. } => {
                 self.counts.udp_recv += 1;
                 let s = &mut self.thread(ev.tid, ts).stats;
                 s.datagrams_received += 1;
-                s.bytes_received += len as u64;
+                s.bytes_received += u64::from(len);
             }
             EventData::IoExit {
                 class: IoClass::Send,
@@ -177,7 +177,7 @@ impl ThreadTracker {
         let mut out: Vec<ThreadStats> = self.threads.into_entries().map(|(_, t)| t.stats).collect();
         for info in table {
             if let Some(s) = out.iter_mut().find(|s| s.tid == info.tid) {
-                s.name = info.name.clone();
+                s.name.clone_from(&info.name);
                 if info.tgid != 0 {
                     s.tgid = info.tgid;
                 }

@@ -106,7 +106,7 @@ pub struct TimelineTracker<'a> {
 /// Was the task preempted (still runnable) when switched out? prev_state is TASK_RUNNING (0),
 /// possibly with the kernel's "preempted" marker bit (TASK_REPORT_MAX) above the state bits.
 pub fn switched_out_runnable(prev_state: u64) -> bool {
-    prev_state & 0xff == 0
+    prev_state.trailing_zeros() >= 8
 }
 
 impl<'a> TimelineTracker<'a> {
@@ -256,7 +256,7 @@ impl<'a> TimelineTracker<'a> {
                 }
             }
             EventData::Fork { .. } | EventData::NetRecv { .. } => {
-                self.touch_running(ev.tid, ts, sink)
+                self.touch_running(ev.tid, ts, sink);
             }
             EventData::Comm { .. } | EventData::Lost { .. } | EventData::Unknown { .. } => {}
         }

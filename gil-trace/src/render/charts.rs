@@ -134,9 +134,10 @@ pub struct ChartLayout {
 impl ChartLayout {
     pub fn new(report: &Report, window: Option<(u64, u64)>) -> ChartLayout {
         let (start, end) = (report.summary.meta.start_ns, report.summary.meta.end_ns);
-        let window = window
-            .map(|(a, b)| (a, b.min(end)))
-            .unwrap_or_else(|| default_window(report, start, end));
+        let window = window.map_or_else(
+            || default_window(report, start, end),
+            |(a, b)| (a, b.min(end)),
+        );
         let (lanes, hidden_lanes) = lanes_for(report);
         let columns = (MAX_CELLS / lanes.len().max(1)).clamp(100, 1000);
         ChartLayout {
@@ -261,7 +262,7 @@ impl ChartData {
             acq.sort_by_key(|h| h.acquire_ns);
             for (i, h) in acq.iter().enumerate() {
                 // Held until the next acquisition (releases themselves are not always visible).
-                let until = acq.get(i + 1).map(|n| n.acquire_ns).unwrap_or(h.acquire_ns);
+                let until = acq.get(i + 1).map_or(h.acquire_ns, |n| n.acquire_ns);
                 if let Some(&lane) = lane_of.get(&h.to_tid) {
                     if until > ws && h.acquire_ns < we {
                         holders.push((h.acquire_ns.max(ws), until.min(we), lane));

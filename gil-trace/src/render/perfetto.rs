@@ -65,8 +65,7 @@ pub fn to_chrome_json(report: &Report, spans: &[StateSpan]) -> Vec<u8> {
     let lock_pid = report
         .locks
         .first()
-        .map(|l| l.tgid)
-        .unwrap_or(report.summary.meta.root_pid);
+        .map_or(report.summary.meta.root_pid, |l| l.tgid);
     if let (Some(lock), Some(handoffs)) = (report.locks.first(), &report.handoff_events) {
         let track = format!("lock {} holder", lock.name());
         events.push(json!({"ph": "M", "name": "thread_name", "pid": lock_pid, "tid": HOLDER_TRACK_TID, "args": {"name": track}}));

@@ -192,7 +192,7 @@ fn draw_timeline<DB: DrawingBackend>(
     let lanes = data.lanes.len() as f64;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("Thread timeline ({:.1}–{:.1} {unit} after start)", x0, x1),
+            format!("Thread timeline ({x0:.1}–{x1:.1} {unit} after start)"),
             ("sans-serif", 16),
         )
         .margin(10)
@@ -345,7 +345,7 @@ fn draw_cdf<DB: DrawingBackend>(
 ) -> Result<(), RenderError> {
     let max_us = series
         .iter()
-        .flat_map(|(_, v)| v.last())
+        .filter_map(|(_, v)| v.last())
         .max()
         .copied()
         .unwrap_or(1_000) as f64
@@ -411,6 +411,7 @@ fn draw_cdf<DB: DrawingBackend>(
     Ok(())
 }
 
+#[allow(clippy::many_single_char_names, reason = "coordinates: x, y, w, h")]
 fn draw_shares<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     data: &ChartData,

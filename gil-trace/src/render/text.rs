@@ -275,7 +275,7 @@ pub fn comparison(
             .zip(c.b.fields())
             .zip(&c.ratio_b_over_a)
     {
-        let ratio = r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into());
+        let ratio = r.map_or_else(|| "-".into(), |r| format!("{r:.2}x"));
         let _ = writeln!(out, "  {name:<30} {x:>14.1} {y:>14.1} {ratio:>10}");
     }
     out

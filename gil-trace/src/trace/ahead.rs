@@ -53,7 +53,7 @@ impl Decoding {
 
     /// Ahead when this machine (or the CPUs this process may use) has a second CPU.
     pub fn for_machine() -> Decoding {
-        Decoding::for_threads(thread::available_parallelism().map_or(1, |n| n.get()))
+        Decoding::for_threads(thread::available_parallelism().map_or(1, std::num::NonZero::get))
     }
 }
 
@@ -121,7 +121,7 @@ pub struct DecodedAhead {
 impl DecodedAhead {
     /// Starts the worker on `batches`; the error is that of `thread::Builder::spawn`.
     pub fn spawn(mut batches: EventBatches) -> std::io::Result<DecodedAhead> {
-        let (start_tx, start_rx) = mpsc::sync_channel(1);
+        let (start_tx, start_rx) = mpsc::sync_channel::<Option<SharedObserver>>(1);
         let (full_tx, full_rx) = mpsc::sync_channel(BATCHES_AHEAD);
         let (empty_tx, empty_rx) = mpsc::channel::<Vec<Event>>();
         let kinds = Arc::new(AtomicU64::new(KindMask::ALL.bits()));
@@ -131,7 +131,13 @@ impl DecodedAhead {
             .spawn(move || {
                 // Gone before the first batch: nothing to do.
                 if let Ok(observer) = start_rx.recv() {
-                    decode_into(&mut batches, observer, &wanted, &full_tx, &empty_rx)
+                    decode_into(
+                        &mut batches,
+                        observer.as_ref(),
+                        &wanted,
+                        &full_tx,
+                        &empty_rx,
+                    );
                 }
             })?;
         Ok(DecodedAhead {
@@ -157,7 +163,7 @@ impl DecodedAhead {
 /// The worker's loop: it ends after the last message, or when the analysis has gone.
 fn decode_into(
     batches: &mut EventBatches,
-    observer: Option<SharedObserver>,
+    observer: Option<&SharedObserver>,
     kinds: &AtomicU64,
     full: &SyncSender<Decoded>,
     empty: &Receiver<Vec<Event>>,
@@ -173,7 +179,7 @@ fn decode_into(
         let mut batch = empty.try_recv().unwrap_or_default();
         let message = match batches.next_batch(&mut batch) {
             Ok(true) => {
-                if let Some(observer) = &observer {
+                if let Some(observer) = observer {
                     // A panic there poisons nothing that matters: it ends this thread, and
                     // the analysis re-raises it.
                     let mut observer = observer.lock().unwrap_or_else(PoisonError::into_inner);

@@ -321,7 +321,7 @@ mod tests {
             EventKind::FutexEnter,
             [
                 0x7f00_0000_1000,
-                137 | (3 << 32),
+                0x89 | (3 << 32),
                 0,
                 0xffff_ffff | (1 << 32) | (1 << 40),
             ],

@@ -159,12 +159,12 @@ pub const MAX_RECORD_LEN_V2: usize = 1 + 4 + V2_FIELDS * 8;
 /// whole-word store); returns its length.
 #[inline(always)]
 pub fn put_record_v2(out: &mut [u8; MAX_RECORD_LEN_V2 + 8], raw: &RawEvent, delta: i64) -> usize {
-    out[0] = raw.kind.min(u8::MAX as u32) as u8;
+    out[0] = raw.kind.min(u32::from(u8::MAX)) as u8;
     let fields = [
         zigzag(delta),
-        raw.tid as u64,
-        raw.tgid as u64,
-        raw.cpu as u64,
+        u64::from(raw.tid),
+        u64::from(raw.tgid),
+        u64::from(raw.cpu),
         raw.args[0],
         raw.args[1],
         raw.args[2],
@@ -229,7 +229,7 @@ struct RecordV2Head {
 /// total and every field's offset then take a few word operations for all eight).
 #[inline(always)]
 fn nibbles_to_bytes(control: u32) -> u64 {
-    let x = control as u64;
+    let x = u64::from(control);
     let x = (x & 0xffff) | ((x & 0xffff_0000) << 16);
     let x = (x & 0x0000_00ff_0000_00ff) | ((x & 0x0000_ff00_0000_ff00) << 8);
     (x & 0x000f_000f_000f_000f) | ((x & 0x00f0_00f0_00f0_00f0) << 4)
@@ -281,20 +281,19 @@ pub fn get_record_v2(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEven
             word & LOW_BYTES[(head.lens >> (8 * i)) as usize & 0xf]
         })
     };
-    let fields = match buf.get(head.start..head.start + V2_WINDOW) {
-        Some(window) => fields(window.try_into().unwrap()),
-        None => {
-            // Near the end of an unpadded buffer: the record's bytes, then zeros.
-            let mut window = [0u8; V2_WINDOW];
-            window[..head.total].copy_from_slice(buf.get(head.start..head.start + head.total)?);
-            fields(&window)
-        }
+    let fields = if let Some(window) = buf.get(head.start..head.start + V2_WINDOW) {
+        fields(window.try_into().unwrap())
+    } else {
+        // Near the end of an unpadded buffer: the record's bytes, then zeros.
+        let mut window = [0u8; V2_WINDOW];
+        window[..head.total].copy_from_slice(buf.get(head.start..head.start + head.total)?);
+        fields(&window)
     };
     *pos = head.start + head.total;
     Some((
         RawEvent {
             ts_ns: 0,
-            kind: head.kind as u32,
+            kind: u32::from(head.kind),
             tid: fields[1] as u32,
             tgid: fields[2] as u32,
             cpu: fields[3] as u32,
@@ -318,7 +317,7 @@ pub fn get_record_v1(buf: &[u8], pos: &mut usize, end: usize) -> Option<(RawEven
     let tid = get_varint_padded(buf, pos)?;
     let tgid = get_varint_padded(buf, pos)?;
     let cpu = get_varint(buf, pos)?;
-    if (kind | tid | tgid | cpu) > u32::MAX as u64 {
+    if (kind | tid | tgid | cpu) > u64::from(u32::MAX) {
         return None;
     }
     let mask = *buf.get(*pos)?;
@@ -365,7 +364,7 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let first = *buf.get(*pos)?;
     if first < 0x80 {
         *pos += 1;
-        return Some(first as u64);
+        return Some(u64::from(first));
     }
     get_varint_padded(buf, pos)
 }
@@ -436,7 +435,7 @@ mod tests {
             127,
             128,
             300,
-            u32::MAX as u64,
+            u64::from(u32::MAX),
             u64::MAX - 1,
             u64::MAX,
         ] {
@@ -446,7 +445,7 @@ mod tests {
             assert_eq!(get_varint(&buf, &mut pos), Some(v));
             assert_eq!(pos, buf.len());
         }
-        for v in [0i64, -1, 1, i64::MIN, i64::MAX, -123456] {
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX, -123_456] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
     }

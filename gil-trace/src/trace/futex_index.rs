@@ -111,7 +111,7 @@ impl FutexIndex {
                 stats.users.insert(ev.tid);
                 if wait {
                     stats.waits += 1;
-                    stats.timed_waits += call.has_timeout as u64;
+                    stats.timed_waits += u64::from(call.has_timeout);
                     stats.waiters.insert(ev.tid);
                 }
                 if call.is_wake() {
@@ -183,9 +183,7 @@ impl FutexIndex {
             .collect();
         together.sort_unstable();
         let stored = StoredFutexIndex { words, together };
-        let size = serde_json::to_vec(&stored)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&stored).map_or(usize::MAX, |v| v.len());
         (size <= MAX_STORED_INDEX_BYTES).then_some(stored)
     }
 
@@ -246,8 +244,8 @@ mod tests {
         assert_eq!(a[0].timeouts, 8);
         let mut ta: Vec<_> = index.together().map(|(k, n)| (*k, n)).collect();
         let mut tb: Vec<_> = again.together().map(|(k, n)| (*k, n)).collect();
-        ta.sort();
-        tb.sort();
+        ta.sort_unstable();
+        tb.sort_unstable();
         assert_eq!(ta, tb);
         assert!(!ta.is_empty());
     }

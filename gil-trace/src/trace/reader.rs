@@ -10,7 +10,11 @@ use std::{
 use gil_trace_common::RawEvent;
 
 use super::{
-    format::*,
+    format::{
+        get_record_v1, get_record_v2, skip_record_v2, TraceMeta, TraceTrailer, BLOCK_HEADER_LEN,
+        FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, HEADER_FIXED_LEN, MAGIC, MAX_BLOCK_LEN,
+        MAX_META_LEN, MIN_RECORD_LEN, OLDEST_FORMAT_VERSION, TAG_EVENTS, TAG_TRAILER,
+    },
     stream::{KindMask, BATCH_EVENTS},
     Event, TraceError,
 };
@@ -45,7 +49,7 @@ impl std::fmt::Debug for TraceReader {
         f.debug_struct("TraceReader")
             .field("path", &self.path)
             .field("pos", &self.pos)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -187,7 +191,7 @@ impl TraceReader {
                 format!("header metadata length {meta_len} exceeds {MAX_META_LEN}"),
             ));
         }
-        if HEADER_FIXED_LEN + meta_len as u64 > file_len {
+        if HEADER_FIXED_LEN + u64::from(meta_len) > file_len {
             return Err(self.truncated(HEADER_FIXED_LEN, "file ends inside the header metadata"));
         }
         self.read_exact_at(HEADER_FIXED_LEN, meta_len as usize, "the header metadata")?;
@@ -200,7 +204,7 @@ impl TraceReader {
                 format!("header metadata is not valid: {e}"),
             )
         })?;
-        self.pos = HEADER_FIXED_LEN + meta_len as u64;
+        self.pos = HEADER_FIXED_LEN + u64::from(meta_len);
         self.version = version;
         Ok(())
     }
@@ -233,7 +237,7 @@ impl TraceReader {
         let len = u32::from_le_bytes(self.buf[1..5].try_into().unwrap());
         let crc = u32::from_le_bytes(self.buf[5..9].try_into().unwrap());
         if tag != TAG_TRAILER
-            || trailer_at + BLOCK_HEADER_LEN + len as u64 != footer_at
+            || trailer_at + BLOCK_HEADER_LEN + u64::from(len) != footer_at
             || len > MAX_META_LEN
         {
             return Err(self.corrupt(trailer_at, "trailer block header is invalid"));
@@ -300,7 +304,7 @@ impl TraceReader {
             self.decode(max, kinds, |raw| {
                 let mut event = Event::from(raw);
                 fix(&mut event);
-                out.push(event)
+                out.push(event);
             })?;
         }
         Ok(true)
@@ -315,14 +319,13 @@ impl TraceReader {
         if at + BLOCK_HEADER_LEN > self.events_end {
             return Err(self.corrupt(at, "event block header overlaps the trailer"));
         }
-        let header = match self.next_header.take() {
-            Some(header) => header,
-            None => {
-                let mut header = [0u8; BLOCK_HEADER_LEN as usize];
-                let read = self.file.read_exact(&mut header);
-                read.map_err(|e| self.read_error(at, "an event block header", e))?;
-                header
-            }
+        let header = if let Some(header) = self.next_header.take() {
+            header
+        } else {
+            let mut header = [0u8; BLOCK_HEADER_LEN as usize];
+            let read = self.file.read_exact(&mut header);
+            read.map_err(|e| self.read_error(at, "an event block header", e))?;
+            header
         };
         let tag = header[0];
         let len = u32::from_le_bytes(header[1..5].try_into().unwrap());
@@ -330,7 +333,10 @@ impl TraceReader {
         if tag != TAG_EVENTS {
             return Err(self.corrupt(at, format!("unexpected block tag 0x{tag:02x}")));
         }
-        if len > MAX_BLOCK_LEN || at + BLOCK_HEADER_LEN + len as u64 > self.events_end || len < 12 {
+        if len > MAX_BLOCK_LEN
+            || at + BLOCK_HEADER_LEN + u64::from(len) > self.events_end
+            || len < 12
+        {
             return Err(self.corrupt(at, format!("event block length {len} is invalid")));
         }
         // The payload and the next block's header (there always is one: the trailer's) in one
@@ -415,17 +421,14 @@ impl TraceReader {
         let mut decoded = 0usize;
         let mut result = Ok(());
         while left > 0 && decoded < max {
-            match R::record(buf, &mut pos, end, kinds) {
-                Some((raw, delta)) => {
-                    ts = ts.wrapping_add(delta as u64);
-                    if kinds.contains(raw.kind as u64) {
-                        emit(RawEvent { ts_ns: ts, ..raw });
-                    }
+            if let Some((raw, delta)) = R::record(buf, &mut pos, end, kinds) {
+                ts = ts.wrapping_add(delta as u64);
+                if kinds.contains(u64::from(raw.kind)) {
+                    emit(RawEvent { ts_ns: ts, ..raw });
                 }
-                None => {
-                    result = Err(format!("event {index} of the block is malformed"));
-                    break;
-                }
+            } else {
+                result = Err(format!("event {index} of the block is malformed"));
+                break;
             }
             left -= 1;
             index += 1;
@@ -504,9 +507,9 @@ impl RecordDecoder for V2OfKinds {
     #[inline(always)]
     fn record(buf: &[u8], pos: &mut usize, end: usize, kinds: KindMask) -> Option<(RawEvent, i64)> {
         match buf.get(*pos) {
-            Some(&kind) if !kinds.contains(kind as u64) => {
+            Some(&kind) if !kinds.contains(u64::from(kind)) => {
                 let skipped = RawEvent {
-                    kind: kind as u32,
+                    kind: u32::from(kind),
                     ..RawEvent::default()
                 };
                 skip_record_v2(buf, pos, end).map(|delta| (skipped, delta))

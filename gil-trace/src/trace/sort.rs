@@ -127,6 +127,7 @@ mod tests {
     use super::*;
     use crate::trace::EventData;
 
+    #[allow(clippy::unnecessary_wraps, reason = "the sort window's input items")]
     fn ev(ts: u64) -> Result<Event, TraceError> {
         Ok(Event {
             ts_ns: ts,

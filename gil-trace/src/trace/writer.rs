@@ -11,7 +11,11 @@ use gil_trace_common::{CommSource, EventKind, RawEvent, DROP_SLOTS};
 
 use super::{
     event::{Event, EventData},
-    format::*,
+    format::{
+        put_record_v2, ThreadInfo, TraceMeta, TraceTrailer, BLOCK_HEADER_LEN, BLOCK_TARGET_LEN,
+        FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, MAX_META_LEN, MAX_RECORD_LEN_V2,
+        TAG_EVENTS, TAG_TRAILER,
+    },
     futex_index::FutexIndex,
     TraceError,
 };
@@ -74,7 +78,7 @@ impl ThreadTable {
         if tgid != 0 {
             entry.tgid = tgid;
         }
-        *slot = (tid as u64) << 32 | entry.tgid as u64;
+        *slot = u64::from(tid) << 32 | u64::from(entry.tgid);
     }
 
     /// Learns from one event. Only traced threads enter the table: a switch names untraced
@@ -349,7 +353,7 @@ impl TraceWriter {
         for known in &trailer.threads {
             if let Some(t) = threads.iter_mut().find(|t| t.tid == known.tid) {
                 if t.name.is_empty() {
-                    t.name = known.name.clone();
+                    t.name.clone_from(&known.name);
                 }
                 if t.tgid == 0 {
                     t.tgid = known.tgid;
@@ -410,7 +414,7 @@ mod tests {
         // Many threads (more than the cache's slots, so slots collide), a tgid change (exec
         // by a non-leader thread), names, forks, switches naming untraced tasks.
         let mut events = Vec::new();
-        let mut state = 0x2545f4914f6cdd1du64;
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
         for i in 0..50_000u64 {
             state ^= state << 13;
             state ^= state >> 7;

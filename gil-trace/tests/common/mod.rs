@@ -26,6 +26,30 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// A small tmpfs mounted at a fresh directory for one test (root only), unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size}").as_str()),
+        )
+        .unwrap();
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(&self.0);
+    }
+}
+
 /// True when this process may load eBPF programs (the recorder's own check).
 pub fn can_load_ebpf() -> bool {
     gil_trace::capture::privileges::can_load_ebpf()
@@ -144,7 +168,7 @@ pub fn synthetic_echo_trace_with(
                 LOCK,
                 op,
                 0,
-                0xffff_ffff | (((op == 137) as u64) << 32) | (1 << 40),
+                0xffff_ffff | (u64::from(op == 137) << 32) | (1 << 40),
             ],
         )
     };
@@ -155,10 +179,10 @@ pub fn synthetic_echo_trace_with(
             EventKind::SchedSwitch,
             prev,
             [
-                next as u64,
+                u64::from(next),
                 state,
                 120,
-                (prev != 0) as u64 | (((next != 0) as u64) << 1),
+                u64::from(prev != 0) | (u64::from(next != 0) << 1),
             ],
         )
     };
@@ -178,7 +202,7 @@ pub fn synthetic_echo_trace_with(
             t + 10_000,
             EventKind::SchedWaking,
             client,
-            [echo as u64, 0, 0, 0],
+            [u64::from(echo), 0, 0, 0],
         ));
         ev.push(switch(t + 12_000, spinner, echo, 0));
         ev.push(raw(
@@ -197,7 +221,7 @@ pub fn synthetic_echo_trace_with(
                 at + lock_wait_ns - 2_000,
                 EventKind::SchedWaking,
                 spinner,
-                [echo as u64, 0, 0, 0],
+                [u64::from(echo), 0, 0, 0],
             ));
             ev.push(fexit(at + lock_wait_ns - 1_000, spinner, 1));
             ev.push(switch(at + lock_wait_ns - 500, spinner, echo, 0));
@@ -208,12 +232,12 @@ pub fn synthetic_echo_trace_with(
         ev.push(raw(at + 8_000, EventKind::SendExit, echo, [512, 44, 0, 0]));
         for k in 0..extra_threads {
             let tid = 200 + k;
-            ev.push(switch(at + 9_000 + k as u64, 0, tid, 0));
+            ev.push(switch(at + 9_000 + u64::from(k), 0, tid, 0));
             ev.push(switch(
-                at + 9_500 + k as u64 * 7,
+                at + 9_500 + u64::from(k) * 7,
                 tid,
                 0,
-                (i + k as u64) % 2,
+                (i + u64::from(k)) % 2,
             ));
         }
     }
@@ -230,7 +254,7 @@ pub fn synthetic_echo_trace_with(
         ev.push(raw(t + 2_000, EventKind::RecvExit, late, [64, 45, 0, 0]));
     }
     ev.sort_by_key(|e| e.ts_ns);
-    let end = ev.last().map(|e| e.ts_ns).unwrap_or(0);
+    let end = ev.last().map_or(0, |e| e.ts_ns);
     for e in &ev {
         w.push(e).unwrap();
     }

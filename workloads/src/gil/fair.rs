@@ -146,7 +146,7 @@ impl Gil for FairGil {
             }
             let (guard, _) = self.conds[me.index]
                 .wait_timeout(st, Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st = guard;
         }
         self.waiting.fetch_sub(1, Relaxed);

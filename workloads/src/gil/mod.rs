@@ -179,7 +179,7 @@ pub fn make_gil(config: &GilConfig) -> Box<dyn Gil> {
 
 /// Locks a std mutex, ignoring poisoning (a panicking lab thread already failed the run).
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// CPython's FORCE_SWITCHING state (`last_holder`, `switch_number`, `switch_mutex`,
@@ -239,7 +239,7 @@ impl ForceSwitch {
             let (guard, result) = self
                 .cond
                 .wait_timeout(switch, timeout)
-                .unwrap_or_else(|e| e.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             switch = guard;
             if result.timed_out() {
                 break;

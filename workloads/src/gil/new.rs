@@ -49,7 +49,7 @@ impl Gil for NewGil {
             let (guard, result) = self
                 .cond
                 .wait_timeout(locked, self.interval)
-                .unwrap_or_else(|e| e.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             locked = guard;
             // Timed out, still held, and nobody switched in the meantime: ask for it.
             if result.timed_out() && *locked && self.switch.switch_number() == saved_switch {

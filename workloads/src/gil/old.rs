@@ -31,7 +31,10 @@ impl Gil for OldGil {
         let mut locked = lock(&self.locked);
         let contended = *locked;
         while *locked {
-            locked = self.cond.wait(locked).unwrap_or_else(|e| e.into_inner());
+            locked = self
+                .cond
+                .wait(locked)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         *locked = true;
         let acquired = monotonic_ns();

@@ -75,7 +75,7 @@ impl Gil for PriorityGil {
             };
             let (guard, result) = cond
                 .wait_timeout(st, self.interval)
-                .unwrap_or_else(|e| e.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st = guard;
             if result.timed_out() && st.locked && self.switch.switch_number() == saved_switch {
                 self.request_drop(me);

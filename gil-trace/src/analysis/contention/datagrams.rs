@@ -131,8 +131,7 @@ impl IoOp {
         parts[StallCause::LockWait] = self.lock_wait_ns;
         parts[StallCause::Work] = self
             .reply_ns
-            .map(|r| r.saturating_sub(self.lock_acquired_ns))
-            .unwrap_or(0);
+            .map_or(0, |r| r.saturating_sub(self.lock_acquired_ns));
         parts
     }
 
@@ -175,7 +174,7 @@ pub(super) struct DatagramStats {
 impl DatagramStats {
     pub fn record(&mut self, op: &IoOp) {
         self.datagrams += 1;
-        self.with_arrival += op.arrival_ns.is_some() as u64;
+        self.with_arrival += u64::from(op.arrival_ns.is_some());
         self.stall.record(op.stall_ns());
         let parts = op.components();
         for cause in StallCause::ALL {

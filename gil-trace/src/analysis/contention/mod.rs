@@ -461,7 +461,7 @@ impl<'a> ContentionTracker<'a> {
             return;
         };
         let Some(take) = t.take.take() else { return };
-        let Some(acquired) = self.acquisitions.close(tid, take, self.locks, &self.opts) else {
+        let Some(acquired) = self.acquisitions.close(tid, &take, self.locks, &self.opts) else {
             return;
         };
         // The I/O side: a datagram waiting for the lock got it now.

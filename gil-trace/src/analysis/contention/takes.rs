@@ -163,7 +163,7 @@ impl Acquisitions {
     pub fn close(
         &mut self,
         tid: u32,
-        take: Take,
+        take: &Take,
         locks: &LockSet,
         opts: &ContentionOptions,
     ) -> Option<Acquisition> {
@@ -175,12 +175,12 @@ impl Acquisitions {
         let kind = take.last_wait_end.unwrap_or(HandoffKind::Other);
         let failed = take
             .woken_waits
-            .saturating_sub((kind == HandoffKind::Wake) as u32);
+            .saturating_sub(u32::from(kind == HandoffKind::Wake));
         let previous_holder = self.holder[lock].filter(|&h| h != tid);
         let acc = &mut self.per_lock[lock];
         acc.acquisitions += 1;
-        acc.failed_wakeups += failed as u64;
-        acc.timeouts += take.timeouts as u64;
+        acc.failed_wakeups += u64::from(failed);
+        acc.timeouts += u64::from(take.timeouts);
         acc.wait.record(acquire_ns.saturating_sub(take.start_ns));
         let wake = take.last_wake;
         let from = match (kind, wake) {
@@ -220,7 +220,7 @@ impl Acquisitions {
 
     /// `tid` entered an I/O syscall: interpreters release the lock around blocking calls.
     pub fn released_for_io(&mut self, tid: u32) {
-        for h in self.holder.iter_mut() {
+        for h in &mut self.holder {
             if *h == Some(tid) {
                 *h = None;
             }

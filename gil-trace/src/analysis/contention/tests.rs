@@ -22,7 +22,7 @@ fn wake(ts: u64, tid: u32) -> Event {
     testing::futex(ts, tid, L, WAKE)
 }
 
-fn run(events: Vec<Event>, detail: bool) -> Report {
+fn run(events: &[Event], detail: bool) -> Report {
     let meta = TraceMeta::default();
     let trailer = TraceTrailer::default();
     let opts = ReportOptions {
@@ -32,7 +32,7 @@ fn run(events: Vec<Event>, detail: bool) -> Report {
     };
     let open = |_| {
         Ok(crate::trace::sort::SortedEvents::new(
-            events.clone().into_iter().map(Ok),
+            events.iter().copied().map(Ok),
         ))
     };
     analyze(&meta, &trailer, open, opts, |_| {}).unwrap().report
@@ -63,7 +63,7 @@ fn handoff_after_a_timeout_and_a_failed_wakeup() {
         wake(9 * MS, B), // B releases: it held the lock
         exit(9 * MS + 1_000, B, 0),
     ];
-    let r = run(events, true);
+    let r = run(&events, true);
     assert_eq!(r.locks.len(), 1);
     let h = &r.handoffs[0];
     assert_eq!(
@@ -124,7 +124,7 @@ fn io_stalls_decompose_and_consecutive_long_lock_waits_form_a_convoy() {
         echo_round(MS + i * 10 * MS, 5 * MS, &mut events);
     }
     echo_round(40 * MS, 0, &mut events);
-    let r = run(events, true);
+    let r = run(&events, true);
     let ops = r.io_ops.as_ref().unwrap();
     assert_eq!(ops.len(), 4);
     let op = &ops[0];
@@ -173,7 +173,7 @@ fn no_competitor_means_no_convoy() {
     for i in 0..20 {
         echo_round(MS + i * MS, 0, &mut events);
     }
-    let r = run(events, false);
+    let r = run(&events, false);
     assert_eq!(r.io_stalls.datagrams, 20);
     assert!(r.convoys.is_empty());
     assert_eq!(r.io_stalls.causes[StallCause::LockWait].max_ns, 0);
