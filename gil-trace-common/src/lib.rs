@@ -181,6 +181,7 @@ pub fn comm_to_args(comm: &[u8; TASK_COMM_LEN]) -> [u64; 2] {
 }
 
 /// The inverse of [`comm_to_args`].
+#[inline(always)]
 pub fn comm_from_args(args: [u64; 2]) -> [u8; TASK_COMM_LEN] {
     let mut comm = [0u8; TASK_COMM_LEN];
     comm[..8].copy_from_slice(&args[0].to_le_bytes());

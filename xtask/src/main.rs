@@ -9,6 +9,7 @@ mod build;
 mod demo;
 mod lab;
 mod png;
+mod same_output;
 mod setup;
 mod validate;
 
@@ -59,6 +60,18 @@ enum Command {
         #[arg(long)]
         analysis_only: bool,
     },
+    /// Compare every output (text, JSON, window, SVG, Perfetto) of another gil-trace build
+    /// with this one's, on the committed fixtures and a freshly recorded lab trace (root).
+    SameOutput {
+        /// The other build's gil-trace binary.
+        #[arg(long)]
+        base: PathBuf,
+        /// The build compared (default: this workspace's release binary, built first).
+        #[arg(long)]
+        new: Option<PathBuf>,
+        /// Traces to compare on instead of the fixtures and a fresh recording.
+        traces: Vec<PathBuf>,
+    },
     /// Render chart SVGs to PNG in headless Chromium, to look at them (default: the demo's).
     ChartsPng {
         /// SVG files.
@@ -103,6 +116,13 @@ fn run() -> Result<()> {
             lab::run(messages)
         }
         Command::Lint => build::lint(),
+        Command::SameOutput { base, new, traces } => {
+            if new.is_none() {
+                setup::ensure_path();
+                build::build_all(true)?;
+            }
+            same_output::run(&base, new.as_deref(), &traces)
+        }
         Command::ChartsPng { svgs } => png::run(&svgs),
         Command::Bench {
             rounds,

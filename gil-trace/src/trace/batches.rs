@@ -51,13 +51,7 @@ impl BatchedEvents for EventBatches {
                 kinds,
                 last_out,
                 late,
-            } => reader.next_events_with(batch, *kinds, BATCH_EVENTS, |ev| {
-                if ev.ts_ns < *last_out {
-                    *late += 1;
-                    ev.ts_ns = *last_out;
-                }
-                *last_out = ev.ts_ns;
-            }),
+            } => reader.next_ordered_batch(batch, *kinds, last_out, late),
             EventBatches::Sorted(sorted) => sorted.next_batch(batch),
         }
     }

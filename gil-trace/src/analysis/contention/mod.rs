@@ -138,6 +138,8 @@ pub struct ContentionTracker<'a> {
     max_dequeue_lag_ns: u64,
 }
 
+// The per-event handlers below are called from one arm each of `observe`'s match and are
+// inlined into it: as calls they cost ~4 % more instructions per report (cachegrind).
 impl<'a> ContentionTracker<'a> {
     pub fn new(locks: &'a LockSet, opts: ContentionOptions) -> Self {
         ContentionTracker {
@@ -318,6 +320,7 @@ impl<'a> ContentionTracker<'a> {
         }
     }
 
+    #[inline(always)]
     fn switched_out(&mut self, tid: u32, prev_state: u64, ts: u64) {
         let t = self.threads.get_or_default(tid);
         if let Some(since) = t.running_since.take() {
@@ -342,6 +345,7 @@ impl<'a> ContentionTracker<'a> {
         }
     }
 
+    #[inline(always)]
     fn switched_in(&mut self, tid: u32, ts: u64) {
         // Back in user space after its reply, once on a CPU again.
         if self.threads.get_or_default(tid).io.resumed(Some(ts)) {
@@ -364,6 +368,7 @@ impl<'a> ContentionTracker<'a> {
         }
     }
 
+    #[inline(always)]
     fn woken(&mut self, waker: u32, wakee: u32, ts: u64) {
         let (release_ns, via_lock) = match self.threads.get(waker).and_then(|w| w.futex) {
             Some(InFutex {
@@ -392,6 +397,7 @@ impl<'a> ContentionTracker<'a> {
     }
 
     /// `tid` starts waiting on a word of `lock`.
+    #[inline(always)]
     fn lock_wait_begins(&mut self, tid: u32, lock: usize, ts: u64) {
         // A wait on another lock ends the current take.
         if self
@@ -412,6 +418,7 @@ impl<'a> ContentionTracker<'a> {
         t.pending_wake = None;
     }
 
+    #[inline(always)]
     fn futex_returned(&mut self, tid: u32, ret: i64, ts: u64) {
         let t = self.threads.get_or_default(tid);
         let Some(InFutex {
@@ -485,6 +492,7 @@ impl<'a> ContentionTracker<'a> {
         io.enter_recv(class == IoClass::Recv, ts);
     }
 
+    #[inline(always)]
     fn dequeued(&mut self, tid: u32, ts: u64, arrival_ns: Option<u64>, len: u32) {
         if self.threads.get_or_default(tid).io.state != OpsState::InRecv {
             // A datagram outside a recv syscall we saw start: keep it, recv enter unknown.
