@@ -6,7 +6,8 @@
 #![no_std]
 
 /// Bumped whenever [`RawEvent`], [`EventKind`] or [`ProbeConfig`] change meaning.
-pub const ABI_VERSION: u32 = 1;
+/// 2: [`EventKind::NetRecv`] flags a lost arrival time ([`NET_RECV_ARRIVAL_LOST`]).
+pub const ABI_VERSION: u32 = 2;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const TASK_COMM_LEN: usize = 16;
@@ -27,23 +28,44 @@ pub const MAX_TRACED_THREADS: u32 = 32768;
 pub const TRACED_FLAGS_DEFAULT_LEN: u32 = 32768;
 
 /// Maximum number of UDP sockets whose queued-datagram arrival times are remembered (LRU).
-pub const MAX_TRACKED_SOCKETS: u32 = 8192;
+pub const MAX_TRACKED_SOCKETS: u32 = 4096;
 
-/// Arrival times remembered per socket (a power of two); more queued datagrams than this and
-/// the oldest times are overwritten (those datagrams then report no arrival time).
-pub const ARRIVAL_QUEUE_LEN: usize = 16;
+/// Arrival times remembered per socket (a power of two): as many small datagrams as a default
+/// receive buffer (`net.core.rmem_default`, 208 KiB) holds. Datagrams queued beyond it are
+/// counted, not timed: they are dequeued with [`NET_RECV_ARRIVAL_LOST`] set, and every other
+/// datagram keeps its own time.
+pub const ARRIVAL_QUEUE_LEN: usize = 256;
+
+/// Set in `args[3]` of [`EventKind::NetRecv`] when the datagram's arrival time was not kept.
+pub const NET_RECV_ARRIVAL_LOST: u64 = 1 << 32;
 
 /// IPPROTO_UDP, as in the sock tracepoints' `protocol` field.
 pub const IPPROTO_UDP: u16 = 17;
 
 /// Per-socket FIFO of datagram arrival times: pushed at `sock:sk_data_ready`, popped when a
-/// traced thread's `sock:sock_recv_length` says it took one datagram.
+/// traced thread's `sock:sock_recv_length` says it took one datagram. Arrivals that find it
+/// full are only counted (`overflow`), and so are all later ones until those are dequeued, so
+/// the times kept stay in step with the socket's queue.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArrivalQueue {
     pub head: u32,
     pub tail: u32,
+    /// Datagrams queued behind the kept times, whose arrival times were not kept.
+    pub overflow: u32,
+    pub reserved: u32,
     pub ts: [u64; ARRIVAL_QUEUE_LEN],
+}
+
+impl ArrivalQueue {
+    /// An empty queue.
+    pub const EMPTY: ArrivalQueue = ArrivalQueue {
+        head: 0,
+        tail: 0,
+        overflow: 0,
+        reserved: 0,
+        ts: [0; ARRIVAL_QUEUE_LEN],
+    };
 }
 
 const _: () = assert!(ARRIVAL_QUEUE_LEN.is_power_of_two());
@@ -89,9 +111,10 @@ pub enum EventKind {
     /// poll/select/epoll wait exit. `args[0]` = return value, `args[1]` = syscall nr.
     PollExit = 13,
     /// `sock:sock_recv_length` in a traced thread on a UDP socket: one datagram was received.
-    /// `args[0]` = its arrival time at the socket (`sock:sk_data_ready`; 0 = not seen),
+    /// `args[0]` = its arrival time at the socket (`sock:sk_data_ready`; 0 = not known),
     /// `args[1]` = socket address, `args[2]` = bytes received, `args[3]` = datagrams still
-    /// queued on the socket (as far as arrivals were seen).
+    /// queued on the socket (as far as arrivals were seen) in the low 32 bits, and
+    /// [`NET_RECV_ARRIVAL_LOST`] when the arrival time was not kept.
     NetRecv = 14,
     /// Written by userspace, not the kernel: the kernel dropped `args[0]` events somewhere in
     /// [`args[1]`, `ts_ns`] (drop counters are polled every drain). `tid` = 0.

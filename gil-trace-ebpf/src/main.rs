@@ -29,7 +29,8 @@ use aya_ebpf::{
 use gil_trace_common::{
     comm_to_args, ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass,
     ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_TRACED_THREADS,
-    MAX_TRACKED_SOCKETS, RECORD_PREFIX_LEN, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
+    MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SYSCALL_TABLE_LEN,
+    TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -653,33 +654,28 @@ fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     let sk = record.u64(&c.sk_data_ready_skaddr)?;
     let now = now_ns();
-    match SOCKET_ARRIVALS.get_ptr_mut(sk) {
-        Some(queue) => {
-            // SAFETY: map value pointer; concurrent deliveries to one socket on two CPUs may
-            // race here, which at worst misattributes one arrival time.
-            let queue = unsafe { &mut *queue };
-            let queued = queue.tail.wrapping_sub(queue.head) as i32;
-            if queued < 0 {
-                // The receiver already took this datagram (it dequeued it between the enqueue
-                // and this tracepoint) and used its own time: settle that, keep FIFO aligned.
-                queue.tail = queue.tail.wrapping_add(1);
-                return Ok(0);
-            }
-            if queued as usize >= ARRIVAL_QUEUE_LEN {
-                queue.head = queue.head.wrapping_add(1);
-            }
-            queue.ts[queue.tail as usize & (ARRIVAL_QUEUE_LEN - 1)] = now;
-            queue.tail = queue.tail.wrapping_add(1);
-        }
+    let queue = match SOCKET_ARRIVALS.get_ptr_mut(sk) {
+        Some(queue) => queue,
         None => {
-            let mut queue = ArrivalQueue {
-                head: 0,
-                tail: 1,
-                ts: [0; ARRIVAL_QUEUE_LEN],
-            };
-            queue.ts[0] = now;
-            let _ = SOCKET_ARRIVALS.insert(sk, queue, 0);
+            // Too large for the stack: inserted from a static, then filled in place.
+            let _ = SOCKET_ARRIVALS.insert(sk, &ArrivalQueue::EMPTY, 0);
+            SOCKET_ARRIVALS.get_ptr_mut(sk).ok_or(-1i64)?
         }
+    };
+    // SAFETY: a map value pointer; concurrent deliveries to one socket on two CPUs may race
+    // here, which at worst misattributes one arrival time.
+    let queue = unsafe { &mut *queue };
+    let queued = queue.tail.wrapping_sub(queue.head) as i32;
+    if queued < 0 {
+        // The receiver already took this datagram (it dequeued it between the enqueue and
+        // this tracepoint) and used its own time: settle that, keep the FIFO aligned.
+        queue.tail = queue.tail.wrapping_add(1);
+    } else if queue.overflow > 0 || queued as usize >= ARRIVAL_QUEUE_LEN {
+        // Behind datagrams whose times are not kept: counted, not timed.
+        queue.overflow = queue.overflow.wrapping_add(1);
+    } else {
+        queue.ts[queue.tail as usize & (ARRIVAL_QUEUE_LEN - 1)] = now;
+        queue.tail = queue.tail.wrapping_add(1);
     }
     Ok(0)
 }
@@ -707,38 +703,39 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let sk = record.u64(&c.recv_length_sk)?;
-    let (arrival, left) = match SOCKET_ARRIVALS.get_ptr_mut(sk) {
-        Some(queue) => {
-            // SAFETY: map value pointer (see try_sock_sk_data_ready).
-            let queue = unsafe { &mut *queue };
-            if (queue.tail.wrapping_sub(queue.head) as i32) > 0 {
-                let ts = queue.ts[queue.head as usize & (ARRIVAL_QUEUE_LEN - 1)];
-                queue.head = queue.head.wrapping_add(1);
-                (ts, queue.tail.wrapping_sub(queue.head))
-            } else {
-                // A datagram we took before its sk_data_ready ran on the delivering CPU (a
-                // nanosecond race on the enqueue path): it arrived no later than now. Owe the
-                // pending push so later datagrams keep their own times.
-                queue.head = queue.head.wrapping_add(1);
-                (now_ns(), 0)
-            }
-        }
+    let queue = match SOCKET_ARRIVALS.get_ptr_mut(sk) {
+        Some(queue) => queue,
         None => {
-            // First datagram on this socket raced its sk_data_ready the same way.
-            let queue = ArrivalQueue {
-                head: 1,
-                tail: 0,
-                ts: [0; ARRIVAL_QUEUE_LEN],
-            };
-            let _ = SOCKET_ARRIVALS.insert(sk, queue, 0);
-            (now_ns(), 0)
+            let _ = SOCKET_ARRIVALS.insert(sk, &ArrivalQueue::EMPTY, 0);
+            SOCKET_ARRIVALS.get_ptr_mut(sk).ok_or(-1i64)?
         }
     };
+    // SAFETY: a map value pointer (see try_sock_sk_data_ready).
+    let queue = unsafe { &mut *queue };
+    let (arrival, lost) = if (queue.tail.wrapping_sub(queue.head) as i32) > 0 {
+        let ts = queue.ts[queue.head as usize & (ARRIVAL_QUEUE_LEN - 1)];
+        queue.head = queue.head.wrapping_add(1);
+        (ts, 0)
+    } else if queue.overflow > 0 {
+        // One of the datagrams queued while the times were full.
+        queue.overflow -= 1;
+        (0, NET_RECV_ARRIVAL_LOST)
+    } else {
+        // A datagram we took before its sk_data_ready ran on the delivering CPU (a nanosecond
+        // race on the enqueue path): it arrived no later than now. Owe the pending push so
+        // later datagrams keep their own times.
+        queue.head = queue.head.wrapping_add(1);
+        (now_ns(), 0)
+    };
+    let left = queue
+        .tail
+        .wrapping_sub(queue.head)
+        .wrapping_add(queue.overflow);
     emit(
         EventKind::NetRecv,
         tid,
         tgid,
-        [arrival, sk, ret as u64, left as u64],
+        [arrival, sk, ret as u64, u64::from(left) | lost],
     );
     Ok(0)
 }

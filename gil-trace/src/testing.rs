@@ -110,6 +110,7 @@ pub fn net_recv(ts: u64, tid: u32, arrival: Option<u64>, len: u32) -> Event {
         tid,
         EventData::NetRecv {
             arrival_ns: arrival,
+            arrival_lost: false,
             sock: 7,
             len,
             queued: 0,

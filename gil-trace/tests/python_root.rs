@@ -1,5 +1,6 @@
 //! Root-only: real CPython 3.11 under gil-trace, with no configuration. The GIL must come out
-//! as the top lock, and convoys must appear with a CPU-bound thread and not without.
+//! as the top lock; with a CPU-bound thread the echo thread's stalls are mostly GIL waits and
+//! convoy episodes cover its serving time; without one there is no convoy.
 mod common;
 
 use std::process::Command;
@@ -37,8 +38,7 @@ fn record_python(spinners: u32, messages: u32) -> (Fixture, serde_json::Value) {
     assert!(out.status.success(), "record failed: {}", stderr(&out));
     let fixture: Fixture = serde_json::from_str(stdout(&out).trim()).expect("fixture output");
     let out = gil_trace()
-        .arg("report")
-        .arg("--json")
+        .args(["report", "--json", "--detail"])
         .arg(&trace)
         .output()
         .unwrap();
@@ -103,6 +103,51 @@ fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
     assert!(
         holders.contains(&u64::from(fx.spinner_tids[0])),
         "the spinner should hold the lock: {holders:?}"
+    );
+    // The echo thread's stalls are mostly GIL waits...
+    let echo_stalls = report["io_stalls"]["by_thread"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tid"] == fx.echo_tid)
+        .expect("the echo thread received datagrams");
+    let share = |cause: &str| echo_stalls["share"][cause].as_f64().unwrap();
+    for cause in [
+        "runnable", "running", "wakeup", "io_wait", "sleep", "unknown",
+    ] {
+        assert!(
+            share("lock_wait") > share(cause),
+            "lock wait is not the dominant stall cause: {}",
+            echo_stalls["share"]
+        );
+    }
+    // ...and every datagram waits for the GIL: the episodes cover most of the time the echo
+    // thread served (first arrival to last reply).
+    let ops: Vec<&serde_json::Value> = report["io_ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["tid"] == fx.echo_tid && o["bytes"].as_u64() > Some(0))
+        .collect();
+    let first = ops
+        .iter()
+        .filter_map(|o| o["arrival_ns"].as_u64())
+        .min()
+        .unwrap();
+    let last = ops
+        .iter()
+        .filter_map(|o| o["reply_ns"].as_u64())
+        .max()
+        .unwrap();
+    let covered: u64 = convoys
+        .iter()
+        .map(|c| c["end_ns"].as_u64().unwrap() - c["start_ns"].as_u64().unwrap())
+        .sum();
+    let coverage = covered as f64 / (last - first) as f64;
+    assert!(
+        coverage >= 0.8,
+        "convoy episodes cover {:.0}% of the serving time",
+        coverage * 100.0
     );
 
     let (_, report) = record_python(0, 150);

@@ -859,3 +859,79 @@ fn dispatch_only_runs_every_program_and_records_nothing() {
         assert!(p.runs > 1_000, "{program}: {p:?}");
     }
 }
+
+#[derive(serde::Deserialize)]
+struct Burst {
+    receiver_tid: u32,
+    received: u64,
+    send_ns: Vec<u64>,
+}
+
+#[test]
+fn a_burst_keeps_every_arrival_time_or_counts_it_as_lost() {
+    if skip_without_privilege("a_burst_keeps_every_arrival_time_or_counts_it_as_lost") {
+        return;
+    }
+    let kept = gil_trace_common::ARRIVAL_QUEUE_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    // 200 fit the per-socket times; 300 do not: the last 44 are counted as lacking one.
+    for n in [200usize, kept + 44] {
+        let trace = dir.path().join(format!("burst-{n}.trace"));
+        let out = record_workload(
+            &trace,
+            &[],
+            &["burst", "--datagrams", &n.to_string(), "--work-us", "100"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let burst: Burst = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(burst.received, n as u64, "the whole burst was received");
+        let out = gil_trace()
+            .args(["report", "--json", "--detail"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ops: Vec<&serde_json::Value> = report["io_ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["tid"] == burst.receiver_tid)
+            .collect();
+        assert_eq!(ops.len(), n, "every datagram of the burst is in the report");
+        let lost = n.saturating_sub(kept);
+        for (i, op) in ops.iter().enumerate() {
+            // Its own time, not a neighbour's: sent, then delivered (synchronously, on
+            // loopback) before the next send began.
+            if let Some(arrival) = op["arrival_ns"].as_u64() {
+                assert!(
+                    i < n - lost,
+                    "datagram {i} has a time, yet was over the limit"
+                );
+                assert!(
+                    arrival >= burst.send_ns[i],
+                    "datagram {i} arrived before it was sent"
+                );
+                if let Some(&next) = burst.send_ns.get(i + 1) {
+                    assert!(arrival <= next, "datagram {i} has a later datagram's time");
+                }
+                assert_eq!(op["arrival_lost"], false);
+            } else {
+                assert!(i >= n - lost, "datagram {i} lost its time within the limit");
+                assert_eq!(
+                    op["arrival_lost"], true,
+                    "datagram {i} lacks a time silently"
+                );
+            }
+        }
+        assert_eq!(report["io_stalls"]["arrival_lost"], lost as u64);
+        let text = gil_trace().arg("report").arg(&trace).output().unwrap();
+        let text = stdout(&text);
+        if lost > 0 {
+            assert!(
+                text.contains(&format!("{lost} whose arrival was not kept")),
+                "{text}"
+            );
+        }
+    }
+}

@@ -278,3 +278,86 @@ mod tests {
         assert!(calls >= 1_000, "{calls} calls");
     }
 }
+
+/// What `workload burst` did: the receiver, and when each datagram was sent.
+#[derive(Clone, Debug, Serialize)]
+pub struct BurstReport {
+    pub receiver_tid: u32,
+    pub sent: u64,
+    pub received: u64,
+    /// CLOCK_MONOTONIC ns just before each `send`, in order.
+    pub send_ns: Vec<u64>,
+}
+
+/// A burst to a slow receiver: one thread sends `datagrams` datagrams of `size` bytes as fast
+/// as it can while the receiver waits; then the receiver takes them one by one, working
+/// `work` on each. Every datagram is queued on the socket at once, so a tracer must keep
+/// `datagrams` arrival times per socket (or say which it lost).
+pub fn burst(datagrams: u64, size: usize, work: Duration) -> std::io::Result<BurstReport> {
+    let receiver = UdpSocket::bind(("127.0.0.1", 0))?;
+    // Room for the whole burst (the kernel caps this at net.core.rmem_max).
+    let rcvbuf: libc::c_int = 4 << 20;
+    // SAFETY: a valid socket and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&receiver),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const rcvbuf).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    receiver.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let addr = receiver.local_addr()?;
+    let sent_all = Arc::new(Barrier::new(2));
+    let sender = {
+        let sent_all = Arc::clone(&sent_all);
+        std::thread::Builder::new()
+            .name("burst-sender".into())
+            .spawn(move || -> std::io::Result<Vec<u64>> {
+                let socket = UdpSocket::bind(("127.0.0.1", 0))?;
+                let payload = vec![7u8; size];
+                let mut send_ns = Vec::with_capacity(datagrams as usize);
+                for _ in 0..datagrams {
+                    send_ns.push(crate::clock::monotonic_ns());
+                    socket.send_to(&payload, addr)?;
+                }
+                sent_all.wait();
+                Ok(send_ns)
+            })?
+    };
+    let receiver_tid = gettid();
+    sent_all.wait();
+    let mut buf = vec![0u8; 65536];
+    let mut received = 0;
+    while received < datagrams {
+        match receiver.recv_from(&mut buf) {
+            Ok(_) => received += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => return Err(e),
+        }
+        let until = std::time::Instant::now() + work;
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+    let send_ns = sender
+        .join()
+        .map_err(|_| std::io::Error::other("the sender panicked"))??;
+    Ok(BurstReport {
+        receiver_tid,
+        sent: send_ns.len() as u64,
+        received,
+        send_ns,
+    })
+}

@@ -96,6 +96,17 @@ enum Sub {
         #[arg(long)]
         report: PathBuf,
     },
+    /// A burst to a slow receiver (gil-trace's tests): N datagrams queued at once, then taken
+    /// one by one; prints the receiver's tid and each send's time as JSON.
+    Burst {
+        #[arg(long, default_value_t = 200)]
+        datagrams: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Work per datagram, µs.
+        #[arg(long, default_value_t = 200)]
+        work_us: u64,
+    },
     /// A small known program for gil-trace's tests: threads contending on one futex word and
     /// a UDP ping-pong; prints the futex address, threads and counts as JSON.
     Pingpong {
@@ -190,6 +201,20 @@ fn run(cli: Cli) -> Result<()> {
             "{}",
             serde_json::json!({"calls": calls, "per_sec": calls as f64 / seconds})
         );
+        return Ok(());
+    }
+    if let Some(Sub::Burst {
+        datagrams,
+        size,
+        work_us,
+    }) = cli.command
+    {
+        if !(1..=65507).contains(&size) || datagrams == 0 {
+            anyhow::bail!("burst needs at least one datagram of 1..=65507 bytes");
+        }
+        let report = gil_lab::fixture::burst(datagrams, size, Duration::from_micros(work_us))
+            .context("burst")?;
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     if let Some(Sub::Pingpong {

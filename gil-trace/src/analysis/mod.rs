@@ -11,6 +11,7 @@ mod pass;
 pub mod report;
 pub mod state_grid;
 pub mod summary;
+pub mod units;
 pub mod window;
 
 pub use crate::model::threads::Counts;

@@ -8,7 +8,9 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    contention::{ConvoyEpisode, HandoffEvent, IoOp, IoStallSummary, LockHandoffs, PerCause},
+    contention::{
+        ConvoyEpisode, HandoffEvent, IoLockWaits, IoOp, IoStallSummary, LockHandoffs, PerCause,
+    },
     histogram::Histogram,
     pass::{self, SummaryPass},
     summary::Summary,
@@ -72,6 +74,8 @@ pub struct Report {
     pub handoffs: Vec<LockHandoffs>,
     pub io_stalls: IoStallSummary,
     pub convoys: Vec<ConvoyEpisode>,
+    /// Per thread that did I/O: its waits for the primary lock after I/O.
+    pub io_lock_waits: Vec<IoLockWaits>,
     pub lost_spans: Vec<LostSpan>,
     pub verdicts: Vec<Verdict>,
     pub convoy_threshold_ns: u64,
@@ -103,6 +107,28 @@ pub struct Analysis {
 pub fn range_end(trace_end_ns: u64, opts: &ReportOptions) -> u64 {
     opts.window
         .map_or(trace_end_ns, |(_, b)| b.min(trace_end_ns))
+}
+
+/// "over 29 datagrams (58 waits for it after I/O: 29 after recv, 29 after send)".
+fn waits_after_io(c: &ConvoyEpisode) -> String {
+    let after: Vec<String> = [
+        (c.waits_after_recv, "recv"),
+        (c.waits_after_send, "send"),
+        (c.waits_after_poll, "poll"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} after {what}"))
+    .collect();
+    let waits = c.waits_after_recv + c.waits_after_send + c.waits_after_poll;
+    if waits == 0 {
+        return format!("over {} datagrams", c.ops);
+    }
+    format!(
+        "over {} datagrams ({waits} waits for it after I/O: {})",
+        c.ops,
+        after.join(", ")
+    )
 }
 
 /// The kinds lock identification reads: pass 1 skips decoding the rest.
@@ -197,12 +223,12 @@ where
             Verdict {
                 tid: c.tid,
                 text: format!(
-                    "{} lost {:.0}% of {:.1} ms waiting for lock {} over {} datagrams{}{}",
+                    "{} lost {:.0}% of {:.1} ms waiting for lock {} {}{}{}",
                     label(c.tid),
                     c.lost_share * 100.0,
                     (c.end_ns - c.start_ns) as f64 / 1e6,
                     c.lock.as_ref().map_or("?", |l| &l.name),
-                    c.ops,
+                    waits_after_io(c),
                     if holders.is_empty() {
                         String::new()
                     } else {
@@ -246,6 +272,7 @@ where
         handoffs: result.handoffs,
         io_stalls: result.io_stalls,
         convoys: result.convoys,
+        io_lock_waits: result.io_lock_waits,
         lost_spans,
         verdicts,
         convoy_threshold_ns: opts.convoy_threshold_ns,

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::{locks::LockSet, thread_map::ThreadMap};
-use crate::trace::{Event, EventData, IoClass};
+use crate::trace::{Event, EventData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -17,7 +17,7 @@ pub enum ThreadState {
     Runnable,
     /// Blocked in a futex wait on a word of an identified lock.
     LockWait,
-    /// Blocked in recv*/poll/epoll/select.
+    /// Blocked in recv*/poll/epoll/select or send*.
     IoWait,
     /// Any other block.
     Sleep,
@@ -238,13 +238,8 @@ impl<'a> TimelineTracker<'a> {
                 };
                 self.running_in(ev.tid, ts, s, sink);
             }
-            EventData::IoEnter { class, .. } => {
-                let s = if class == IoClass::Send {
-                    InSyscall::Other
-                } else {
-                    InSyscall::IoWait
-                };
-                self.running_in(ev.tid, ts, s, sink);
+            EventData::IoEnter { .. } => {
+                self.running_in(ev.tid, ts, InSyscall::IoWait, sink);
             }
             EventData::FutexExit { .. } | EventData::IoExit { .. } => {
                 self.running_in(ev.tid, ts, InSyscall::None, sink);
@@ -297,7 +292,10 @@ impl<'a> TimelineTracker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ev, futex, futex_exit, io_enter, io_exit, switch, waking, WAIT};
+    use crate::{
+        testing::{ev, futex, futex_exit, io_enter, io_exit, switch, waking, WAIT},
+        trace::IoClass,
+    };
 
     #[test]
     fn every_nanosecond_is_in_exactly_one_state() {

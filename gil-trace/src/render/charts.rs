@@ -42,8 +42,8 @@ pub struct ChartData {
     pub arrivals: Vec<(u64, usize)>,
     /// (start, end, lane) convoy episodes.
     pub convoys: Vec<(u64, u64, usize)>,
-    /// Per stall component: sorted ns values (downsampled).
-    pub stall_components: Vec<(String, Vec<u64>)>,
+    /// Per stall cause that occurred: sorted ns values (downsampled).
+    pub stall_components: Vec<(StallCause, Vec<u64>)>,
     /// Per lock: sorted total-wait ns of its contended acquisitions (downsampled).
     pub handoff_waits: Vec<(String, Vec<u64>)>,
     pub state_shares: Vec<(String, StateTotals)>,
@@ -181,9 +181,8 @@ impl ChartData {
         let stall_components = analysis
             .stall_histograms
             .iter()
-            .map(|(cause, h): (StallCause, &Histogram)| {
-                (cause.name().to_string(), cdf_points(h, 400))
-            })
+            .filter(|(_, h)| h.sum() > 0)
+            .map(|(cause, h)| (cause, cdf_points(h, 400)))
             .collect();
         let handoff_waits = report
             .locks

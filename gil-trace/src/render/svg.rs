@@ -8,7 +8,7 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::charts::ChartData;
-use crate::model::timeline::ThreadState;
+use crate::{analysis::contention::StallCause, model::timeline::ThreadState};
 
 pub const WIDTH: u32 = 1400;
 
@@ -45,13 +45,18 @@ fn lane_color(i: usize) -> RGBColor {
     P[i % P.len()]
 }
 
-const COMPONENT_COLORS: [RGBColor; 5] = [
-    RGBColor(120, 120, 120),
-    RGBColor(21, 101, 192),
-    RGBColor(249, 168, 37),
-    RGBColor(198, 40, 40),
-    RGBColor(46, 125, 50),
-];
+/// A stall cause's color: the color of the thread state it stands for.
+pub fn cause_color(cause: StallCause) -> RGBColor {
+    match cause {
+        StallCause::LockWait => state_color(ThreadState::LockWait),
+        StallCause::Runnable => state_color(ThreadState::Runnable),
+        StallCause::Running => state_color(ThreadState::Running),
+        StallCause::Wakeup => RGBColor(106, 27, 154),
+        StallCause::IoWait => state_color(ThreadState::IoWait),
+        StallCause::Sleep => RGBColor(150, 150, 150),
+        StallCause::Unknown => RGBColor(60, 60, 60),
+    }
+}
 
 /// Heights of the panels for `lanes` threads.
 fn layout(lanes: usize) -> (u32, u32, u32, u32) {
@@ -89,11 +94,21 @@ pub fn draw_charts<DB: DrawingBackend>(
     draw_timeline(&timeline, data)?;
     draw_overview(&overview, data)?;
     let cols = bottom.split_evenly((1, 3));
+    let (stall_series, stall_colors): (Vec<_>, Vec<_>) = data
+        .stall_components
+        .iter()
+        .map(|(cause, points)| {
+            (
+                (cause.name().to_string(), points.clone()),
+                cause_color(*cause),
+            )
+        })
+        .unzip();
     draw_cdf(
         &cols[0],
-        "I/O stall per datagram, by component (CDF)",
-        &data.stall_components,
-        &COMPONENT_COLORS,
+        "I/O stall per datagram, by the receiver's state (CDF)",
+        &stall_series,
+        &stall_colors,
     )?;
     let palette: Vec<RGBColor> = (0..3).map(lane_color).collect();
     draw_cdf(

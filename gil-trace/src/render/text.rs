@@ -1,7 +1,9 @@
 //! Human-readable report.
 use std::fmt::Write;
 
-use crate::analysis::{histogram::Distribution, Report, Summary};
+use crate::analysis::{
+    contention::StallCause, histogram::Distribution, units::duration, Report, Summary,
+};
 
 pub fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
@@ -211,14 +213,60 @@ pub fn report(r: &Report) -> String {
     let io = &r.io_stalls;
     let _ = writeln!(
         out,
-        "\nI/O stalls: {} datagrams received ({} with arrival time)",
-        io.datagrams, io.with_arrival
+        "\nI/O stalls: {} datagrams received ({} with arrival time{}), arrival → reply by what the receiver was doing",
+        io.datagrams,
+        io.with_arrival,
+        if io.arrival_lost > 0 {
+            format!(", {} whose arrival was not kept", io.arrival_lost)
+        } else {
+            String::new()
+        }
     );
     if io.datagrams > 0 {
+        let causes: Vec<StallCause> = StallCause::ALL
+            .into_iter()
+            .filter(|&c| io.share[c] > 0.0 || c != StallCause::Unknown)
+            .collect();
+        let _ = write!(
+            out,
+            "  {:<24} {:>9} {:>9} {:>9}",
+            "by receiver", "datagrams", "p50", "p99"
+        );
+        for c in &causes {
+            let _ = write!(out, " {:>9}", c.name());
+        }
+        out.push('\n');
+        let mut receivers: Vec<_> = io.by_thread.iter().collect();
+        receivers.sort_by_key(|t| std::cmp::Reverse(t.stall.mean_ns.saturating_mul(t.datagrams)));
+        for t in receivers.iter().take(8) {
+            let _ = write!(
+                out,
+                "  {:<24} {:>9} {:>9} {:>9}",
+                name(t.tid),
+                t.datagrams,
+                us(t.stall.p50_ns),
+                us(t.stall.p99_ns)
+            );
+            for &c in &causes {
+                let _ = write!(out, " {:>8.0}%", t.share[c] * 100.0);
+            }
+            out.push('\n');
+        }
+        if receivers.len() > 8 {
+            let _ = writeln!(
+                out,
+                "  … {} more receivers (see --json)",
+                receivers.len() - 8
+            );
+        }
+        let _ = writeln!(out, "  all datagrams, per cause:");
         dist_header(&mut out);
-        dist_row(&mut out, "arrival→reply", &io.stall);
+        dist_row(&mut out, "stall", &io.stall);
         for (cause, d) in io.causes.iter() {
-            let share = io.share.get(cause.name()).copied().unwrap_or(0.0);
+            if cause == StallCause::Unknown && d.max_ns == 0 {
+                continue;
+            }
+            let share = io.share[cause];
             dist_row(
                 &mut out,
                 &format!("{} {:.0}%", cause.name(), share * 100.0),
@@ -227,10 +275,42 @@ pub fn report(r: &Report) -> String {
         }
     }
 
+    let waits: Vec<_> = r.io_lock_waits.iter().filter(|w| w.waited > 0).collect();
+    if !waits.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nlock waits around I/O (re-acquiring the primary lock after each recv/send/poll)"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>9} {:>9} {:>9} {:>12} {:>8}",
+            "thread", "I/O calls", "waited", "> thresh", "lock wait", "of life"
+        );
+        for w in waits {
+            let life = r
+                .summary
+                .threads
+                .iter()
+                .find(|t| t.tid == w.tid)
+                .and_then(|t| t.states)
+                .map_or(0, |s| s.total());
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>9} {:>9} {:>9} {:>12} {:>8}",
+                name(w.tid),
+                w.io_ops,
+                w.waited,
+                w.over_threshold,
+                ms(w.lock_wait_ns),
+                pct(w.lock_wait_ns, life)
+            );
+        }
+    }
+
     let _ = writeln!(
         out,
-        "\nconvoy episodes (lock wait after I/O > {}, ≥ 2 datagrams in a row): {}",
-        us(r.convoy_threshold_ns),
+        "\nconvoy episodes (≥ 2 datagrams in a row, each with a lock wait > {} from its arrival to its reply): {}",
+        duration(r.convoy_threshold_ns),
         r.convoys.len()
     );
     for (c, v) in r.convoys.iter().zip(&r.verdicts).take(10) {

@@ -1,5 +1,7 @@
 //! Typed view of a [`RawEvent`]: what the analysis consumes.
-use gil_trace_common::{comm_from_args, CommSource, EventKind, RawEvent, SyscallClass};
+use gil_trace_common::{
+    comm_from_args, CommSource, EventKind, RawEvent, SyscallClass, NET_RECV_ARRIVAL_LOST,
+};
 
 /// A decoded event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,9 +140,11 @@ pub enum EventData {
         ret: i64,
     },
     /// `tid` received one UDP datagram of `len` bytes from socket `sock`; `arrival_ns` is when
-    /// the datagram was queued on the socket, if that was seen; `queued` = datagrams left.
+    /// the datagram was queued on the socket, if that was seen; `arrival_lost` when it was not
+    /// kept (too many datagrams queued at once); `queued` = datagrams left.
     NetRecv {
         arrival_ns: Option<u64>,
+        arrival_lost: bool,
         sock: u64,
         len: u32,
         queued: u32,
@@ -275,6 +279,7 @@ impl From<RawEvent> for Event {
                 },
                 EventKind::NetRecv => EventData::NetRecv {
                     arrival_ns: (a[0] != 0).then_some(a[0]),
+                    arrival_lost: a[3] & NET_RECV_ARRIVAL_LOST != 0,
                     sock: a[1],
                     len: a[2] as u32,
                     queued: a[3] as u32,
@@ -390,6 +395,7 @@ mod tests {
             ev.data,
             EventData::NetRecv {
                 arrival_ns: None,
+                arrival_lost: false,
                 sock: 0xffff_8880_0000_0000,
                 len: 8192,
                 queued: 2

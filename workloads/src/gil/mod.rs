@@ -38,7 +38,10 @@ impl ThreadCtx {
     pub fn new(index: usize, role: &str, name: &str, sink: Option<&TruthSink>) -> ThreadCtx {
         let tid = gettid();
         let truth = sink.map(|s| {
-            let mut buf = Vec::with_capacity(64 * 1024);
+            // Filled once and emptied, so every page of the buffer is touched now: a first
+            // write to a fresh page faults (µs), and inside a take that would count as waiting.
+            let mut buf = vec![TruthEvent::DropRequest { ts_ns: 0, tid: 0 }; 64 * 1024];
+            buf.clear();
             buf.push(TruthEvent::Thread {
                 ts_ns: monotonic_ns(),
                 tid,

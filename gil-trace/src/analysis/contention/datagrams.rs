@@ -1,48 +1,57 @@
 //! The life of each received datagram: arrival on its socket → receiver woken → recv returns
-//! → lock re-acquired → reply sent; and the stall it suffered, by cause.
-use std::{
-    collections::BTreeMap,
-    ops::{Index, IndexMut},
-};
+//! → lock re-acquired → reply sent; and the stall it suffered, by what its receiver was doing
+//! (attributed from the receiver's history, `history.rs`).
+use std::ops::{Index, IndexMut};
 
-use rustc_hash::FxHashMap;
 use serde::{ser::SerializeMap, Serialize};
 
-use super::HolderSpan;
+use super::LockRef;
 use crate::analysis::histogram::{Distribution, Histogram};
 
-/// What a datagram's stall is made of.
+/// What a datagram's receiver was doing while the datagram waited for it, from its arrival to
+/// the receiver's reply: every nanosecond of the stall has one cause.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StallCause {
-    /// It arrived before the receiver called recv (the receiver was busy).
-    Queue,
-    /// The receiver blocked in recv, not yet woken.
-    Wakeup,
-    /// Woken, waiting for a CPU.
-    Runnable,
-    /// recv returned; the receiver waited for the lock.
+    /// In a lock take: from its first wait on the lock to its acquisition (blocked, woken but
+    /// waiting for a CPU, or re-checking) — whether after this datagram's recv or after the
+    /// previous reply's send.
     LockWait,
-    /// The receiver held the lock and worked until its reply.
-    Work,
+    /// Ready to run, waiting for a CPU (outside a lock take).
+    Runnable,
+    /// On a CPU, running its own code (outside a lock take).
+    Running,
+    /// Blocked in recv/poll while the datagram was already queued: waiting to be woken.
+    Wakeup,
+    /// Blocked in other I/O (after the datagram was taken, or in a send).
+    IoWait,
+    /// Blocked otherwise (sleep, a futex that is no identified lock, page faults, ...).
+    Sleep,
+    /// Before the oldest history kept for the receiver (the datagram waited longer than
+    /// that in its socket).
+    Unknown,
 }
 
 impl StallCause {
-    pub const ALL: [StallCause; 5] = [
-        StallCause::Queue,
-        StallCause::Wakeup,
-        StallCause::Runnable,
+    pub const ALL: [StallCause; 7] = [
         StallCause::LockWait,
-        StallCause::Work,
+        StallCause::Runnable,
+        StallCause::Running,
+        StallCause::Wakeup,
+        StallCause::IoWait,
+        StallCause::Sleep,
+        StallCause::Unknown,
     ];
 
     /// Stable name, used in reports and JSON.
     pub const fn name(self) -> &'static str {
         match self {
-            StallCause::Queue => "queue",
-            StallCause::Wakeup => "wakeup",
-            StallCause::Runnable => "runnable",
             StallCause::LockWait => "lock_wait",
-            StallCause::Work => "work",
+            StallCause::Runnable => "runnable",
+            StallCause::Running => "running",
+            StallCause::Wakeup => "wakeup",
+            StallCause::IoWait => "io_wait",
+            StallCause::Sleep => "sleep",
+            StallCause::Unknown => "unknown",
         }
     }
 }
@@ -97,50 +106,49 @@ pub struct IoOp {
     pub bytes: u32,
     /// Queued on the socket (sock:sk_data_ready).
     pub arrival_ns: Option<u64>,
+    /// The arrival time was not kept: more datagrams were queued on the socket than the
+    /// recorder remembers arrivals for.
+    pub arrival_lost: bool,
     pub recv_enter_ns: u64,
     /// The receiver woken while blocked in recv (None: it did not block).
     pub woken_ns: Option<u64>,
     /// Back on a CPU after that wakeup.
     pub run_ns: Option<u64>,
+    /// Taken off the socket by the receiver (sock:sock_recv_length).
+    pub dequeue_ns: u64,
     pub recv_exit_ns: u64,
     /// Back in user space after recv: its exit, or later if switched out on the way.
     pub recv_resumed_ns: Option<u64>,
+    /// The receiver held the primary lock again after recv (its exit, if it did not wait).
     pub lock_acquired_ns: u64,
-    pub lock_wait_ns: u64,
     /// The reply's send syscall entry and exit (None: no send before the next recv).
     pub reply_ns: Option<u64>,
     pub reply_done_ns: Option<u64>,
     /// When the thread was back in user space after the reply: the send's exit, or later if
     /// it was switched out on the way (the woken peer often preempts it).
     pub reply_resumed_ns: Option<u64>,
-    /// Threads that ran (held the lock, for a GIL) while this one waited, with ns.
-    #[serde(skip)]
+    /// Arrival (or recv entry) to reply (or the lock held again after recv).
+    pub stall_ns: u64,
+    /// All of the receiver's lock wait in the stall (= `causes.lock_wait`).
+    pub lock_wait_ns: u64,
+    /// The stall by what the receiver was doing; the causes sum to `stall_ns`.
+    pub causes: PerCause<u64>,
+    /// Lock users that ran while the receiver waited for the lock in the stall, most time
+    /// first: (tid, ns).
     pub holders: Vec<(u32, u64)>,
+    /// The lock it waited for longest in the stall.
+    pub lock: Option<LockRef>,
 }
 
 impl IoOp {
-    /// The stall's time by cause, ns.
-    pub fn components(&self) -> PerCause<u64> {
-        let arrival = self.arrival_ns.unwrap_or(self.recv_enter_ns);
-        let mut parts = PerCause::default();
-        parts[StallCause::Queue] = self.recv_enter_ns.saturating_sub(arrival);
-        if let (Some(w), Some(r)) = (self.woken_ns, self.run_ns) {
-            parts[StallCause::Wakeup] = w.saturating_sub(arrival.max(self.recv_enter_ns));
-            parts[StallCause::Runnable] = r.saturating_sub(w);
-        }
-        parts[StallCause::LockWait] = self.lock_wait_ns;
-        parts[StallCause::Work] = self
-            .reply_ns
-            .map_or(0, |r| r.saturating_sub(self.lock_acquired_ns));
-        parts
+    /// Where the stall starts: the arrival, or the recv's entry when the arrival is unknown.
+    pub fn stall_start_ns(&self) -> u64 {
+        self.arrival_ns.unwrap_or(self.recv_enter_ns)
     }
 
-    /// Arrival (or recv entry) to reply (or lock acquired).
-    pub fn stall_ns(&self) -> u64 {
-        let start = self.arrival_ns.unwrap_or(self.recv_enter_ns);
-        self.reply_ns
-            .unwrap_or(self.lock_acquired_ns)
-            .saturating_sub(start)
+    /// Where the stall ends: the reply's send, or the lock held again after recv.
+    pub fn stall_end_ns(&self) -> u64 {
+        self.reply_ns.unwrap_or(self.lock_acquired_ns)
     }
 
     /// When the datagram counts as received, for windows: its arrival, else its recv's return.
@@ -154,12 +162,32 @@ impl IoOp {
 pub struct IoStallSummary {
     pub datagrams: u64,
     pub with_arrival: u64,
+    /// Datagrams whose arrival time was lost (too many queued on their socket at once).
+    pub arrival_lost: u64,
     pub stall: Distribution,
     /// Each cause's distribution over the datagrams.
-    #[serde(flatten)]
     pub causes: PerCause<Distribution>,
-    /// Share of the total stall time in each cause.
-    pub share: BTreeMap<String, f64>,
+    /// Share of all stall time in each cause.
+    pub share: PerCause<f64>,
+    /// The same per receiving thread (by tid): an I/O thread's stalls and its peer's differ.
+    pub by_thread: Vec<ThreadStalls>,
+}
+
+/// One receiving thread's stalls.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ThreadStalls {
+    pub tid: u32,
+    pub datagrams: u64,
+    pub stall: Distribution,
+    /// Share of its stall time in each cause.
+    pub share: PerCause<f64>,
+}
+
+/// Per receiving thread: its stalls' distribution and each cause's total.
+#[derive(Default)]
+struct ThreadAcc {
+    stall: Histogram,
+    causes: PerCause<u64>,
 }
 
 /// Running totals over the recorded datagrams.
@@ -167,42 +195,60 @@ pub struct IoStallSummary {
 pub(super) struct DatagramStats {
     datagrams: u64,
     with_arrival: u64,
+    arrival_lost: u64,
     stall: Histogram,
     causes: PerCause<Histogram>,
+    by_thread: rustc_hash::FxHashMap<u32, ThreadAcc>,
+}
+
+/// Each cause's share of the causes' total (0 when there is none).
+fn shares(totals: &PerCause<u64>) -> PerCause<f64> {
+    let total: u64 = totals.iter().map(|(_, &v)| v).sum();
+    totals.map(|&v| {
+        if total == 0 {
+            0.0
+        } else {
+            v as f64 / total as f64
+        }
+    })
 }
 
 impl DatagramStats {
     pub fn record(&mut self, op: &IoOp) {
         self.datagrams += 1;
         self.with_arrival += u64::from(op.arrival_ns.is_some());
-        self.stall.record(op.stall_ns());
-        let parts = op.components();
-        for cause in StallCause::ALL {
-            self.causes[cause].record(parts[cause]);
+        self.arrival_lost += u64::from(op.arrival_lost);
+        self.stall.record(op.stall_ns);
+        let thread = self.by_thread.entry(op.tid).or_default();
+        thread.stall.record(op.stall_ns);
+        for (cause, &ns) in op.causes.iter() {
+            self.causes[cause].record(ns);
+            thread.causes[cause] += ns;
         }
     }
 
     /// The summary, and each cause's full distribution (for charts).
     pub fn finish(&self) -> (IoStallSummary, PerCause<Histogram>) {
-        let total: u64 = self.causes.iter().map(|(_, h)| h.sum()).sum();
-        let share = self
-            .causes
+        let share = shares(&self.causes.map(Histogram::sum));
+        let mut by_thread: Vec<ThreadStalls> = self
+            .by_thread
             .iter()
-            .map(|(cause, h)| {
-                let share = if total == 0 {
-                    0.0
-                } else {
-                    h.sum() as f64 / total as f64
-                };
-                (cause.name().to_string(), share)
+            .map(|(&tid, acc)| ThreadStalls {
+                tid,
+                datagrams: acc.stall.count(),
+                stall: acc.stall.summary(),
+                share: shares(&acc.causes),
             })
             .collect();
+        by_thread.sort_by_key(|t| t.tid);
         let summary = IoStallSummary {
             datagrams: self.datagrams,
             with_arrival: self.with_arrival,
+            arrival_lost: self.arrival_lost,
             stall: self.stall.summary(),
             causes: self.causes.map(Histogram::summary),
             share,
+            by_thread,
         };
         (summary, self.causes.clone())
     }
@@ -241,8 +287,6 @@ pub(super) struct ThreadIo {
     pub recv_wake: Option<RecvWake>,
     /// recv returned datagrams; watching for the thread to resume user code.
     pub recv_resume_pending: bool,
-    /// Run spans of other lock users while this thread waits for the lock after I/O.
-    pub holder_spans: Vec<HolderSpan>,
 }
 
 impl ThreadIo {
@@ -269,7 +313,14 @@ impl ThreadIo {
     }
 
     /// A datagram dequeued by a recv (`tid` at `ts`).
-    pub fn dequeued(&mut self, tid: u32, ts: u64, arrival_ns: Option<u64>, len: u32) {
+    pub fn dequeued(
+        &mut self,
+        tid: u32,
+        ts: u64,
+        arrival_ns: Option<u64>,
+        arrival_lost: bool,
+        len: u32,
+    ) {
         let recv_enter = self.in_recv.unwrap_or(ts);
         let (woken, run) = match self.recv_wake {
             Some(w) if arrival_ns.is_none_or(|a| a <= w.woken_ns) => (Some(w.woken_ns), w.run_ns),
@@ -279,6 +330,8 @@ impl ThreadIo {
             tid,
             bytes: len,
             arrival_ns,
+            arrival_lost,
+            dequeue_ns: ts,
             recv_enter_ns: recv_enter,
             woken_ns: woken,
             run_ns: run,
@@ -294,7 +347,6 @@ impl ThreadIo {
         for op in &mut self.ops {
             if op.lock_acquired_ns == 0 && acquire_ns >= op.recv_exit_ns {
                 op.lock_acquired_ns = acquire_ns;
-                op.lock_wait_ns = acquire_ns - op.recv_exit_ns;
             }
         }
         if self.ops.iter().all(|o| o.lock_acquired_ns != 0) {
@@ -354,37 +406,21 @@ impl ThreadIo {
                 }
                 self.recv_resume_pending = true;
                 self.state = OpsState::AwaitLock;
-                self.holder_spans.clear();
             }
         }
     }
 
     /// The datagrams of the last recv are complete: hands them over (those whose recv returned
-    /// in the trace), with their lock's holders during their wait.
+    /// in the trace), their stall still to be attributed.
     pub fn take_complete(&mut self) -> Vec<IoOp> {
-        if self.ops.is_empty() {
-            self.state = OpsState::None;
-            return Vec::new();
-        }
-        let mut ops = std::mem::take(&mut self.ops);
-        let spans = std::mem::take(&mut self.holder_spans);
         self.state = OpsState::None;
+        let mut ops = std::mem::take(&mut self.ops);
         ops.retain(|op| op.recv_exit_ns != 0);
         for op in &mut ops {
             if op.lock_acquired_ns == 0 {
                 op.lock_acquired_ns = op.recv_exit_ns;
             }
-            let (a, b) = (op.recv_exit_ns, op.lock_acquired_ns);
-            let mut holders: FxHashMap<u32, u64> = FxHashMap::default();
-            for span in &spans {
-                let overlap = span.end_ns.min(b).saturating_sub(span.start_ns.max(a));
-                if overlap > 0 {
-                    *holders.entry(span.tid).or_default() += overlap;
-                }
-            }
-            let mut holders: Vec<(u32, u64)> = holders.into_iter().collect();
-            holders.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-            op.holders = holders;
+            op.stall_ns = op.stall_end_ns().saturating_sub(op.stall_start_ns());
         }
         ops
     }

@@ -1,11 +1,13 @@
-//! The contention tracker: one dispatch per event over three trackers that share per-thread
-//! state — lock takes and handoffs ([`takes`]), the life of each received datagram
-//! ([`datagrams`]) and convoy episodes ([`convoys`]).
+//! The contention tracker: one dispatch per event over trackers that share per-thread state —
+//! lock takes and handoffs ([`takes`]), the life of each received datagram and its stall by
+//! cause ([`datagrams`], attributed from each thread's [`history`]) and the lock waits around
+//! I/O that make convoy episodes ([`convoys`]).
 //!
 //! An *uncontended* acquisition makes no syscall: after a recv with no lock wait before the
 //! next I/O, the thread took the lock when recv returned.
 pub mod convoys;
 pub mod datagrams;
+pub mod history;
 pub mod takes;
 #[cfg(test)]
 mod tests;
@@ -15,15 +17,16 @@ use std::sync::Arc;
 use gil_trace_common::EventKind;
 use serde::Serialize;
 
-pub use convoys::{ConvoyEpisode, CONVOY_MIN_OPS, DEFAULT_CONVOY_THRESHOLD_NS};
+pub use convoys::{ConvoyEpisode, IoLockWaits, CONVOY_MIN_OPS, DEFAULT_CONVOY_THRESHOLD_NS};
 pub use datagrams::{IoOp, IoStallSummary, PerCause, StallCause};
 pub use takes::{
     HandoffEvent, HandoffKind, LockHandoffs, PREEMPTED_AFTER_WAIT_NS, TAKE_GAP_CPU_NS,
 };
 
 use self::{
-    convoys::{Convoys, OpenConvoy},
+    convoys::{AfterIo, Convoys, OpenConvoy, RecentWaits},
     datagrams::{DatagramStats, OpsState, RecvWake, ThreadIo},
+    history::{ClosedTake, ThreadHistory, HISTORY_NS},
     takes::{Acquisitions, Take, Wakeup},
 };
 use crate::{
@@ -36,7 +39,10 @@ use crate::{
     trace::{Event, EventData, IoClass, KindMask},
 };
 
-/// Per open lock-wait window, how many holder run spans are kept for attribution.
+/// The FORCE_SWITCHING handshake follows the acquirer's last wait within this (re-locking the
+/// lock's mutex and flipping its state take a few µs).
+const HANDSHAKE_AFTER_WAIT_NS: u64 = 50_000;
+/// Per lock take, how many holder run spans are kept for attribution.
 const MAX_HOLDER_SPANS: usize = 512;
 
 /// A lock as rows of the report refer to it: by id (for joins), shown by name.
@@ -68,9 +74,9 @@ impl Serialize for LockRef {
     }
 }
 
-/// Another lock user on a CPU while a thread waited for the lock after I/O.
+/// Another user of the lock on a CPU while a thread waited for it.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct HolderSpan {
+pub struct HolderSpan {
     pub tid: u32,
     pub start_ns: u64,
     pub end_ns: u64,
@@ -79,6 +85,7 @@ pub(super) struct HolderSpan {
 /// A futex call in progress.
 #[derive(Clone, Copy, Debug)]
 struct InFutex {
+    uaddr: u64,
     /// The lock whose word it is on, if any.
     lock: Option<usize>,
     is_wait: bool,
@@ -96,7 +103,12 @@ struct ThreadCtx {
     pending_wake: Option<Wakeup>,
     take: Option<Take>,
     io: ThreadIo,
+    /// Its last I/O operation, until the lock is held again after it (or the next I/O).
+    after_io: Option<AfterIo>,
+    /// Its re-acquisitions after I/O that waited, for its next convoy episode.
+    recent_waits: RecentWaits,
     convoy: Option<OpenConvoy>,
+    history: ThreadHistory,
 }
 
 impl ThreadCtx {
@@ -129,6 +141,8 @@ pub struct ContentionTracker<'a> {
     primary: Option<LockRef>,
     opts: ContentionOptions,
     threads: ThreadMap<ThreadCtx>,
+    /// Threads in a take of the primary lock: they collect its users' running spans.
+    waiting_on_primary: Vec<u32>,
     acquisitions: Acquisitions,
     datagrams: DatagramStats,
     io_ops: Vec<IoOp>,
@@ -136,6 +150,11 @@ pub struct ContentionTracker<'a> {
     /// The longest a datagram waited in its socket, arrival to dequeue (see
     /// [`ContentionResult::max_dequeue_lag_ns`]).
     max_dequeue_lag_ns: u64,
+    /// Sockets that still held datagrams at their last dequeue → the arrival of the datagram
+    /// dequeued then (those left arrived after it: the queue is FIFO).
+    backlog: rustc_hash::FxHashMap<u64, u64>,
+    /// The earliest of those: receivers keep their history back to it.
+    backlog_from: u64,
 }
 
 // The per-event handlers below are called from one arm each of `observe`'s match and are
@@ -147,11 +166,14 @@ impl<'a> ContentionTracker<'a> {
             primary: locks.primary().map(|l| LockRef::of(locks, l.id)),
             opts,
             threads: ThreadMap::default(),
+            waiting_on_primary: Vec::new(),
             acquisitions: Acquisitions::new(locks),
             datagrams: DatagramStats::default(),
             io_ops: Vec::new(),
             convoys: Convoys::new(opts.convoy_threshold_ns),
             max_dequeue_lag_ns: 0,
+            backlog: rustc_hash::FxHashMap::default(),
+            backlog_from: u64::MAX,
         }
     }
 
@@ -161,22 +183,35 @@ impl<'a> ContentionTracker<'a> {
             .is_some_and(|l| l.threads.binary_search(&tid).is_ok())
     }
 
-    /// Feeds a closed timeline span: running spans of lock users are attributed as "holding"
-    /// to every thread currently waiting for the lock after I/O.
+    /// Feeds a closed timeline span: it goes to its thread's history, and a running span of a
+    /// primary lock user is attributed as "holding" to every thread waiting for that lock.
     pub fn observe_span(&mut self, span: &StateSpan) {
-        if span.state != ThreadState::Running || !self.primary_users_contains(span.tid) {
+        // History for HISTORY_NS, and back to any datagram that may still wait in a backlog.
+        let keep_from = span
+            .end_ns
+            .saturating_sub(HISTORY_NS)
+            .min(self.backlog_from);
+        let history = &mut self.threads.get_or_default(span.tid).history;
+        history.push_span(span.start_ns, span.end_ns, span.state);
+        history.prune(keep_from);
+        if span.state != ThreadState::Running
+            || self.waiting_on_primary.is_empty()
+            || !self.primary_users_contains(span.tid)
+        {
             return;
         }
-        for (tid, t) in self.threads.iter_mut() {
-            if tid != span.tid
-                && t.io.state == OpsState::AwaitLock
-                && t.io.holder_spans.len() < MAX_HOLDER_SPANS
-            {
-                t.io.holder_spans.push(HolderSpan {
-                    tid: span.tid,
-                    start_ns: span.start_ns,
-                    end_ns: span.end_ns,
-                });
+        for &tid in &self.waiting_on_primary {
+            if tid == span.tid {
+                continue;
+            }
+            if let Some(take) = self.threads.get_mut(tid).and_then(|t| t.take.as_mut()) {
+                if take.holders.len() < MAX_HOLDER_SPANS && span.end_ns > take.start_ns {
+                    take.holders.push(HolderSpan {
+                        tid: span.tid,
+                        start_ns: span.start_ns,
+                        end_ns: span.end_ns,
+                    });
+                }
             }
         }
     }
@@ -268,14 +303,21 @@ impl<'a> ContentionTracker<'a> {
                 }
                 let word = self.locks.word((t.tgid, call.uaddr));
                 t.futex = Some(InFutex {
+                    uaddr: call.uaddr,
                     lock: word.lock,
                     is_wait: call.is_wait(),
                     is_wake: call.is_wake(),
                     enter_ns: ts,
                 });
                 match word.lock {
-                    Some(lock) if call.is_wait() => self.lock_wait_begins(ev.tid, lock, ts),
+                    Some(lock) if call.is_wait() => {
+                        self.lock_wait_begins(ev.tid, lock, call.uaddr, ts);
+                    }
                     Some(_) => {
+                        if call.is_wake() {
+                            self.note_handshake(ev.tid, call.uaddr, ts);
+                        }
+                        let t = self.threads.get_or_default(ev.tid);
                         let gate_wake = call.is_wake() && word.gate;
                         let mut released = false;
                         if let Some(take) = &mut t.take {
@@ -301,15 +343,24 @@ impl<'a> ContentionTracker<'a> {
             }
             EventData::IoExit { class, .. } => {
                 self.account_cpu(ev.tid, ts);
-                let io = &mut self.threads.get_or_default(ev.tid).io;
+                let t = self.threads.get_or_default(ev.tid);
                 match class {
-                    IoClass::Send => io.exit_send(ts),
-                    IoClass::Recv | IoClass::Poll => io.exit_recv(class == IoClass::Recv, ts),
+                    IoClass::Send => t.io.exit_send(ts),
+                    IoClass::Recv | IoClass::Poll => t.io.exit_recv(class == IoClass::Recv, ts),
                 }
+                // The lock is to be taken again after it (as interpreters do).
+                t.after_io = Some(AfterIo { class, exit_ns: ts });
             }
             EventData::NetRecv {
-                arrival_ns, len, ..
-            } => self.dequeued(ev.tid, ts, arrival_ns, len),
+                arrival_ns,
+                arrival_lost,
+                len,
+                sock,
+                queued,
+            } => {
+                self.socket_backlog(sock, queued, arrival_ns.unwrap_or(ts));
+                self.dequeued(ev.tid, ts, arrival_ns, arrival_lost, len);
+            }
             EventData::Exit { .. } => {
                 self.close_take(ev.tid);
                 self.finish_ops(ev.tid);
@@ -396,9 +447,56 @@ impl<'a> ContentionTracker<'a> {
         t.blocked = false;
     }
 
+    /// A datagram that arrived at `arrival_ns` was dequeued from `sock`, `queued` left.
+    fn socket_backlog(&mut self, sock: u64, queued: u32, arrival_ns: u64) {
+        let changed = if queued > 0 {
+            self.backlog.insert(sock, arrival_ns) != Some(arrival_ns)
+        } else {
+            self.backlog.remove(&sock).is_some()
+        };
+        if changed {
+            self.backlog_from = self.backlog.values().copied().min().unwrap_or(u64::MAX);
+        }
+    }
+
+    /// `tid`, in a take that waited, wakes `uaddr`: if the thread that handed it the lock
+    /// waits there, this is the handshake a forced releaser waits for (CPython's
+    /// FORCE_SWITCHING `switch_cond`), made just after taking the lock — a closer mark of the
+    /// acquisition than its wait's return, before which it still had to re-lock and re-check.
+    #[inline(always)]
+    fn note_handshake(&mut self, tid: u32, uaddr: u64, ts: u64) {
+        let Some(t) = self.threads.get(tid) else {
+            return;
+        };
+        // Soon after its wait, and not on the word it waited on (waking that would be a
+        // release to the next waiter, as a lock without a handshake does).
+        let Some(take) = t.take.as_ref().filter(|k| {
+            k.waits > 0
+                && k.handshake_ns.is_none()
+                && k.waited_on != uaddr
+                && ts.saturating_sub(k.last_wait_exit) <= HANDSHAKE_AFTER_WAIT_NS
+        }) else {
+            return;
+        };
+        let waits_on = |r: &ThreadCtx| r.futex.is_some_and(|f| f.is_wait && f.uaddr == uaddr);
+        // The thread that woke it, if known; else any thread waiting there.
+        let waits_here = match take.last_wake.map(|w| w.waker) {
+            Some(releaser) => self.threads.get(releaser).is_some_and(waits_on),
+            None => self
+                .threads
+                .iter()
+                .any(|(other, r)| other != tid && r.tgid == t.tgid && waits_on(r)),
+        };
+        if waits_here {
+            if let Some(take) = self.threads.get_mut(tid).and_then(|t| t.take.as_mut()) {
+                take.handshake_ns = Some(ts);
+            }
+        }
+    }
+
     /// `tid` starts waiting on a word of `lock`.
     #[inline(always)]
-    fn lock_wait_begins(&mut self, tid: u32, lock: usize, ts: u64) {
+    fn lock_wait_begins(&mut self, tid: u32, lock: usize, uaddr: u64, ts: u64) {
         // A wait on another lock ends the current take.
         if self
             .threads
@@ -409,12 +507,18 @@ impl<'a> ContentionTracker<'a> {
             self.close_take(tid);
         }
         let t = self.threads.get_or_default(tid);
+        if t.take.is_none() && self.primary.as_ref().is_some_and(|p| p.id == lock) {
+            self.waiting_on_primary.push(tid);
+        }
         let take = t.take.get_or_insert_with(|| Take {
             lock,
             start_ns: ts,
             ..Default::default()
         });
         take.cpu_since_last_op = 0;
+        take.waited_on = uaddr;
+        // A new wait: whatever it signalled before did not complete an acquisition.
+        take.handshake_ns = None;
         t.pending_wake = None;
     }
 
@@ -462,24 +566,71 @@ impl<'a> ContentionTracker<'a> {
         }
     }
 
-    /// A take is over: record the acquisition (if it waited) and hand it to the I/O tracker.
+    /// A take is over: record the acquisition (if it waited), keep it in the thread's history
+    /// and hand it to the I/O trackers.
     fn close_take(&mut self, tid: u32) {
-        let Some(t) = self.threads.get_mut(tid) else {
+        let Some(mut take) = self.threads.get_mut(tid).and_then(|t| t.take.take()) else {
             return;
         };
-        let Some(take) = t.take.take() else { return };
-        let Some(acquired) = self.acquisitions.close(tid, &take, self.locks, &self.opts) else {
+        let primary = self.primary.as_ref().is_some_and(|p| p.id == take.lock);
+        if primary {
+            self.waiting_on_primary.retain(|&t| t != tid);
+        }
+        let Some(acquire_ns) = self.acquisitions.close(tid, &take, self.locks, &self.opts) else {
             return;
         };
-        // The I/O side: a datagram waiting for the lock got it now.
-        if self.primary.as_ref().is_some_and(|p| p.id == acquired.lock) {
-            t.io.lock_acquired(acquired.acquire_ns);
+        if primary {
+            self.add_running_holders(tid, &mut take, acquire_ns);
+        }
+        let t = self.threads.get_or_default(tid);
+        if primary {
+            // The I/O side: a datagram waiting for the lock got it now, and the I/O before it
+            // was followed by this wait.
+            t.io.lock_acquired(acquire_ns);
+            if let Some(io) = t.after_io.take_if(|io| io.exit_ns <= acquire_ns) {
+                self.convoys
+                    .reacquired(tid, &mut t.recent_waits, io, Some(acquire_ns));
+            }
+        }
+        t.history.push_take(ClosedTake {
+            lock: take.lock,
+            start_ns: take.start_ns,
+            acquire_ns,
+            holders: take.holders,
+        });
+    }
+
+    /// The primary lock's other users still on a CPU when `tid`'s take ends at `until`: their
+    /// running spans are open, so they reached no take yet.
+    fn add_running_holders(&self, tid: u32, take: &mut Take, until: u64) {
+        let Some(primary) = self.locks.primary() else {
+            return;
+        };
+        for &user in &primary.threads {
+            if user == tid || take.holders.len() >= MAX_HOLDER_SPANS {
+                continue;
+            }
+            if let Some(since) = self.threads.get(user).and_then(|u| u.running_since) {
+                let start_ns = since.max(take.start_ns);
+                if start_ns < until {
+                    take.holders.push(HolderSpan {
+                        tid: user,
+                        start_ns,
+                        end_ns: until,
+                    });
+                }
+            }
         }
     }
 
     fn io_enter(&mut self, tid: u32, class: IoClass, ts: u64) {
         // Released the lock for I/O (as interpreters do around blocking calls).
         self.acquisitions.released_for_io(tid);
+        let t = self.threads.get_or_default(tid);
+        if let Some(io) = t.after_io.take() {
+            // No wait for the lock since the last I/O: taken at once, or not at all.
+            self.convoys.reacquired(tid, &mut t.recent_waits, io, None);
+        }
         let io = &mut self.threads.get_or_default(tid).io;
         io.enter_send_or_lock_free(class == IoClass::Send, ts);
         if class == IoClass::Send {
@@ -493,7 +644,14 @@ impl<'a> ContentionTracker<'a> {
     }
 
     #[inline(always)]
-    fn dequeued(&mut self, tid: u32, ts: u64, arrival_ns: Option<u64>, len: u32) {
+    fn dequeued(
+        &mut self,
+        tid: u32,
+        ts: u64,
+        arrival_ns: Option<u64>,
+        arrival_lost: bool,
+        len: u32,
+    ) {
         if self.threads.get_or_default(tid).io.state != OpsState::InRecv {
             // A datagram outside a recv syscall we saw start: keep it, recv enter unknown.
             self.finish_ops(tid);
@@ -504,20 +662,44 @@ impl<'a> ContentionTracker<'a> {
         if let Some(arrival) = arrival_ns {
             self.max_dequeue_lag_ns = self.max_dequeue_lag_ns.max(ts.saturating_sub(arrival));
         }
-        let io = &mut self.threads.get_or_default(tid).io;
-        io.dequeued(tid, ts, arrival_ns, len);
+        let t = self.threads.get_or_default(tid);
+        t.history.set_receiver();
+        t.io.dequeued(tid, ts, arrival_ns, arrival_lost, len);
     }
 
-    /// The datagrams of the last recv are complete: record them.
+    /// The datagrams of the last recv are complete: attribute their stalls and record them.
     fn finish_ops(&mut self, tid: u32) {
         let Some(t) = self.threads.get_mut(tid) else {
             return;
         };
-        for op in t.io.take_complete() {
+        for mut op in t.io.take_complete() {
+            let stall = t
+                .history
+                .attribute(op.stall_start_ns(), op.stall_end_ns(), op.dequeue_ns);
+            op.lock_wait_ns = stall.causes[StallCause::LockWait];
+            op.causes = stall.causes;
+            op.holders = stall.holders;
+            op.lock = stall.lock.map(|id| LockRef::of(self.locks, id));
             self.datagrams.record(&op);
-            // Convoy episodes: consecutive ops of one thread with a long lock wait.
-            self.convoys
-                .observe(&mut t.convoy, &op, self.primary.clone());
+            // Convoy episodes: consecutive datagrams of one thread with a long lock wait.
+            let new_part = if op.lock_wait_ns > self.opts.convoy_threshold_ns {
+                let from = Convoys::open_until(t.convoy.as_ref()).unwrap_or(op.stall_start_ns());
+                t.history.attribute(
+                    from.min(op.stall_end_ns()),
+                    op.stall_end_ns(),
+                    op.dequeue_ns,
+                )
+            } else {
+                history::Attribution::default()
+            };
+            self.convoys.datagram(
+                tid,
+                &mut t.convoy,
+                &mut t.recent_waits,
+                &op,
+                &new_part,
+                self.primary.as_ref(),
+            );
             if self.opts.keep(op.seen_ns()) {
                 self.io_ops.push(op);
             }
@@ -526,7 +708,8 @@ impl<'a> ContentionTracker<'a> {
 
     fn close_convoy(&mut self, tid: u32) {
         if let Some(t) = self.threads.get_mut(tid) {
-            self.convoys.close(tid, &mut t.convoy, self.primary.clone());
+            self.convoys
+                .close(tid, &mut t.convoy, self.primary.as_ref());
         }
     }
 
@@ -540,10 +723,12 @@ impl<'a> ContentionTracker<'a> {
         }
         let (handoffs, lock_wait_histograms) = self.acquisitions.finish(self.locks);
         let (io_stalls, stall_histograms) = self.datagrams.finish();
+        let (convoys, io_lock_waits) = self.convoys.finish();
         ContentionResult {
             handoffs,
             io_stalls,
-            convoys: self.convoys.finish(),
+            convoys,
+            io_lock_waits,
             io_ops: self.io_ops,
             handoff_events: self.acquisitions.events,
             max_dequeue_lag_ns: self.max_dequeue_lag_ns,
@@ -557,6 +742,8 @@ pub struct ContentionResult {
     pub handoffs: Vec<LockHandoffs>,
     pub io_stalls: IoStallSummary,
     pub convoys: Vec<ConvoyEpisode>,
+    /// Per thread that did I/O, its lock waits after I/O.
+    pub io_lock_waits: Vec<IoLockWaits>,
     pub io_ops: Vec<IoOp>,
     pub handoff_events: Vec<HandoffEvent>,
     /// The longest any datagram of the pass waited in its socket, from arrival to dequeue:
@@ -573,6 +760,7 @@ impl ContentionResult {
     /// Keeps the rows of one thread (`--tid`): its convoys, its datagrams, handoffs to it.
     pub fn retain_thread(&mut self, tid: u32) {
         self.convoys.retain(|c| c.tid == tid);
+        self.io_lock_waits.retain(|w| w.tid == tid);
         self.io_ops.retain(|o| o.tid == tid);
         self.handoff_events.retain(|h| h.to_tid == tid);
     }

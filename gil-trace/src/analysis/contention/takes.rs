@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ContentionOptions, LockRef};
+use super::{ContentionOptions, HolderSpan, LockRef};
 use crate::{
     analysis::histogram::{Distribution, Histogram},
     model::locks::LockSet,
@@ -106,9 +106,25 @@ pub(super) struct Take {
     /// there delays the acquisition to when it runs again).
     pub exit_untouched: bool,
     pub preempted: bool,
+    /// Other users of the primary lock that ran while this take waited on it (spans closed
+    /// so far; see `ContentionTracker::observe_span`).
+    pub holders: Vec<HolderSpan>,
+    /// The word of its last wait.
+    pub waited_on: u64,
+    /// Its wake of the releaser waiting for it after its last wait (see
+    /// `ContentionTracker::note_handshake`): the lock was taken by then.
+    pub handshake_ns: Option<u64>,
 }
 
 impl Take {
+    /// When the thread holds the lock: at the handshake after its last wait if it made one,
+    /// else when that wait returned (or the thread ran again, if preempted right then).
+    pub fn acquired_ns(&self) -> u64 {
+        self.handshake_ns
+            .filter(|&h| h >= self.last_wait_exit)
+            .unwrap_or(self.last_wait_exit)
+    }
+
     /// Ran too long without touching the lock: the take is over (checked outside a futex
     /// call).
     pub fn ran_past_gap(&self) -> bool {
@@ -120,13 +136,6 @@ impl Take {
     pub fn may_acquire_by(&self, ts: u64) -> bool {
         self.waits > 0 && self.last_wait_exit <= ts
     }
-}
-
-/// A closed take that waited: the thread holds `lock` since `acquire_ns`.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Acquisition {
-    pub lock: usize,
-    pub acquire_ns: u64,
 }
 
 #[derive(Default)]
@@ -159,19 +168,20 @@ impl Acquisitions {
         }
     }
 
-    /// A take is over: records its acquisition if it waited.
+    /// A take is over: records its acquisition if it waited, and returns when the thread
+    /// acquired the lock.
     pub fn close(
         &mut self,
         tid: u32,
         take: &Take,
         locks: &LockSet,
         opts: &ContentionOptions,
-    ) -> Option<Acquisition> {
+    ) -> Option<u64> {
         if take.waits == 0 {
             return None;
         }
         let lock = take.lock;
-        let acquire_ns = take.last_wait_exit;
+        let acquire_ns = take.acquired_ns();
         let kind = take.last_wait_end.unwrap_or(HandoffKind::Other);
         let failed = take
             .woken_waits
@@ -215,7 +225,7 @@ impl Acquisitions {
                 timeouts: take.timeouts,
             });
         }
-        Some(Acquisition { lock, acquire_ns })
+        Some(acquire_ns)
     }
 
     /// `tid` entered an I/O syscall: interpreters release the lock around blocking calls.

@@ -84,28 +84,37 @@ fn handoff_after_a_timeout_and_a_failed_wakeup() {
     assert_eq!(h.release_to_wake.max_ns, 1_000);
 }
 
-/// One echo round trip at `t`: the datagram arrives, the echo thread wakes, returns from
-/// recv, waits `lock_wait` for the lock (released by A), then replies.
-fn echo_round(t: u64, lock_wait: u64, out: &mut Vec<Event>) {
+/// `B` waits `lock_wait` for the lock from `at` (A runs meanwhile, then hands it over);
+/// returns when B holds it.
+fn reacquire(at: u64, lock_wait: u64, out: &mut Vec<Event>) -> u64 {
+    if lock_wait == 0 {
+        return at;
+    }
+    out.push(wait(at, B));
+    out.push(switch(at + 500, B, A, 1)); // A runs (holds the lock) meanwhile
+    out.push(wake(at + lock_wait - 3_000, A));
+    out.push(waking(at + lock_wait - 2_000, A, B));
+    out.push(exit(at + lock_wait - 1_000, A, 1));
+    out.push(switch(at + lock_wait - 500, A, B, 0));
+    out.push(exit(at + lock_wait, B, 0));
+    at + lock_wait
+}
+
+/// One echo round trip at `t`, as an interpreter's I/O thread makes it in a convoy: the
+/// datagram arrives, the echo thread wakes, returns from recv, waits `lock_wait` for the lock
+/// (released by A), replies, and waits `lock_wait` again after the send. Returns when it holds
+/// the lock after the send.
+fn echo_round(t: u64, lock_wait: u64, out: &mut Vec<Event>) -> u64 {
     out.push(io_enter(t, B, IoClass::Recv, 65507));
     out.push(switch(t + 1_000, B, A, 1));
     out.push(waking(t + 10_000, C, B));
     out.push(switch(t + 12_000, A, B, 0));
     out.push(net_recv(t + 14_000, B, Some(t + 9_000), 512));
     out.push(io_exit(t + 15_000, B, IoClass::Recv, 512));
-    let mut at = t + 16_000;
-    if lock_wait > 0 {
-        out.push(wait(at, B));
-        out.push(switch(at + 500, B, A, 1)); // A runs (holds the lock) meanwhile
-        out.push(wake(at + lock_wait - 3_000, A));
-        out.push(waking(at + lock_wait - 2_000, A, B));
-        out.push(exit(at + lock_wait - 1_000, A, 1));
-        out.push(switch(at + lock_wait - 500, A, B, 0));
-        out.push(exit(at + lock_wait, B, 0));
-        at += lock_wait;
-    }
+    let at = reacquire(t + 16_000, lock_wait, out);
     out.push(io_enter(at + 5_000, B, IoClass::Send, 512));
     out.push(io_exit(at + 8_000, B, IoClass::Send, 512));
+    reacquire(at + 9_000, lock_wait, out)
 }
 
 fn lock_users(out: &mut Vec<Event>) {
@@ -117,53 +126,108 @@ fn lock_users(out: &mut Vec<Event>) {
 }
 
 #[test]
-fn io_stalls_decompose_and_consecutive_long_lock_waits_form_a_convoy() {
+fn a_stall_is_decomposed_by_what_the_receiver_did_and_every_reacquisition_counts() {
     let mut events = Vec::new();
     lock_users(&mut events);
+    let w = 5 * MS;
     for i in 0..3 {
-        echo_round(MS + i * 10 * MS, 5 * MS, &mut events);
+        echo_round(MS + i * 20 * MS, w, &mut events);
     }
-    echo_round(40 * MS, 0, &mut events);
+    echo_round(70 * MS, 0, &mut events);
+    // A last recv that does not wait for the lock: it ends the episode.
+    events.push(io_enter(90 * MS, B, IoClass::Recv, 65507));
     let r = run(&events, true);
     let ops = r.io_ops.as_ref().unwrap();
     assert_eq!(ops.len(), 4);
     let op = &ops[0];
     assert_eq!(op.arrival_ns, Some(MS + 9_000));
+    assert_eq!(op.dequeue_ns, MS + 14_000);
     assert_eq!(op.woken_ns, Some(MS + 10_000));
     assert_eq!(op.run_ns, Some(MS + 12_000));
     assert_eq!(op.recv_exit_ns, MS + 15_000);
-    assert_eq!(op.lock_wait_ns, 5 * MS + 1_000);
+    assert_eq!(op.lock_acquired_ns, MS + 16_000 + w);
     assert_eq!(op.reply_ns, Some(op.lock_acquired_ns + 5_000));
-    let parts = op.components();
+    let c = &op.causes;
     assert_eq!(
-        [
-            parts[StallCause::Wakeup],
-            parts[StallCause::Runnable],
-            parts[StallCause::LockWait],
-            parts[StallCause::Work]
-        ],
-        [1_000, 2_000, 5 * MS + 1_000, 5_000]
+        c[StallCause::Wakeup],
+        1_000,
+        "blocked in recv after the arrival"
+    );
+    assert_eq!(c[StallCause::Runnable], 2_000);
+    assert_eq!(c[StallCause::LockWait], w, "the take, from its first wait");
+    assert_eq!(c[StallCause::Running], 4_000 + 5_000);
+    assert_eq!(op.lock_wait_ns, w);
+    assert_eq!(op.stall_ns, 12_000 + w);
+    assert_eq!(c.iter().map(|(_, v)| v).sum::<u64>(), op.stall_ns);
+    assert_eq!(
+        op.holders.first().map(|h| h.0),
+        Some(A),
+        "A ran while B waited"
     );
     assert_eq!(
         ops[3].lock_wait_ns, 0,
         "no wait: took the lock as recv returned"
     );
     assert_eq!(r.io_stalls.datagrams, 4);
+    let share: f64 = r.io_stalls.share.iter().map(|(_, s)| s).sum();
+    assert!((share - 1.0).abs() < 1e-9, "{share}");
 
     assert_eq!(r.convoys.len(), 1, "{:?}", r.convoys);
     let c = &r.convoys[0];
-    assert_eq!((c.tid, c.ops), (B, 3));
-    assert_eq!(c.lock_wait_ns, 3 * (5 * MS + 1_000));
-    assert_eq!(
-        c.holders.first().map(|h| h.0),
-        Some(A),
-        "A ran while B waited"
-    );
+    assert_eq!((c.tid, c.ops), (B, 3), "three datagrams in a row waited");
+    assert_eq!(c.start_ns, MS + 9_000, "the first datagram's arrival");
+    assert_eq!(c.end_ns, ops[2].reply_ns.unwrap(), "the third one's reply");
+    // Every wait in between counts: after each recv, and after the first two replies' sends
+    // (the third's comes after the episode).
+    assert_eq!((c.waits_after_recv, c.waits_after_send), (3, 2));
+    assert_eq!(c.lock_wait_ns, 5 * w);
+    assert_eq!(c.holders.first().map(|h| h.0), Some(A));
     assert!(c.lost_share > 0.2 && c.lost_share <= 1.0);
+    let v = &r.verdicts[0].text;
     assert!(
-        r.verdicts[0].text.contains("lost"),
-        "{}",
-        r.verdicts[0].text
+        v.contains("over 3 datagrams (5 waits for it after I/O: 3 after recv, 2 after send)"),
+        "{v}"
+    );
+    let waits = r.io_lock_waits.iter().find(|w| w.tid == B).unwrap();
+    assert_eq!((waits.waited, waits.over_threshold), (6, 6));
+    assert_eq!(waits.io_ops, 8, "4 recvs and 4 sends returned");
+    assert_eq!(
+        waits.lock_wait_ns,
+        6 * (w + 1_000),
+        "from each I/O exit to the lock held"
+    );
+}
+
+#[test]
+fn a_datagram_that_arrives_while_the_receiver_waits_after_its_send_is_a_lock_wait_stall() {
+    let mut events = Vec::new();
+    lock_users(&mut events);
+    let w = 5 * MS;
+    // Datagram 1's reply, then the wait for the lock after it; datagram 2 arrives 1 ms in.
+    let held = echo_round(MS, w, &mut events);
+    let arrival = held - w + MS;
+    // The recv finds it queued at once: no blocking, no lock wait after it.
+    events.push(io_enter(held + 1_000, B, IoClass::Recv, 65507));
+    events.push(net_recv(held + 2_000, B, Some(arrival), 512));
+    events.push(io_exit(held + 3_000, B, IoClass::Recv, 512));
+    events.push(io_enter(held + 8_000, B, IoClass::Send, 512));
+    events.push(io_exit(held + 9_000, B, IoClass::Send, 512));
+    events.sort_by_key(|e| e.ts_ns);
+    let r = run(&events, true);
+    let op = &r.io_ops.as_ref().unwrap()[1];
+    assert_eq!(op.arrival_ns, Some(arrival));
+    assert_eq!(
+        op.causes[StallCause::LockWait],
+        w - MS,
+        "the rest of the take"
+    );
+    assert_eq!(op.causes[StallCause::Running], 8_000);
+    assert_eq!(op.stall_ns, w - MS + 8_000);
+    assert_eq!(op.holders.first().map(|h| h.0), Some(A));
+    assert!(
+        r.io_stalls.share[StallCause::LockWait] > 0.9,
+        "{:?}",
+        r.io_stalls.share
     );
 }
 
