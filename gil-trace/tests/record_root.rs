@@ -8,8 +8,14 @@ use std::{
 };
 
 use common::*;
-use gil_trace::trace::{Event, EventData, IoClass, TraceReader};
-use nix::sys::signal::Signal;
+use gil_trace::{
+    capture::{as_user::as_user, child::Identity},
+    trace::{Event, EventData, IoClass, TraceReader},
+};
+use nix::{
+    sys::signal::Signal,
+    unistd::{Gid, Uid},
+};
 
 fn read_events(path: &std::path::Path) -> (TraceReader, Vec<Event>) {
     let reader = TraceReader::open(path).unwrap();
@@ -382,6 +388,8 @@ fn under_sudo_the_command_runs_as_the_invoking_user_who_owns_the_trace() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // A directory the user may write to.
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let trace = dir.path().join("t.trace");
     // What sudo sets for the user who ran it (here: nobody).
     let out = record_cmd(&trace, &[])
@@ -406,6 +414,153 @@ fn under_sudo_the_command_runs_as_the_invoking_user_who_owns_the_trace() {
         (65534, 65534),
         "trace not owned by the invoking user"
     );
+    assert_eq!(
+        meta.mode() & 0o777,
+        0o600,
+        "a trace is private to its owner"
+    );
+    // A directory only root may write to is refused, before anything runs.
+    let root_only = dir.path().join("root-only");
+    std::fs::create_dir(&root_only).unwrap();
+    std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = record_cmd(&root_only.join("t.trace"), &[])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env("SUDO_USER", "nobody")
+        .args(["sh", "-c", "echo ran"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "nobody may not create files in");
+    assert!(!stdout(&out).contains("ran"), "the command ran");
+    assert_eq!(std::fs::read_dir(&root_only).unwrap().count(), 0);
+}
+
+/// A directory anyone may write to, like /tmp (sticky).
+fn shared_dir(parent: &std::path::Path) -> std::path::PathBuf {
+    let dir = parent.join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// A root-only file outside the output directory, with known content.
+fn victim(parent: &std::path::Path) -> std::path::PathBuf {
+    let dir = parent.join("private");
+    std::fs::create_dir(&dir).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"root's own data\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    victim
+}
+
+fn assert_untouched(victim: &std::path::Path) {
+    let meta = std::fs::symlink_metadata(victim).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "the victim changed owner");
+    assert_eq!(meta.mode() & 0o7777, 0o600, "the victim changed mode");
+    assert_eq!(std::fs::read(victim).unwrap(), b"root's own data\n");
+}
+
+#[test]
+fn links_planted_for_the_temporary_name_never_redirect_the_trace() {
+    if skip_without_privilege("links_planted_for_the_temporary_name_never_redirect_the_trace") {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let dir = shared_dir(base.path());
+    let victim = victim(base.path());
+    // What an earlier recorder's predictable names were, for the next pids; and names in this
+    // one's pattern, in case it ever becomes guessable.
+    let next: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1000);
+    for pid in next..next + 400 {
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".t.trace.tmp-{pid}"))).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".t.trace.{pid:06}.tmp"))).unwrap();
+    }
+    let trace = dir.join("t.trace");
+    let out = record_cmd(&trace, &[]).arg("true").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_untouched(&victim);
+    let meta = std::fs::symlink_metadata(&trace).unwrap();
+    assert!(meta.file_type().is_file(), "the trace is a regular file");
+    TraceReader::open(&trace).expect("a valid trace");
+}
+
+/// Records `read line` as nobody into `dir/t.trace`, swapping the final name for a link to
+/// `victim` (made by another user) while it runs; the recorder's output.
+fn record_while_the_final_name_is_swapped(
+    dir: &std::path::Path,
+    victim: &std::path::Path,
+) -> std::process::Output {
+    let trace = dir.join("t.trace");
+    let mut child = record_cmd(&trace, &[])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env("SUDO_USER", "nobody")
+        .args(["sh", "-c", "read line || true"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Recording has begun once its temporary file exists.
+    let started = poll_until(std::time::Duration::from_secs(30), || {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".t.trace."))
+    });
+    assert!(started, "no temporary file appeared");
+    // Another local user swaps the final name for a link to a root-only file...
+    std::os::unix::fs::symlink(victim, &trace).unwrap();
+    std::os::unix::fs::lchown(&trace, Some(65533), Some(65533)).unwrap();
+    // ...and the command ends.
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_final_name_swapped_for_a_link_during_the_run_changes_no_other_file() {
+    if skip_without_privilege(
+        "a_final_name_swapped_for_a_link_during_the_run_changes_no_other_file",
+    ) {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    // Where the user may replace another's link: the link is replaced, never followed.
+    let open_dir = base.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let victim = victim(base.path());
+    let out = record_while_the_final_name_is_swapped(&open_dir, &victim);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_untouched(&victim);
+    let trace = open_dir.join("t.trace");
+    let meta = std::fs::symlink_metadata(&trace).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "the link was replaced, not followed"
+    );
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o600));
+    assert!(
+        !open_dir.join("t.trace.old").exists(),
+        "a link is no previous trace to keep"
+    );
+    // Where it may not (sticky, like /tmp): the trace stays under its temporary name.
+    let sticky = shared_dir(base.path());
+    let out = record_while_the_final_name_is_swapped(&sticky, &victim);
+    assert_one_line_error(&out, "cannot put the finished trace in place");
+    assert!(stderr(&out).contains("it was kept as"), "{}", stderr(&out));
+    assert_untouched(&victim);
+    let kept: Vec<_> = std::fs::read_dir(&sticky)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".t.trace."))
+        .collect();
+    assert_eq!(kept.len(), 1, "the trace is kept");
+    TraceReader::open(&kept[0].path()).expect("a valid trace");
+    assert_eq!(kept[0].metadata().unwrap().uid(), 65534);
 }
 
 #[test]
@@ -668,13 +823,17 @@ fn output_removed_mid_run_is_an_error_and_leaves_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let removed = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .count();
-    assert_eq!(removed, 1, "the recorder writes to one temporary file");
+    // Polled, not slept for: a first run on a busy machine may still be loading.
+    let temporary = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".t.trace."))
+            .count()
+    };
+    let started = poll_until(std::time::Duration::from_secs(60), || temporary() > 0);
+    assert!(started, "no temporary file appeared");
+    assert_eq!(temporary(), 1, "the recorder writes to one temporary file");
     for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
         std::fs::remove_file(e.path()).unwrap();
     }
@@ -934,4 +1093,83 @@ fn a_burst_keeps_every_arrival_time_or_counts_it_as_lost() {
             );
         }
     }
+}
+
+#[test]
+fn files_made_as_another_user_are_theirs_and_the_rest_of_the_process_keeps_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED files_made_as_another_user_are_theirs_and_the_rest_of_the_process_keeps_root: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = Identity {
+        uid: Uid::from_raw(65534),
+        gid: Gid::from_raw(65534),
+        groups: vec![Gid::from_raw(65534)],
+        user: "nobody".into(),
+        home: "/".into(),
+        shell: "/bin/sh".into(),
+    };
+    // A directory only root may write to: refused as nobody.
+    let refused = as_user(Some(&nobody), || {
+        std::fs::File::create(dir.path().join("x")).map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        std::io::ErrorKind::PermissionDenied
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("y");
+    as_user(Some(&nobody), || std::fs::File::create(&path))
+        .unwrap()
+        .unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    // The calling thread is still root.
+    std::fs::File::create(dir.path().join("z")).unwrap();
+    assert_eq!(std::fs::metadata(dir.path().join("z")).unwrap().uid(), 0);
+}
+
+#[test]
+fn a_signal_after_the_command_exited_stops_recording_and_signals_no_one() {
+    if skip_without_privilege(
+        "a_signal_after_the_command_exited_stops_recording_and_signals_no_one",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    // The command leaves a descendant behind and exits at once; recording follows it.
+    let mut rec = record_cmd(&trace, &[])
+        .args(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $$ $!"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(rec.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (command, sleeper) = (pids[0], nix::unistd::Pid::from_raw(pids[1]));
+    // The command (sh) has exited and been reaped by the recorder.
+    let reaped = poll_until(std::time::Duration::from_secs(30), || {
+        !std::path::Path::new(&format!("/proc/{command}")).exists()
+    });
+    assert!(reaped, "the command did not exit");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.id() as i32), Signal::SIGTERM).unwrap();
+    let done = poll_until(std::time::Duration::from_secs(30), || {
+        rec.try_wait().unwrap().is_some()
+    });
+    let alive = nix::sys::signal::kill(sleeper, None).is_ok();
+    let _ = nix::sys::signal::kill(sleeper, Signal::SIGKILL);
+    assert!(done, "recording did not stop");
+    assert!(alive, "a process other than the command was signalled");
+    TraceReader::open(&trace).expect("a valid trace");
 }

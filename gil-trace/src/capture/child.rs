@@ -80,27 +80,42 @@ impl Identity {
     }
 }
 
-/// Finds `program` like execvp would (PATH search when it has no slash).
-pub fn resolve(program: &OsStr) -> Result<PathBuf, CaptureError> {
+/// Finds `program` like execvp would (PATH search when it has no slash), as `identity`
+/// would: only directories it may search and files it may execute count, so the command the
+/// child execs as that user is one it could have found itself.
+pub fn resolve(program: &OsStr, identity: Option<&Identity>) -> Result<PathBuf, CaptureError> {
     let not_found = || CaptureError::CommandNotFound {
         command: program.to_string_lossy().into_owned(),
     };
-    let executable =
-        |p: &Path| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok();
-    if program.as_bytes().contains(&b'/') {
-        let p = PathBuf::from(program);
-        return if executable(&p) {
-            Ok(p)
-        } else {
-            Err(not_found())
+    let program = program.to_os_string();
+    let found = super::as_user::as_user(identity, move || {
+        let executable = |p: &Path| {
+            let Ok(c_path) = CString::new(p.as_os_str().as_bytes()) else {
+                return false;
+            };
+            // AT_EACCESS: checked with this thread's (the user's) identity, not the real uid.
+            // SAFETY: a NUL-terminated path.
+            let ok = unsafe {
+                libc::faccessat(
+                    libc::AT_FDCWD,
+                    c_path.as_ptr(),
+                    libc::X_OK,
+                    libc::AT_EACCESS,
+                )
+            } == 0;
+            ok && p.is_file()
         };
-    }
-    let path =
-        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
-        .ok_or_else(not_found)
+        if program.as_bytes().contains(&b'/') {
+            let p = PathBuf::from(&program);
+            return executable(&p).then_some(p);
+        }
+        let path = std::env::var_os("PATH")
+            .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(&program))
+            .find(|p| executable(p))
+    })?;
+    found.ok_or_else(not_found)
 }
 
 /// A forked child blocked before exec until [`PausedChild::release`].
@@ -118,10 +133,11 @@ fn cstring(bytes: Vec<u8>, what: &str) -> Result<CString, CaptureError> {
     })
 }
 
-/// Forks a child that will exec `argv` (argv[0] resolved on PATH) as `identity`.
+/// Forks a child that will exec `path` with `argv` as `identity` (`path` from [`resolve`]).
 /// Everything the child needs is prepared before fork: after it, the child only makes
 /// async-signal-safe calls.
 pub fn spawn_paused(
+    path: &Path,
     argv: &[OsString],
     identity: Option<&Identity>,
 ) -> Result<PausedChild, CaptureError> {
@@ -129,10 +145,7 @@ pub fn spawn_paused(
         .first()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let path = resolve(argv.first().ok_or_else(|| CaptureError::CommandNotFound {
-        command: String::new(),
-    })?)?;
-    let c_path = cstring(path.into_os_string().into_vec(), &command)?;
+    let c_path = cstring(path.as_os_str().as_bytes().to_vec(), &command)?;
     let c_argv = argv
         .iter()
         .map(|a| cstring(a.clone().into_vec(), &command))

@@ -1,5 +1,6 @@
 //! Capture: load the eBPF programs, follow the traced process tree, stream events to a trace
 //! file. Needs root (or CAP_BPF + CAP_PERFMON); nothing else in the crate does.
+pub mod as_user;
 pub mod child;
 pub mod error;
 pub mod privileges;

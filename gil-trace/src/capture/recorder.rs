@@ -3,7 +3,7 @@
 use std::{
     ffi::OsString,
     io::IsTerminal,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -22,6 +22,7 @@ use tokio::{
 };
 
 use super::{
+    as_user::as_user,
     child::{spawn_paused, Identity},
     privileges,
     probes::{ProbeOptions, Probes},
@@ -29,7 +30,7 @@ use super::{
 };
 use crate::trace::{
     format::{CaptureCost, ExitInfo, CLOCK_NAME, FORMAT_VERSION},
-    TraceMeta, TraceTrailer, TraceWriter,
+    TempTrace, TraceError, TraceMeta, TraceTrailer, TraceWriter,
 };
 
 /// What to trace.
@@ -177,34 +178,66 @@ fn read_host() -> (String, String) {
     (release, host)
 }
 
+/// The trace's file under a temporary name, created as the invoking user (see
+/// [`TempTrace`]): a directory they cannot write to is refused here, before anything is loaded.
+fn create_output(path: &Path, identity: Option<&Identity>) -> Result<TempTrace, CaptureError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(CaptureError::Output {
+            path: path.to_path_buf(),
+            reason: format!("{} is not a directory", dir.display()),
+        });
+    }
+    match as_user(identity, || TempTrace::create(path))? {
+        Ok(temp) => Ok(temp),
+        Err(TraceError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Err(CaptureError::Output {
+                path: path.to_path_buf(),
+                reason: match identity {
+                    Some(id) => format!("{} may not create files in {}", id.user, dir.display()),
+                    None => format!("no permission to create files in {}", dir.display()),
+                },
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The attached process's pid (0 for a command, whose pid is known once it is started).
+fn pid_of(target: &Target) -> u32 {
+    match target {
+        Target::Pid(pid) => *pid,
+        Target::Command(_) => 0,
+    }
+}
+
 /// Records until the target ends; the trace is finalized in every case that returns Ok.
 pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     privileges::check()?;
-    let identity = match &opts.target {
-        Target::Command(_) => Identity::from_sudo()?,
-        Target::Pid(_) => None,
-    };
-    // Fail on a missing command or process before loading anything.
-    match &opts.target {
+    // Under sudo, the command runs as the invoking user, and the trace is theirs.
+    let identity = Identity::from_sudo()?;
+    // Fail on a missing command or process, or an output that cannot be written, before
+    // loading anything.
+    let command = match &opts.target {
         Target::Command(argv) => {
-            super::child::resolve(argv.first().ok_or(CaptureError::CommandNotFound {
+            let program = argv.first().ok_or(CaptureError::CommandNotFound {
                 command: String::new(),
-            })?)?;
+            })?;
+            Some((super::child::resolve(program, identity.as_ref())?, argv))
         }
         Target::Pid(pid) => {
             if *pid == 0 || !PathBuf::from(format!("/proc/{pid}/task")).is_dir() {
                 return Err(CaptureError::ProcessNotFound { pid: *pid });
             }
+            None
         }
-    }
-    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(CaptureError::Output {
-                path: opts.output.clone(),
-                reason: format!("{} is not a directory", dir.display()),
-            });
-        }
-    }
+    };
+    let output = create_output(&opts.output, identity.as_ref())?;
 
     let mut probes = Probes::load(opts.probes)?;
     let (kernel_release, hostname) = read_host();
@@ -241,19 +274,22 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         events_ordered: true,
     };
     let mut meta = meta;
-    let (child, root_pid) = match &opts.target {
-        Target::Command(argv) => {
-            let paused = spawn_paused(argv, identity.as_ref())?;
+    let (child, root_pid) = match command {
+        Some((path, argv)) => {
+            let paused = spawn_paused(&path, argv, identity.as_ref())?;
             let pid = paused.pid().as_raw() as u32;
             (Some(paused), pid)
         }
-        Target::Pid(pid) => (None, *pid),
+        None => (None, pid_of(&opts.target)),
     };
     meta.root_pid = root_pid;
-    let mut writer = TraceWriter::create(&opts.output, &meta)?;
-    let child_pid = if let Some(paused) = child {
+    let mut writer = TraceWriter::to_temp(output, &meta)?;
+    let mut child = if let Some(paused) = child {
         probes.trace_thread(root_pid, root_pid)?;
-        Some(paused.release()?)
+        Some(TracedChild {
+            pid: paused.release()?,
+            exit: None,
+        })
     } else {
         seed_process(&mut probes, &mut writer, root_pid)?;
         None
@@ -267,16 +303,23 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
             source,
         })?;
     let ring = probes.ring.take().expect("ring buffer present");
-    let result = runtime.block_on(event_loop(&mut probes, ring, &mut writer, child_pid, opts));
-    let (stop_reason, exit) = match result {
+    let result = runtime.block_on(event_loop(
+        &mut probes,
+        ring,
+        &mut writer,
+        child.as_mut(),
+        opts,
+    ));
+    let stop_reason = match result {
         Ok(v) => v,
         Err(e) => {
-            if let Some(pid) = child_pid {
-                let _ = kill(pid, Signal::SIGTERM);
+            if let Some(c) = &child {
+                c.signal(Signal::SIGTERM);
             }
             return Err(e);
         }
     };
+    let exit = child.and_then(|c| c.exit);
     let lost = probes.lost();
     let lost_total = lost.total;
     let events = writer.events();
@@ -299,10 +342,10 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         capture_cost: Some(cost.clone()),
         ..Default::default()
     };
-    let path = writer.finish(trailer)?;
-    if let Some(id) = &identity {
-        let _ = nix::unistd::chown(&path, Some(id.uid), Some(id.gid));
-    }
+    // Renamed into place as the user too (keeping the previous trace as .old): where they
+    // could not replace a file, neither does the recorder.
+    let finished = writer.finish_unpersisted(trailer)?;
+    let path = as_user(identity.as_ref(), || finished.persist(true))??;
     Ok(RecordOutcome {
         path,
         events,
@@ -368,13 +411,28 @@ fn exit_info(status: WaitStatus) -> Option<ExitInfo> {
     }
 }
 
+/// The command the recorder started. Once reaped, its pid may be another process's: it is
+/// never signalled again.
+struct TracedChild {
+    pid: Pid,
+    exit: Option<ExitInfo>,
+}
+
+impl TracedChild {
+    fn signal(&self, sig: Signal) {
+        if self.exit.is_none() {
+            let _ = kill(self.pid, sig);
+        }
+    }
+}
+
 async fn event_loop(
     probes: &mut Probes,
     ring: RingBuf<MapData>,
     writer: &mut TraceWriter,
-    child: Option<Pid>,
+    mut child: Option<&mut TracedChild>,
     opts: &RecordOptions,
-) -> Result<(StopReason, Option<ExitInfo>), CaptureError> {
+) -> Result<StopReason, CaptureError> {
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| CaptureError::Io { what, source }
@@ -402,7 +460,6 @@ async fn event_loop(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut stop_reason: Option<StopReason> = None;
-    let mut exit: Option<ExitInfo> = None;
     // Forward SIGINT only when it cannot have come from the terminal (which already sent it
     // to the command, in the same foreground process group).
     let forward_sigint = !std::io::stdin().is_terminal();
@@ -438,12 +495,12 @@ async fn event_loop(
             _ = sighup.recv() => Some(Signal::SIGHUP),
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop_reason.is_none() => {
                 stop_reason = Some(StopReason::Duration);
-                match child {
-                    Some(pid) => {
-                        let _ = kill(pid, Signal::SIGTERM);
+                match child.as_deref() {
+                    Some(c) if c.exit.is_none() => {
+                        c.signal(Signal::SIGTERM);
                         stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
                     }
-                    None => break,
+                    _ => break,
                 }
                 None
             }
@@ -455,21 +512,23 @@ async fn event_loop(
                 break;
             }
             stop_reason = Some(StopReason::Signal(sig));
-            match child {
-                Some(pid) => {
+            match child.as_deref() {
+                // Forwarded, and the command given a grace period to exit.
+                Some(c) if c.exit.is_none() => {
                     if sig != Signal::SIGINT || forward_sigint {
-                        let _ = kill(pid, sig);
+                        c.signal(sig);
                     }
                     stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
                 }
-                None => break,
+                // Attached with -p, or the command is gone (only descendants are left).
+                _ => break,
             }
         }
-        match child {
-            Some(pid) if exit.is_none() => {
-                if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        match child.as_deref_mut() {
+            Some(c) if c.exit.is_none() => {
+                if let Ok(status) = waitpid(c.pid, Some(WaitPidFlag::WNOHANG)) {
                     if let Some(info) = exit_info(status) {
-                        exit = Some(info);
+                        c.exit = Some(info);
                         // Asked to stop, or nothing left to follow: done. Otherwise the
                         // command left descendants running (a daemon, a background job):
                         // keep following them until they end too.
@@ -500,5 +559,5 @@ async fn event_loop(
     probes.stop_tracing();
     drain(ring.get_mut(), writer)?;
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
-    Ok((stop_reason.unwrap_or(StopReason::Exit), exit))
+    Ok(stop_reason.unwrap_or(StopReason::Exit))
 }

@@ -12,6 +12,14 @@ pub enum TraceError {
         #[source]
         source: io::Error,
     },
+    /// The finished trace could not be renamed into place (e.g. another user's file holds
+    /// the name in a sticky directory): it is kept under its temporary name.
+    #[error("{}: cannot put the finished trace in place ({source}); it was kept as {}", path.display(), kept.display())]
+    NotPersisted {
+        path: PathBuf,
+        kept: PathBuf,
+        source: io::Error,
+    },
     /// The file does not start with the trace magic.
     #[error("{}: not a gil-trace file (bad magic at offset 0)", path.display())]
     BadMagic { path: PathBuf },

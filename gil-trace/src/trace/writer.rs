@@ -1,8 +1,8 @@
 //! Streams events to disk in checksummed blocks; the file appears under its final name only
-//! once complete (written to a temporary name, synced, renamed).
+//! once complete (written to a temporary name, synced, renamed: see `output.rs`).
 use std::{
     collections::{BTreeMap, VecDeque},
-    fs::{self, File},
+    fs::File,
     io::{BufWriter, Write},
     path::{Path, PathBuf},
 };
@@ -17,6 +17,7 @@ use super::{
         TAG_EVENTS, TAG_TRAILER,
     },
     futex_index::FutexIndex,
+    output::TempTrace,
     TraceError,
 };
 
@@ -147,7 +148,7 @@ impl ThreadTable {
 /// Writes one trace file. Dropping it without [`TraceWriter::finish`] removes the temporary file.
 pub struct TraceWriter {
     out: Option<BufWriter<File>>,
-    tmp_path: PathBuf,
+    temp: Option<TempTrace>,
     final_path: PathBuf,
     block: Vec<u8>,
     block_events: u32,
@@ -173,26 +174,24 @@ pub struct TraceWriter {
 pub const ORDER_HOLDBACK_NS: u64 = 10_000_000;
 
 impl TraceWriter {
-    /// Creates `<dir>/.<name>.tmp-<pid>` and writes the header.
+    /// Creates the trace under a temporary name beside `final_path` (see [`TempTrace`]) and
+    /// writes the header; [`Self::finish`] renames it into place.
     pub fn create(final_path: &Path, meta: &TraceMeta) -> Result<TraceWriter, TraceError> {
-        let dir = final_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp_path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = File::create(&tmp_path).map_err(|source| TraceError::Io {
-            path: final_path.to_path_buf(),
-            what: "cannot create the output file",
+        Self::to_temp(TempTrace::create(final_path)?, meta)
+    }
+
+    /// Writes into `temp`, created by the caller (e.g. as another user).
+    pub fn to_temp(temp: TempTrace, meta: &TraceMeta) -> Result<TraceWriter, TraceError> {
+        let final_path = temp.final_path().to_path_buf();
+        let file = temp.file().try_clone().map_err(|source| TraceError::Io {
+            path: final_path.clone(),
+            what: "cannot open the output file",
             source,
         })?;
         let mut writer = TraceWriter {
             out: Some(BufWriter::with_capacity(1 << 20, file)),
-            tmp_path,
-            final_path: final_path.to_path_buf(),
+            temp: Some(temp),
+            final_path,
             block: Vec::with_capacity(BLOCK_TARGET_LEN + 1024),
             block_events: 0,
             block_base_ts: 0,
@@ -340,7 +339,16 @@ impl TraceWriter {
 
     /// Writes the trailer and footer, syncs, and renames the file into place.
     /// `trailer.counts`, `.events` and `.threads` are filled in here.
-    pub fn finish(mut self, mut trailer: TraceTrailer) -> Result<PathBuf, TraceError> {
+    pub fn finish(self, trailer: TraceTrailer) -> Result<PathBuf, TraceError> {
+        self.finish_unpersisted(trailer)?.persist(false)
+    }
+
+    /// [`Self::finish`] but for the rename, left to the caller (who may have to make it as
+    /// another user, and keep the previous file).
+    pub fn finish_unpersisted(
+        mut self,
+        mut trailer: TraceTrailer,
+    ) -> Result<TempTrace, TraceError> {
         while let Some(raw) = self.pending.pop_front() {
             self.encode(&raw)?;
         }
@@ -388,20 +396,11 @@ impl TraceWriter {
         out.get_ref()
             .sync_all()
             .map_err(|e| io_err("syncing the trace failed", e))?;
-        fs::rename(&self.tmp_path, &self.final_path)
-            .map_err(|e| io_err("renaming the finished trace failed", e))?;
-        // Renamed: from here on Drop must not remove anything.
         self.out = None;
-        Ok(self.final_path.clone())
-    }
-}
-
-impl Drop for TraceWriter {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            // Not finished: never leave a partial file behind.
-            let _ = fs::remove_file(&self.tmp_path);
-        }
+        Ok(self
+            .temp
+            .take()
+            .expect("the temporary file lives until finished"))
     }
 }
 

@@ -50,6 +50,20 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Polls `done` every 10 ms until it holds or `deadline` passes; whether it held.
+pub fn poll_until(deadline: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// True when this process may load eBPF programs (the recorder's own check).
 pub fn can_load_ebpf() -> bool {
     gil_trace::capture::privileges::can_load_ebpf()
