@@ -37,7 +37,14 @@ pub struct Validation {
     /// the truth's (its acquisitions' waits intersected with each stall) and the report's.
     pub stall_lock_wait_truth_ns: u64,
     pub stall_lock_wait_traced_ns: u64,
-    /// |traced − truth| per datagram, ns: p50 and p99.
+    /// The truth's lock wait outside the report's bracket, summed over datagrams: a take, as
+    /// the lab logs it, also holds the moments its woken thread waited for a CPU, which the
+    /// report calls `runnable` (or `wakeup`), not `lock_wait`. So each datagram's truth must lie
+    /// between its traced `lock_wait` and `lock_wait + runnable + wakeup`; this is by how much
+    /// it does not. On a quiet machine the bracket is narrow; under foreign CPU load it widens
+    /// with the time the load took, and the check stays true to what the kernel saw.
+    pub stall_lock_wait_outside_ns: u64,
+    /// That distance per datagram, ns: p50 and p99.
     pub stall_lock_wait_err_p50_ns: u64,
     pub stall_lock_wait_err_p99_ns: u64,
 }
@@ -218,9 +225,15 @@ pub fn compare(report: &Value, truth: &[TruthEvent]) -> Result<Validation, Strin
         let end = u(&op["reply_ns"]).or_else(|| u(&op["lock_acquired_ns"]));
         if let (Some(a), Some(b), Some(traced)) = (start, end, u(&op["lock_wait_ns"])) {
             let want = waited_in(a, b);
+            let cpu_wait = ["runnable", "wakeup"]
+                .iter()
+                .filter_map(|cause| u(&op["causes"][cause]))
+                .sum::<u64>();
+            let outside = traced.saturating_sub(want) + want.saturating_sub(traced + cpu_wait);
             v.stall_lock_wait_truth_ns += want;
             v.stall_lock_wait_traced_ns += traced;
-            stall_errs.push(traced.abs_diff(want));
+            v.stall_lock_wait_outside_ns += outside;
+            stall_errs.push(outside);
         }
         if let (Some(a), Some(t)) = (u(&op["lock_acquired_ns"]), acquire) {
             acq_errs.push(a.abs_diff(*t));
@@ -255,9 +268,9 @@ pub const MAX_STALL_LOCK_WAIT_ERR: f64 = 0.02;
 pub const MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS: u64 = 1_000;
 
 /// The targets: ≥ 99 % of contended acquisitions matched, every datagram matched, every p99
-/// timing error ≤ [`MAX_P99_ERR_NS`], the stalls' total lock wait within
-/// [`MAX_STALL_LOCK_WAIT_ERR`] of the truth's (or [`MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS`]
-/// per datagram).
+/// timing error ≤ [`MAX_P99_ERR_NS`], the truth's stall lock wait outside the traced bracket
+/// ([`Validation::stall_lock_wait_outside_ns`]) within [`MAX_STALL_LOCK_WAIT_ERR`] of it (or
+/// [`MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS`] per datagram).
 pub fn meets_targets(v: &Validation) -> Result<(), String> {
     if v.acquisition_match_rate < 0.99 {
         return Err(format!(
@@ -282,17 +295,17 @@ pub fn meets_targets(v: &Validation) -> Result<(), String> {
             return Err(format!("{what} p99 error {p99} ns"));
         }
     }
-    let total = v.stall_lock_wait_total_err();
-    let per_datagram = v
-        .stall_lock_wait_traced_ns
-        .abs_diff(v.stall_lock_wait_truth_ns)
-        / v.datagrams_matched.max(1);
-    if total > MAX_STALL_LOCK_WAIT_ERR && per_datagram > MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS {
+    let truth = v.stall_lock_wait_truth_ns;
+    let outside = v.stall_lock_wait_outside_ns;
+    let per_datagram = outside / v.datagrams_matched.max(1);
+    if outside as f64 > MAX_STALL_LOCK_WAIT_ERR * truth as f64
+        && per_datagram > MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS
+    {
         return Err(format!(
-            "stalls' lock wait {} ns vs the truth's {} ns ({:.1} % off, {per_datagram} ns per datagram)",
+            "stalls' lock wait: the truth's {truth} ns is {outside} ns outside the traced lock \
+             wait (+ runnable) ({:.1} %, {per_datagram} ns per datagram; traced lock wait {} ns)",
+            100.0 * outside as f64 / truth.max(1) as f64,
             v.stall_lock_wait_traced_ns,
-            v.stall_lock_wait_truth_ns,
-            total * 100.0
         ));
     }
     Ok(())

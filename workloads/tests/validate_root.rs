@@ -35,11 +35,11 @@ fn gil_trace() -> PathBuf {
 /// Records one policy and compares; returns the validation and the trace/truth paths.
 fn validate(
     policy: &str,
+    messages: u32,
     dir: &std::path::Path,
 ) -> (gil_lab::validate::Validation, PathBuf, PathBuf) {
     let trace = dir.join(format!("{policy}.trace"));
     let truth = dir.join(format!("{policy}.jsonl"));
-    let messages = if policy == "old" { 150 } else { 200 };
     let workload = std::path::Path::new(env!("CARGO_BIN_EXE_workload"));
     let v = record_and_compare(&gil_trace(), workload, policy, messages, &trace, &truth)
         .unwrap_or_else(|e| panic!("{policy}: {e}"));
@@ -55,15 +55,25 @@ fn analysis_matches_ground_truth_for_every_policy() {
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for policy in ["old", "new", "priority", "fair"] {
-        // One retry: on a VM a vCPU can be stalled (steal time) with no trace event at all,
-        // which moves a single acquisition by hundreds of µs.
-        let mut attempt = validate(policy, dir.path());
-        if meets_targets(&attempt.0).is_err() {
+        // Up to three retries, each with twice the datagrams: on a VM a vCPU can be stalled
+        // (steal time) with no trace event at all, which moves a single acquisition by
+        // hundreds of µs; and under the old GIL the holder usually takes the lock back before
+        // its waiter runs, the more so under foreign CPU load, so a run can hold too few
+        // contended acquisitions to judge.
+        let mut messages = if policy == "old" { 300 } else { 200 };
+        let enough = |v: &gil_lab::validate::Validation| v.contended_acquisitions > 50;
+        let mut attempt = validate(policy, messages, dir.path());
+        for _ in 0..3 {
+            if meets_targets(&attempt.0).is_ok() && enough(&attempt.0) {
+                break;
+            }
             eprintln!(
-                "{policy}: first attempt missed ({:?}); retrying once",
-                meets_targets(&attempt.0)
+                "{policy}: attempt with {messages} datagrams missed ({:?}, {} contended acquisitions); retrying",
+                meets_targets(&attempt.0),
+                attempt.0.contended_acquisitions
             );
-            attempt = validate(policy, dir.path());
+            messages *= 2;
+            attempt = validate(policy, messages, dir.path());
         }
         let (v, trace, truth) = attempt;
         eprintln!("{policy}: {v:?}");

@@ -13,7 +13,9 @@ pub const POLICIES: [&str; 4] = ["old", "new", "priority", "fair"];
 pub fn run_one(policy: &str, dir: &std::path::Path) -> Result<Validation> {
     let trace = dir.join(format!("{policy}.trace"));
     let truth = dir.join(format!("{policy}.truth.jsonl"));
-    let messages = if policy == "old" { 100 } else { 200 };
+    // The old GIL's holder often takes the lock back before its waiter runs: more datagrams
+    // for as many contended acquisitions.
+    let messages = if policy == "old" { 300 } else { 200 };
     record_and_compare(
         &release_bin("gil-trace"),
         &release_bin("workload"),
@@ -37,20 +39,23 @@ pub fn run() -> Result<()> {
     writeln!(
         md,
         "Produced by `cargo xtask validate` on {} ({} CPUs, kernel {}): `workload --gil P --spinners 2 --messages 200` \
-         (100 for `old`) recorded under gil-trace with `--truth`, then `gil-trace report --json --detail` compared with \
+         (300 for `old`) recorded under gil-trace with `--truth`, then `gil-trace report --json --detail` compared with \
          the truth log (`workload validate`). Targets: ≥ 99 % of contended acquisitions matched as handoffs to the right \
          thread, every datagram matched, p99 timing error ≤ 50 µs; the echo thread's lock wait within each datagram's stall \
-         (arrival → reply) against the truth's waits (each acquisition's wait intersected with the same stall): total \
-         within 2 % (or 1 µs per datagram: the user-space part of a take, invisible to the kernel, is about that), \
-         per-datagram p99 error ≤ 50 µs.\n",
+         (arrival → reply) against the truth's waits (each acquisition's wait intersected with the same stall). A take, \
+         as the lab logs it, also holds the moments its woken thread waited for a CPU, which the report calls runnable \
+         (or wakeup): each datagram's truth must lie between its traced lock wait and lock wait + runnable + wakeup, and \
+         the truth outside that bracket must be within 2 % of it in all (or 1 µs per datagram: the user-space part of a \
+         take, invisible to the kernel, is about that), ≤ 50 µs per datagram at p99. `off` is the plain difference of \
+         the totals.\n",
         String::from_utf8_lossy(&date.stdout).trim(),
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         String::from_utf8_lossy(&Command::new("uname").arg("-r").output()?.stdout).trim()
     )?;
-    writeln!(md, "| policy | contended acquisitions | matched | datagrams | matched | acquire err p50/p99 µs | recv err p50/p99 µs | lock after recv err p50/p99 µs | reply err p50/p99 µs | stall lock wait truth / traced ms | off | per datagram err p50/p99 µs |")?;
+    writeln!(md, "| policy | contended acquisitions | matched | datagrams | matched | acquire err p50/p99 µs | recv err p50/p99 µs | lock after recv err p50/p99 µs | reply err p50/p99 µs | stall lock wait truth / traced ms | off | outside the bracket | per datagram outside p50/p99 µs |")?;
     writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
     let mut failed = Vec::new();
@@ -59,7 +64,7 @@ pub fn run() -> Result<()> {
         eprintln!("[validate] {policy}: {}", serde_json::to_string(&v)?);
         writeln!(
             md,
-            "| {policy} | {} | {:.2}% | {} | {} | {}/{} | {}/{} | {}/{} | {}/{} | {:.1} / {:.1} | {:.2}% | {}/{} |",
+            "| {policy} | {} | {:.2}% | {} | {} | {}/{} | {}/{} | {}/{} | {}/{} | {:.1} / {:.1} | {:.2}% | {:.2}% | {}/{} |",
             v.contended_acquisitions,
             v.acquisition_match_rate * 100.0,
             v.datagrams,
@@ -75,6 +80,7 @@ pub fn run() -> Result<()> {
             v.stall_lock_wait_truth_ns as f64 / 1e6,
             v.stall_lock_wait_traced_ns as f64 / 1e6,
             v.stall_lock_wait_total_err() * 100.0,
+            100.0 * v.stall_lock_wait_outside_ns as f64 / v.stall_lock_wait_truth_ns.max(1) as f64,
             us(v.stall_lock_wait_err_p50_ns),
             us(v.stall_lock_wait_err_p99_ns),
         )?;
@@ -86,9 +92,12 @@ pub fn run() -> Result<()> {
         md,
         "\nThe stall columns check the report's attribution of each datagram's stall to the lock (docs/analysis.md, \
          \"I/O stalls\"). Where the truth's waits are long (old, new GIL: seconds in all) the totals agree to 0.01 %; the \
-         priority GIL's waits are ~20 µs per datagram, so the part of each take the kernel cannot see — from the call to \
-         the first futex wait, and from the last wait's return until the taker re-locked the lock's mutex and flipped its \
-         state, in user space — about 1 µs, is a few % of its total: the target there is 1 µs per datagram."
+         priority and fair GILs' waits are ~20–60 µs per datagram, so the part of each take the kernel cannot see — from \
+         the call to the first futex wait, and from the last wait's return until the taker re-locked the lock's mutex and \
+         flipped its state, in user space — about 1 µs, is a visible share of their total. Time in a take counts as lock \
+         wait even before the receiver's oldest kept state span (a first datagram can arrive during a wait of hundreds \
+         of ms under the old GIL). The root test (`workloads/tests/validate_root.rs`) makes the same check, also under \
+         foreign CPU load, where the runnable part of the bracket widens."
     )?;
     let path = workspace_root().join("docs/validation.md");
     fs::write(&path, md)?;

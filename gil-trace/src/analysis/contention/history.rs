@@ -145,8 +145,14 @@ impl ThreadHistory {
                 }
             }
         };
+        // Before the oldest kept span the state is unknown, but a take still says the thread
+        // waited for a lock (a thread's first datagram can arrive during a wait longer than
+        // the spans it keeps before it becomes a receiver).
         let mut at = self.first_ns.unwrap_or(to);
-        out.causes[StallCause::Unknown] += at.clamp(from, to) - from;
+        let unknown_end = at.clamp(from, to);
+        let locked = in_takes(from, unknown_end);
+        out.causes[StallCause::LockWait] += locked;
+        out.causes[StallCause::Unknown] += (unknown_end - from) - locked;
         for &(end, state) in &self.spans {
             if end > from && at < to {
                 add(&mut out.causes, at, end, state);
@@ -264,6 +270,19 @@ mod tests {
         assert_eq!(c[StallCause::IoWait], 50);
         assert_eq!(c[StallCause::Sleep], 100);
         assert!(a.holders.is_empty() && a.lock.is_none());
+    }
+
+    // A first datagram that arrived 490 ms into its receiver's wait for the old GIL, past the
+    // spans a thread keeps before it receives: that time was `unknown`, not lock wait.
+    #[test]
+    fn a_take_reaching_back_before_the_kept_spans_is_still_lock_wait() {
+        use ThreadState::*;
+        let h = history(&[(100, 200, LockWait), (200, 210, Running)], &[(20, 200)]);
+        let a = h.attribute(0, 210, 205);
+        let c = &a.causes;
+        assert_eq!(c[StallCause::LockWait], 180);
+        assert_eq!(c[StallCause::Unknown], 20);
+        assert_eq!(c[StallCause::Running], 10);
     }
 
     #[test]
