@@ -658,6 +658,10 @@ fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
         Some(queue) => queue,
         None => {
             // Too large for the stack: inserted from a static, then filled in place.
+            #[allow(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the queue would be built on the 512-byte BPF stack"
+            )]
             let _ = SOCKET_ARRIVALS.insert(sk, &ArrivalQueue::EMPTY, 0);
             SOCKET_ARRIVALS.get_ptr_mut(sk).ok_or(-1i64)?
         }
@@ -706,6 +710,10 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
     let queue = match SOCKET_ARRIVALS.get_ptr_mut(sk) {
         Some(queue) => queue,
         None => {
+            #[allow(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the queue would be built on the 512-byte BPF stack"
+            )]
             let _ = SOCKET_ARRIVALS.insert(sk, &ArrivalQueue::EMPTY, 0);
             SOCKET_ARRIVALS.get_ptr_mut(sk).ok_or(-1i64)?
         }

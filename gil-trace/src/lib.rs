@@ -3,9 +3,10 @@
 //! The crate follows the data: [`capture`] (eBPF programs → events) writes a [`trace`] file;
 //! everything after reads that file: [`model`] rebuilds per-thread timelines,
 //! [`analysis`] computes handoffs, stalls and convoys (pure functions), [`render`] turns results
-//! into text and JSON (bytes; the CLI writes them).
+//! into text and JSON (bytes; [`cli`], the command line, writes them).
 pub mod analysis;
 pub mod capture;
+pub mod cli;
 pub mod model;
 pub mod pipeline;
 pub mod render;

@@ -8,7 +8,7 @@ use crate::{
         analyze,
         state_grid::OverviewRows,
         window::{window_pass, WindowView},
-        Analysis, ReportOptions,
+        Analysis, AnalysisError, ReportOptions,
     },
     render::charts::{ChartData, ChartLayout},
     trace::{AnalysisBatches, BatchedEvents, Decoding, KindMask, TraceError, TraceReader},
@@ -46,7 +46,7 @@ pub fn analyse(
     opts: ReportOptions,
     decoding: Decoding,
     for_charts: bool,
-) -> Result<Analysed, TraceError> {
+) -> Result<Analysed, AnalysisError> {
     let meta = reader.meta().clone();
     let trailer = reader.trailer().clone();
     let mut overview =

@@ -20,7 +20,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     (
         "pingpong-tiny.trace",
         "pingpong-tiny.svg",
-        &["report", "--svg", "OUT"],
+        &["report", "--svg=OUT"],
     ),
     (
         "pingpong-tiny.trace",
@@ -33,11 +33,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "lab-new-1.detail.json",
         &["report", "--json", "--detail"],
     ),
-    (
-        "lab-new-1.trace",
-        "lab-new-1.svg",
-        &["report", "--svg", "OUT"],
-    ),
+    ("lab-new-1.trace", "lab-new-1.svg", &["report", "--svg=OUT"]),
     (
         "lab-new-1.trace",
         "lab-new-1.perfetto.json",
@@ -57,7 +53,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     (
         "lab-new-2.v1.trace",
         "lab-new-2.window.svg",
-        &["report", "--window", "0.1..0.3", "--svg", "OUT"],
+        &["report", "--window", "0.1..0.3", "--svg=OUT"],
     ),
 ];
 
@@ -77,16 +73,8 @@ fn golden(name: &str) -> PathBuf {
 fn output(trace: &str, args: &[&str], dir: &Path) -> Vec<u8> {
     let out_file = dir.join("out");
     let _ = std::fs::remove_file(&out_file);
-    let args: Vec<std::ffi::OsString> = args
-        .iter()
-        .map(|a| {
-            if *a == "OUT" {
-                out_file.clone().into_os_string()
-            } else {
-                a.into()
-            }
-        })
-        .collect();
+    let out_text = out_file.to_str().unwrap();
+    let args: Vec<String> = args.iter().map(|a| a.replace("OUT", out_text)).collect();
     // Run in the fixtures' directory with a relative path: the SVG's title shows it.
     let out = gil_trace()
         .current_dir(fixture(""))
@@ -95,7 +83,7 @@ fn output(trace: &str, args: &[&str], dir: &Path) -> Vec<u8> {
         .output()
         .unwrap();
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    if args.iter().any(|a| a == out_file.as_os_str()) {
+    if args.iter().any(|a| a.contains(out_text)) {
         std::fs::read(&out_file).unwrap()
     } else {
         out.stdout

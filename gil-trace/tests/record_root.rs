@@ -272,6 +272,11 @@ fn exit_status_passes_through_and_missing_command_fails_cleanly() {
         .output()
         .unwrap();
     assert_one_line_error(&out, "command not found");
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "not found: as env and sudo say it"
+    );
     assert!(!missing.exists());
 
     let out = gil_trace()
@@ -286,6 +291,29 @@ fn exit_status_passes_through_and_missing_command_fails_cleanly() {
         .output()
         .unwrap();
     assert_one_line_error(&out, "not a directory");
+    assert_eq!(out.status.code(), Some(125), "gil-trace's own failure");
+}
+
+#[test]
+fn a_second_recording_keeps_the_first_as_old() {
+    if skip_without_privilege("a_second_recording_keeps_the_first_as_old") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let first = record_cmd(&trace, &[])
+        .args(["sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
+    let first_bytes = std::fs::read(&trace).unwrap();
+    let second = record_cmd(&trace, &[]).arg("true").output().unwrap();
+    assert!(second.status.success(), "{}", stderr(&second));
+    let old = dir.path().join("t.trace.old");
+    assert_eq!(std::fs::read(&old).unwrap(), first_bytes);
+    assert_ne!(std::fs::read(&trace).unwrap(), first_bytes);
+    let (reader, _) = read_events(&old);
+    assert_eq!(reader.trailer().exit.as_ref().and_then(|e| e.code), Some(3));
 }
 
 #[test]
@@ -589,6 +617,7 @@ fn without_privileges_the_error_says_what_is_missing() {
         "needs root or the capabilities CAP_BPF and CAP_PERFMON",
     );
     assert!(stderr(&out).contains("sudo"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(125));
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {
@@ -689,6 +718,7 @@ fn a_command_that_cannot_exec_is_a_one_line_error() {
     let trace = dir.path().join("t.trace");
     let out = record_cmd(&trace, &[]).arg(&bogus).output().unwrap();
     assert_one_line_error(&out, "exec failed");
+    assert_eq!(out.status.code(), Some(126), "a command that cannot run");
     assert!(!trace.exists());
 }
 
@@ -831,7 +861,7 @@ fn output_removed_mid_run_is_an_error_and_leaves_nothing() {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".t.trace."))
             .count()
     };
-    let started = poll_until(std::time::Duration::from_secs(60), || temporary() > 0);
+    let started = poll_until(std::time::Duration::from_mins(1), || temporary() > 0);
     assert!(started, "no temporary file appeared");
     assert_eq!(temporary(), 1, "the recorder writes to one temporary file");
     for e in std::fs::read_dir(dir.path()).unwrap().flatten() {

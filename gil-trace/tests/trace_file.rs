@@ -509,8 +509,8 @@ fn reports_and_charts_are_the_same_with_one_thread_or_two() {
     let svg = |threads: &str| {
         let out = dir.path().join(format!("{threads}.svg"));
         let run = gil_trace()
-            .args(["report", "--threads", threads, "--svg"])
-            .arg(&out)
+            .args(["report", "--threads", threads])
+            .arg(svg_flag(&out))
             .arg(&trace)
             .output()
             .unwrap();
@@ -615,13 +615,15 @@ fn odd_but_valid_traces_give_sensible_reports() {
     let v = report_json(&odd, &["--tid", "103"]);
     assert_eq!(v["threads"].as_array().unwrap().len(), 1);
 
-    // Bad filter values are one-line errors.
+    // Bad filter values are usage errors (clap's: the error line, then a hint; exit 2).
     let out = gil_trace()
         .args(["report", "--window", "5..1"])
         .arg(&odd)
         .output()
         .unwrap();
-    assert_one_line_error(&out, "start is after end");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("error: invalid value '5..1'"));
+    assert!(stderr(&out).contains("start is after end"));
     let out = gil_trace()
         .args(["report", "--lock", "0xZZ"])
         .arg(&odd)

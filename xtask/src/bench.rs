@@ -512,6 +512,7 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
         size as f64 / events as f64
     );
     let svg = dir.join("big.svg");
+    let svg_flag = format!("--svg={}", svg.display());
     let mut commands: Vec<(String, u64, Command)> = Vec::new();
     for (name, args) in [
         ("gil-trace report", vec!["report"]),
@@ -520,10 +521,7 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
             vec!["report", "--threads", "1"],
         ),
         ("gil-trace report --json", vec!["report", "--json"]),
-        (
-            "gil-trace report --svg",
-            vec!["report", "--svg", svg.to_str().unwrap()],
-        ),
+        ("gil-trace report --svg", vec!["report", &svg_flag]),
     ] {
         let mut cmd = Command::new(release_bin("gil-trace"));
         cmd.args(&args).arg(&big);

@@ -29,8 +29,7 @@ pub fn run(out: &Path) -> Result<()> {
         let svg = out.join(format!("{name}.svg"));
         let status = Command::new(&gil_trace)
             .arg("report")
-            .arg("--svg")
-            .arg(&svg)
+            .arg(format!("--svg={}", svg.display()))
             .arg(&trace)
             .status()?;
         if !status.success() {

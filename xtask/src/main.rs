@@ -4,9 +4,11 @@
 //! - `build`: build the eBPF object, then the userspace binaries that embed it.
 //! - `test`:  setup + build + the whole test suite (root-only tests included when root).
 //! - `demo`:  setup + build + record the bundled GIL lab + report.
+//! - `gen-docs`: man pages and shell completions from the CLI's clap definitions.
 mod bench;
 mod build;
 mod demo;
+mod gen_docs;
 mod lab;
 mod png;
 mod same_output;
@@ -79,6 +81,13 @@ enum Command {
     },
     /// Check formatting and clippy (-D warnings) for the whole workspace.
     Lint,
+    /// Write man pages (OUT/man/man1) and bash/zsh/fish completions (OUT/completions),
+    /// generated from gil-trace's own clap definitions.
+    GenDocs {
+        /// Where they go (e.g. /usr/local/share, then `man gil-trace-report` works).
+        #[arg(long, default_value = "target/gen-docs")]
+        out: PathBuf,
+    },
     /// Setup + build + record the bundled GIL lab under gil-trace + report.
     Demo {
         /// Where traces and reports go.
@@ -140,6 +149,12 @@ fn run() -> Result<()> {
             setup::run()?;
             build::build_all(true)?;
             validate::run()
+        }
+        Command::GenDocs { out } => {
+            for file in gen_docs::run(&out)? {
+                println!("{}", file.display());
+            }
+            Ok(())
         }
         Command::Demo { out } => {
             setup::run()?;

@@ -20,7 +20,7 @@ const OUTPUTS: &[(&str, &[&str])] = &[
         "window.json",
         &["report", "--json", "--detail", "--window", "0.1..0.3"],
     ),
-    ("svg", &["report", "--svg", "OUT"]),
+    ("svg", &["report", "--svg=OUT"]),
     (
         "perfetto.json",
         &["export", "--format", "perfetto", "-o", "OUT"],
@@ -33,12 +33,9 @@ fn output(bin: &Path, args: &[&str], trace: &Path, out: &Path) -> Result<Vec<u8>
     let mut cmd = Command::new(bin);
     // A relative trace path, so the charts' titles are the same for both.
     cmd.current_dir(trace.parent().unwrap_or(Path::new(".")));
+    let out_text = out.to_str().context("output path is UTF-8")?;
     for a in args {
-        if *a == "OUT" {
-            cmd.arg(out);
-        } else {
-            cmd.arg(a);
-        }
+        cmd.arg(a.replace("OUT", out_text));
     }
     let result = cmd
         .arg(trace.file_name().context("trace has a file name")?)
@@ -52,7 +49,7 @@ fn output(bin: &Path, args: &[&str], trace: &Path, out: &Path) -> Result<Vec<u8>
             String::from_utf8_lossy(&result.stderr)
         );
     }
-    Ok(if args.contains(&"OUT") {
+    Ok(if args.iter().any(|a| a.contains("OUT")) {
         fs::read(out)?
     } else {
         result.stdout

@@ -15,5 +15,24 @@ pub mod units;
 pub mod window;
 
 pub use crate::model::threads::Counts;
-pub use report::{analyze, Analysis, Report, ReportOptions};
+
+use crate::trace::TraceError;
+
+/// Why an analysis could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// Reading the trace failed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// The lock asked for (`--lock ADDR`) is not a futex word the traced threads used (in the
+    /// window): analysing another lock instead would answer a different question.
+    #[error("no futex word at {addr:#x} was used{in_window}; {found}")]
+    NoSuchLock {
+        addr: u64,
+        in_window: &'static str,
+        /// The locks that were found, for the user to pick from.
+        found: String,
+    },
+}
+pub use report::{analyze, analyze_into, Analysis, Report, ReportOptions};
 pub use summary::{summarize, Summary, SummaryMeta};

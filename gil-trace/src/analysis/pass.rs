@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rustc_hash::FxHashMap;
 
 use super::{
-    contention::{ContentionOptions, ContentionResult, ContentionTracker},
+    contention::{ContentionOptions, ContentionResult, ContentionTracker, RowSink},
     report::{LostSpan, ReportOptions},
     summary::SummaryBuilder,
 };
@@ -78,12 +78,17 @@ pub(super) struct StopAfter {
 
 /// One streaming pass: every event in the window goes to `summary` (the report's only), the
 /// timeline and the contention tracker; closed state spans go to the contention tracker
-/// (holder attribution) and `on_span`. Live threads' last spans close at `end_ns`.
+/// (holder attribution) and `on_span`, the rows the options keep to `rows`. Live threads'
+/// last spans close at `end_ns`.
 ///
 /// With `stop_after` (the charts' pass only), the trackers stop once past its window end and
 /// the contention tracker has settled it; from there on only the events that decide which
 /// datagrams are recorded still go to it, so the later dequeues of datagrams that arrived in
 /// the window are found without the cost of the rest, and the pass ends once none can be left.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pass's distinct inputs and sinks; its two callers name each one"
+)]
 pub(super) fn run<S: BatchedEvents>(
     mut events: S,
     locks: &LockSet,
@@ -91,6 +96,7 @@ pub(super) fn run<S: BatchedEvents>(
     end_ns: u64,
     stop_after: Option<StopAfter>,
     summary: Option<&Arc<Mutex<SummaryPass>>>,
+    rows: &mut dyn RowSink,
     mut on_span: impl FnMut(&StateSpan),
 ) -> Result<Pass, TraceError> {
     // In line, the summary is held for the whole pass (no lock per batch).
@@ -105,6 +111,7 @@ pub(super) fn run<S: BatchedEvents>(
             detail: opts.detail,
             detail_window: opts.detail_window,
         },
+        rows,
     );
     let mut batch = Vec::new();
     // Where the trackers stopped (the charts' pass), if they did.

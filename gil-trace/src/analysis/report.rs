@@ -1,5 +1,6 @@
 //! The full report: one streaming pass over the trace, with the locks identified first from
 //! the trailer's futex table (or, for older traces and time windows, from a first pass).
+use crate::analysis::AnalysisError;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
@@ -10,6 +11,7 @@ use serde::Serialize;
 use super::{
     contention::{
         ConvoyEpisode, HandoffEvent, IoLockWaits, IoOp, IoStallSummary, LockHandoffs, PerCause,
+        RowSink, Rows,
     },
     histogram::Histogram,
     pass::{self, SummaryPass},
@@ -66,8 +68,22 @@ pub struct Verdict {
     pub text: String,
 }
 
+/// The version of the report's JSON (docs/report-json.md): bumped when a key changes meaning
+/// or goes away (new keys may be added without).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// A time range, CLOCK_MONOTONIC ns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TimeRange {
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    pub schema_version: u32,
+    /// The `--window` the report covers, clipped to the trace (None: all of it).
+    pub window: Option<TimeRange>,
     #[serde(flatten)]
     pub summary: Summary,
     pub locks: Vec<Lock>,
@@ -86,6 +102,31 @@ pub struct Report {
     /// Events delivered later than the reader's sort window allowed (in the part of the file
     /// read: a `--window` report stops at the window's end).
     pub late_events: u64,
+}
+
+impl Report {
+    /// Keeps only the threads `keep` says, and every row about them (`--pid`, `--comm`).
+    pub fn retain_threads(&mut self, keep: impl Fn(&crate::model::ThreadStats) -> bool) {
+        self.summary.threads.retain(|t| keep(t));
+        let tids: std::collections::BTreeSet<u32> =
+            self.summary.threads.iter().map(|t| t.tid).collect();
+        let kept = |tid: &u32| tids.contains(tid);
+        let convoys = std::mem::take(&mut self.convoys);
+        let verdicts = std::mem::take(&mut self.verdicts);
+        (self.convoys, self.verdicts) = convoys
+            .into_iter()
+            .zip(verdicts)
+            .filter(|(c, _)| kept(&c.tid))
+            .unzip();
+        self.io_lock_waits.retain(|w| kept(&w.tid));
+        self.io_stalls.by_thread.retain(|t| kept(&t.tid));
+        if let Some(ops) = &mut self.io_ops {
+            ops.retain(|o| kept(&o.tid));
+        }
+        if let Some(events) = &mut self.handoff_events {
+            events.retain(|h| kept(&h.to_tid));
+        }
+    }
 }
 
 /// A report and what the analysis leaves beside it: what later passes over the same trace
@@ -135,15 +176,41 @@ fn waits_after_io(c: &ConvoyEpisode) -> String {
 pub const LOCK_PASS_KINDS: KindMask = KindMask::of(&FutexIndex::KINDS);
 
 /// Builds the report. `open(kinds)` yields a fresh time-ordered event stream (called once, or
-/// twice when locks need their own pass);
-/// it may leave out kinds not in `kinds`.
+/// twice when locks need their own pass); it may leave out kinds not in `kinds`. With
+/// `opts.detail`, the per-item rows are in the report (`io_ops`, `handoff_events`).
 pub fn analyze<S, F>(
+    meta: &TraceMeta,
+    trailer: &TraceTrailer,
+    open: F,
+    opts: ReportOptions,
+    on_span: impl FnMut(&StateSpan),
+) -> Result<Analysis, AnalysisError>
+where
+    S: BatchedEvents,
+    F: FnMut(KindMask) -> Result<S, TraceError>,
+{
+    let mut rows = Rows::default();
+    let mut analysis = analyze_into(meta, trailer, open, opts, &mut rows, on_span)?;
+    if let Some(tid) = opts.tid {
+        rows.retain_thread(tid);
+    }
+    if opts.detail {
+        analysis.report.io_ops = Some(rows.io_ops);
+        analysis.report.handoff_events = Some(rows.handoff_events);
+    }
+    Ok(analysis)
+}
+
+/// [`analyze`], its per-item rows (with `opts.detail`) streamed to `rows` as they are found
+/// instead of kept in the report: memory stays flat however many there are.
+pub fn analyze_into<S, F>(
     meta: &TraceMeta,
     trailer: &TraceTrailer,
     mut open: F,
     opts: ReportOptions,
+    rows: &mut dyn RowSink,
     on_span: impl FnMut(&StateSpan),
-) -> Result<Analysis, TraceError>
+) -> Result<Analysis, AnalysisError>
 where
     S: BatchedEvents,
     F: FnMut(KindMask) -> Result<S, TraceError>,
@@ -167,6 +234,35 @@ where
         finder
     };
     let locks = finder.finish(opts.lock);
+    if let Some(addr) = opts.lock {
+        if !locks
+            .locks
+            .iter()
+            .any(|l| l.words.iter().any(|w| w.addr == addr))
+        {
+            return Err(AnalysisError::NoSuchLock {
+                addr,
+                in_window: if opts.window.is_some() {
+                    " in the window"
+                } else {
+                    ""
+                },
+                found: match locks.locks.first() {
+                    None => "no lock was found".into(),
+                    Some(_) => format!(
+                        "the locks found are at {}",
+                        locks
+                            .locks
+                            .iter()
+                            .take(5)
+                            .map(|l| format!("{:#x}", l.addr))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+            });
+        }
+    }
 
     let summary_pass = Arc::new(Mutex::new(SummaryPass::new(opts)));
     let pass = pass::run(
@@ -176,6 +272,7 @@ where
         range_end(trailer.end_monotonic_ns, &opts),
         None,
         Some(&summary_pass),
+        rows,
         on_span,
     )?;
     let (late, totals, mut result) = (pass.late, pass.totals, pass.contention);
@@ -267,6 +364,11 @@ where
         ));
     }
     let report = Report {
+        schema_version: SCHEMA_VERSION,
+        window: opts.window.map(|(a, b)| TimeRange {
+            start_ns: a.max(meta.start_monotonic_ns),
+            end_ns: b.min(trailer.end_monotonic_ns),
+        }),
         summary,
         locks: locks.locks.clone(),
         handoffs: result.handoffs,
@@ -276,8 +378,8 @@ where
         lost_spans,
         verdicts,
         convoy_threshold_ns: opts.convoy_threshold_ns,
-        io_ops: opts.detail.then_some(result.io_ops),
-        handoff_events: opts.detail.then_some(result.handoff_events),
+        io_ops: None,
+        handoff_events: None,
         late_events: late,
     };
     Ok(Analysis {

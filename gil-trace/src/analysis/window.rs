@@ -2,7 +2,7 @@
 //! one time window — the threads' states binned into columns, and the window's per-item rows
 //! (acquisitions, datagrams) — in memory that does not grow with the trace.
 use super::{
-    contention::{HandoffEvent, IoOp},
+    contention::{HandoffEvent, IoOp, Rows},
     pass::{self, StopAfter},
     report::{range_end, Analysis, ReportOptions},
     state_grid::{OverviewRows, StateGrid, OVERVIEW_COLUMNS},
@@ -85,6 +85,7 @@ where
             .saturating_add(analysis.max_dequeue_lag_ns),
     });
     let lane_of = |tid: u32| spec.threads.iter().position(|&t| t == tid);
+    let mut rows = Rows::default();
     let pass = pass::run(
         open(KindMask::ALL)?,
         &analysis.locks,
@@ -92,6 +93,7 @@ where
         range_end(end, &opts),
         stop_after,
         None,
+        &mut rows,
         |span| {
             if let Some(lane) = lane_of(span.tid) {
                 detail.add(lane, span);
@@ -101,7 +103,6 @@ where
             }
         },
     )?;
-    let mut rows = pass.contention;
     if let Some(tid) = opts.tid {
         rows.retain_thread(tid);
     }

@@ -419,10 +419,9 @@ impl Probes {
                         continue;
                     }
                     // Not an error: the plain program below does the same job.
-                    Err(e) if std::env::var_os("GIL_TRACE_VERIFIER_LOG").is_some() => {
-                        eprintln!("gil-trace: the BTF-typed {tp} program was refused ({e}); using the plain raw tracepoint");
-                    }
-                    Err(_) => {}
+                    Err(e) => log::info!(
+                        "the BTF-typed {tp} program was refused ({e}); using the plain raw tracepoint"
+                    ),
                 }
             }
             let name = format!("raw_syscalls:{tp} (raw tracepoint)");
@@ -438,6 +437,14 @@ impl Probes {
             attached.push(name);
         }
 
+        log::info!(
+            "attached {} programs ({}); ring buffer {buffer_size} bytes",
+            attached.len(),
+            attached.join(", ")
+        );
+        if !missing.is_empty() {
+            log::info!("tracepoints this kernel lacks: {}", missing.join(", "));
+        }
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map"))
             .map_err(map_err("EVENTS"))?;
         let traced = HashMap::try_from(ebpf.take_map("TRACED_TIDS").expect("TRACED_TIDS map"))

@@ -237,6 +237,13 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
             None
         }
     };
+    if let Some(id) = &identity {
+        log::info!(
+            "under sudo: the command and the trace belong to {} (uid {})",
+            id.user,
+            id.uid
+        );
+    }
     let output = create_output(&opts.output, identity.as_ref())?;
 
     let mut probes = Probes::load(opts.probes)?;
@@ -283,6 +290,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         None => (None, pid_of(&opts.target)),
     };
     meta.root_pid = root_pid;
+    log::info!(
+        "tracing pid {root_pid} ({}) into a temporary file beside {}",
+        meta.command.join(" "),
+        opts.output.display()
+    );
     let mut writer = TraceWriter::to_temp(output, &meta)?;
     let mut child = if let Some(paused) = child {
         probes.trace_thread(root_pid, root_pid)?;

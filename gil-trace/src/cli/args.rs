@@ -1,24 +1,62 @@
-//! The command line's definitions (clap).
-use std::{ffi::OsString, path::PathBuf};
+//! The command line's definitions (clap). Also read by `cargo xtask gen-docs`, which writes
+//! the man pages and shell completions from them.
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
-use gil_trace::trace::Decoding;
 
-use super::parse;
+use super::parse::{self, RelativeWindow};
+use crate::trace::Decoding;
+
+/// The trace file `record` writes and the other subcommands read when given none.
+pub const DEFAULT_TRACE: &str = "gil-trace.trace";
+
+/// The trace a reading subcommand was given, or [`DEFAULT_TRACE`], which must then exist (the
+/// error says how to make one rather than only that it is missing).
+pub fn input_trace(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    let default = PathBuf::from(DEFAULT_TRACE);
+    if !default.exists() {
+        anyhow::bail!(
+            "no trace given and no {DEFAULT_TRACE} here: record one with \
+             `sudo gil-trace record -- COMMAND`, or name the trace file"
+        );
+    }
+    Ok(default)
+}
 
 #[derive(Parser)]
 #[command(
     name = "gil-trace",
     version,
-    about = "See lock convoys (the GIL convoy effect) from kernel truth"
+    about = "See lock convoys (the GIL convoy effect) from kernel truth",
+    long_about = "See lock convoys (the GIL convoy effect) from kernel truth: record a program's \
+scheduler, futex and socket events with eBPF, then report who waited for which lock, who held \
+it, and what each received datagram's delay was made of.",
+    after_help = "Examples:
+  sudo gil-trace record -- python3 server.py     # writes gil-trace.trace
+  gil-trace report                               # reads gil-trace.trace
+  gil-trace report --svg=charts.svg --window 1s..3s
+  gil-trace dump --tid 4242 | less"
 )]
-pub(crate) struct Cli {
+pub struct Cli {
+    /// Log what gil-trace does on stderr (-v, -vv for more; the eBPF loader's too).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print nothing but results and errors (no status lines).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
 #[derive(Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Trace a command (or a running process) into a trace file. Needs root (sudo).
     Record(RecordArgs),
     /// Print what a trace file holds.
@@ -29,107 +67,165 @@ pub(crate) enum Command {
     Export(ExportArgs),
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub(crate) enum ExportFormat {
-    /// Chrome Trace Event JSON: opens in ui.perfetto.dev and chrome://tracing.
-    Perfetto,
-}
-
 #[derive(clap::Args)]
-pub(crate) struct ExportArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value = "perfetto")]
-    pub(crate) format: ExportFormat,
-    /// The trace file.
-    pub(crate) trace: PathBuf,
-    /// Output file.
-    #[arg(short, long)]
-    pub(crate) output: PathBuf,
-}
+#[command(after_help = "Examples:
+  sudo gil-trace record -- python3 server.py
+  sudo gil-trace record -o echo.trace --duration 10s -- ./bench.sh
+  sudo gil-trace record -p 1234                  # until Ctrl-C
 
-#[derive(clap::Args)]
-pub(crate) struct DumpArgs {
-    /// The trace file.
-    pub(crate) trace: PathBuf,
-    /// Only events about this thread (as subject, wakee or switch partner).
-    #[arg(long)]
-    pub(crate) tid: Option<u32>,
-    /// Only this time window, relative to the trace start (as for `report`).
-    #[arg(long, value_name = "A..B")]
-    pub(crate) window: Option<String>,
-}
-
-#[derive(clap::Args)]
-pub(crate) struct RecordArgs {
-    /// Output trace file.
-    #[arg(short, long, default_value = "gil-trace.trace")]
-    pub(crate) output: PathBuf,
-    /// Stop after this many seconds (the command gets SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub(crate) duration: Option<f64>,
-    /// Ring-buffer size (bytes; K/M/G suffixes; rounded up to a power of two).
-    #[arg(long, default_value = "16M", value_parser = parse::size)]
-    pub(crate) buffer_size: u32,
+Exit status: the command's own (128+N if it was killed by signal N, or if recording stopped on
+signal N while it ran); 125 if gil-trace itself failed; 126 if the command could not be run;
+127 if it was not found.")]
+pub struct RecordArgs {
+    /// Trace file to write (a previous one is kept as <FILE>.old).
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_TRACE)]
+    pub output: PathBuf,
+    /// Stop after this long (the command gets SIGTERM): e.g. 10s, 500ms, 2.5 (seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    pub duration: Option<Duration>,
+    /// Kernel ring-buffer size (bytes; K/M/G suffixes; rounded up to a power of two).
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse::size)]
+    pub buffer_size: u32,
     /// Attach to a running process (all its threads) instead of starting a command.
-    #[arg(short = 'p', long = "pid", conflicts_with = "command")]
-    pub(crate) pid: Option<u32>,
-    /// No live status line on stderr.
-    #[arg(long)]
-    pub(crate) quiet: bool,
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID",
+        conflicts_with = "command"
+    )]
+    pub pid: Option<u32>,
     /// Have the kernel time the eBPF programs and print the capture cost per event
     /// (also kept in the trace's trailer). Timing adds two clock reads per program run.
     #[arg(long)]
-    pub(crate) cost: bool,
-    /// The command to run and trace.
-    #[arg(last = true, value_name = "CMD")]
-    pub(crate) command: Vec<OsString>,
+    pub cost: bool,
+    /// The command to run and trace, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
 #[derive(clap::Args)]
-pub(crate) struct ReportArgs {
-    /// The trace file (two with --compare).
-    #[arg(required = true, num_args = 1..=2, value_name = "TRACE")]
-    pub(crate) traces: Vec<PathBuf>,
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "each bool is a command-line flag, as clap declares them"
+)]
+#[command(after_help = "Examples:
+  gil-trace report                               # gil-trace.trace
+  gil-trace report --json --detail echo.trace    # schema: docs/report-json.md
+  gil-trace report --window 1s..3s --tid 4242 echo.trace
+  gil-trace report --svg echo.trace              # charts in echo.svg
+  gil-trace report --svg=out.svg --compare new.trace prio.trace")]
+pub struct ReportArgs {
+    /// The trace file (two with --compare) [default: gil-trace.trace].
+    #[arg(num_args = 0..=2, value_name = "TRACE")]
+    pub traces: Vec<PathBuf>,
     /// Compare two traces: key numbers side by side with ratios (B/A); with --svg, both
     /// chart sets in one file.
     #[arg(long)]
-    pub(crate) compare: bool,
+    pub compare: bool,
     /// JSON instead of text (schema: docs/report-json.md).
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
     /// With --json: per-datagram (io_ops) and per-acquisition (handoff_events) arrays.
     #[arg(long)]
-    pub(crate) detail: bool,
-    /// Only this time window, relative to the trace start: A..B with units ns/us/ms/s
-    /// (default s), either side may be empty (e.g. 1.5..3, 200ms.., ..2s).
-    #[arg(long, value_name = "A..B")]
-    pub(crate) window: Option<String>,
+    pub detail: bool,
+    /// Only this time window, relative to the trace start: A..B in ns/us/ms/s (a bare
+    /// number is seconds); either side may be empty (e.g. 1.5..3, 200ms.., ..2s).
+    #[arg(long, value_name = "A..B", value_parser = parse::window)]
+    pub window: Option<RelativeWindow>,
     /// Only this thread's rows.
+    #[arg(long, value_name = "TID")]
+    pub tid: Option<u32>,
+    /// Only this process's threads.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only threads with this name.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// List every thread (by default the most relevant ones, and how many more there are).
     #[arg(long)]
-    pub(crate) tid: Option<u32>,
+    pub all_threads: bool,
     /// Treat the lock containing this futex address (hex 0x… or decimal) as the primary lock.
     #[arg(long, value_name = "ADDR", value_parser = parse::addr)]
-    pub(crate) lock: Option<u64>,
-    /// Also draw the charts as one SVG file (default: the trace's name with .svg).
-    #[arg(long, value_name = "OUT", num_args = 0..=1)]
-    #[allow(
-        clippy::option_option,
-        reason = "absent, given without a path, or with one"
+    pub lock: Option<u64>,
+    /// Also draw the charts into one SVG file: --svg for the trace's name with .svg, or
+    /// --svg=OUT (never a separate word: that would be read as a trace).
+    #[arg(
+        long,
+        value_name = "OUT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        value_parser = parse::svg_output
     )]
-    pub(crate) svg: Option<Option<PathBuf>>,
-    /// Lock wait after I/O above which a datagram counts as convoyed (units as --window).
-    #[arg(long, default_value = "1ms", value_parser = parse::duration_ns)]
-    pub(crate) convoy_threshold: u64,
+    pub svg: Option<PathBuf>,
+    /// Lock wait in a datagram's stall above which it counts as convoyed (e.g. 1ms, 500us).
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse::duration_ns)]
+    pub convoy_threshold: u64,
     /// Threads: 1 decodes the trace on the analysis's own thread (least CPU in all), 2 on a
     /// second thread ahead of it (least time; more gain nothing, the analysis is one thread).
     /// Default: 2 when a second CPU is available.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub(crate) threads: Option<u16>,
+    pub threads: Option<u16>,
 }
 
 impl ReportArgs {
-    pub(crate) fn decoding(&self) -> Decoding {
+    pub fn decoding(&self) -> Decoding {
         self.threads
             .map_or_else(Decoding::for_machine, |n| Decoding::for_threads(n.into()))
     }
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  gil-trace dump | head                          # gil-trace.trace
+  gil-trace dump --tid 4242 --window 1s..1.1s echo.trace
+  gil-trace dump --json echo.trace | jq 'select(.kind == \"futex_enter\")'")]
+pub struct DumpArgs {
+    /// The trace file [default: gil-trace.trace].
+    #[arg(value_name = "TRACE")]
+    pub trace: Option<PathBuf>,
+    /// Only events about this thread (as subject, wakee, switch partner or child).
+    #[arg(long, value_name = "TID")]
+    pub tid: Option<u32>,
+    /// Only this time window, relative to the trace start (as for `report`).
+    #[arg(long, value_name = "A..B", value_parser = parse::window)]
+    pub window: Option<RelativeWindow>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Chrome Trace Event JSON: opens in ui.perfetto.dev and chrome://tracing.
+    #[value(alias = "perfetto")]
+    ChromeJson,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  gil-trace export -o echo.json echo.trace       # then open it in ui.perfetto.dev
+  gil-trace export -o - --window 1s..2s | gzip > window.json.gz")]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "chrome-json")]
+    pub format: ExportFormat,
+    /// The trace file [default: gil-trace.trace].
+    #[arg(value_name = "TRACE")]
+    pub trace: Option<PathBuf>,
+    /// Output file; `-` for stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Only this time window, relative to the trace start (as for `report`).
+    #[arg(long, value_name = "A..B", value_parser = parse::window)]
+    pub window: Option<RelativeWindow>,
+    /// Only this thread's slices and rows.
+    #[arg(long, value_name = "TID")]
+    pub tid: Option<u32>,
+    /// Treat the lock containing this futex address as the primary lock (as for `report`).
+    #[arg(long, value_name = "ADDR", value_parser = parse::addr)]
+    pub lock: Option<u64>,
+    /// Lock wait above which a datagram counts as convoyed (as for `report`).
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse::duration_ns)]
+    pub convoy_threshold: u64,
 }

@@ -34,8 +34,40 @@ pub fn duration_ns(s: &str) -> Result<u64, String> {
     Ok((x * mult) as u64)
 }
 
+/// `--svg[=OUT]`'s value: empty (the bare flag, which clap's path parser would refuse) means
+/// "beside the trace".
+#[allow(clippy::unnecessary_wraps, reason = "clap's value_parser signature")]
+pub fn svg_output(s: &str) -> Result<std::path::PathBuf, String> {
+    Ok(std::path::PathBuf::from(s))
+}
+
+/// A positive duration (see [`duration_ns`]), e.g. for `record --duration`.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    match duration_ns(s)? {
+        0 => Err(format!("not a positive duration: {s:?}")),
+        ns => Ok(std::time::Duration::from_nanos(ns)),
+    }
+}
+
+/// A time window relative to the trace's start: ns from the start, either end open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelativeWindow {
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+}
+
+impl RelativeWindow {
+    /// As absolute times, for a trace that started at `start_ns`.
+    pub fn absolute(self, start_ns: u64) -> (u64, u64) {
+        (
+            start_ns + self.from.unwrap_or(0),
+            self.to.map_or(u64::MAX, |b| start_ns.saturating_add(b)),
+        )
+    }
+}
+
 /// `A..B`, either side a duration relative to the trace's start, either side may be empty.
-pub fn window(s: &str) -> Result<(Option<u64>, Option<u64>), String> {
+pub fn window(s: &str) -> Result<RelativeWindow, String> {
     let (a, b) = s
         .split_once("..")
         .ok_or_else(|| format!("--window wants A..B, got {s:?}"))?;
@@ -46,13 +78,13 @@ pub fn window(s: &str) -> Result<(Option<u64>, Option<u64>), String> {
             duration_ns(v).map(Some)
         }
     };
-    let (a, b) = (side(a)?, side(b)?);
-    if let (Some(a), Some(b)) = (a, b) {
+    let (from, to) = (side(a)?, side(b)?);
+    if let (Some(a), Some(b)) = (from, to) {
         if a > b {
             return Err(format!("--window {s}: start is after end"));
         }
     }
-    Ok((a, b))
+    Ok(RelativeWindow { from, to })
 }
 
 /// A ring-buffer size: bytes with K/M/G suffixes, 4K..=1G, rounded up to a power of two.
@@ -80,6 +112,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn positive_durations_for_record() {
+        assert_eq!(duration("10s"), Ok(std::time::Duration::from_secs(10)));
+        assert_eq!(duration("2.5"), Ok(std::time::Duration::from_millis(2_500)));
+        assert!(duration("0").is_err());
+        assert!(duration("0s").is_err());
+        assert!(duration("-1").is_err());
+    }
+
+    #[test]
     fn durations_take_every_unit_and_default_to_seconds() {
         assert_eq!(duration_ns("1.5"), Ok(1_500_000_000));
         assert_eq!(duration_ns("2s"), Ok(2_000_000_000));
@@ -94,13 +135,19 @@ mod tests {
 
     #[test]
     fn windows_may_be_open_on_either_side_but_not_reversed() {
+        let w = |from, to| Ok(RelativeWindow { from, to });
         assert_eq!(
             window("1.5..3"),
-            Ok((Some(1_500_000_000), Some(3_000_000_000)))
+            w(Some(1_500_000_000), Some(3_000_000_000))
         );
-        assert_eq!(window("200ms.."), Ok((Some(200_000_000), None)));
-        assert_eq!(window("..2s"), Ok((None, Some(2_000_000_000))));
-        assert_eq!(window(".."), Ok((None, None)));
+        assert_eq!(window("200ms.."), w(Some(200_000_000), None));
+        assert_eq!(window("..2s"), w(None, Some(2_000_000_000)));
+        assert_eq!(window(".."), w(None, None));
+        assert_eq!(
+            window("1s..2s").unwrap().absolute(100),
+            (1_000_000_100, 2_000_000_100)
+        );
+        assert_eq!(window("1s..").unwrap().absolute(0).1, u64::MAX);
         assert!(window("3..1").unwrap_err().contains("start is after end"));
         assert!(window("1-2").unwrap_err().contains("A..B"));
     }

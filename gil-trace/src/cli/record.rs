@@ -1,24 +1,17 @@
 //! `gil-trace record`.
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use gil_trace::capture::{self, probes::ProbeOptions, RecordOptions, StopReason, Target};
 
 use super::args::RecordArgs;
+use crate::capture::{self, probes::ProbeOptions, RecordOptions, StopReason, Target};
 
-pub(crate) fn record(args: RecordArgs) -> Result<ExitCode> {
+pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
     let attached = args.pid.is_some();
     let target = match (args.pid, args.command.is_empty()) {
         (Some(pid), _) => Target::Pid(pid),
         (None, false) => Target::Command(args.command),
         (None, true) => bail!("nothing to trace: give a command after `--`, or -p PID"),
-    };
-    let duration = match args.duration {
-        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
-            bail!("--duration must be a positive number of seconds")
-        }
-        Some(secs) => Some(Duration::from_secs_f64(secs)),
-        None => None,
     };
     // A benchmark aid (not a CLI option: the trace it writes is empty on purpose).
     let dispatch_only = std::env::var_os("GIL_TRACE_DISPATCH_ONLY").is_some();
@@ -28,21 +21,23 @@ pub(crate) fn record(args: RecordArgs) -> Result<ExitCode> {
     let outcome = capture::record(&RecordOptions {
         output: args.output,
         target,
-        duration,
+        duration: args.duration,
         probes: ProbeOptions {
             buffer_size: args.buffer_size,
             measure_cost: args.cost,
             dispatch_only,
         },
-        live_status: !args.quiet,
+        live_status: !quiet,
     })?;
-    eprintln!(
-        "gil-trace: wrote {} ({} events, {} lost; stopped: {})",
-        outcome.path.display(),
-        outcome.events,
-        outcome.lost,
-        outcome.stop_reason
-    );
+    if !quiet {
+        eprintln!(
+            "gil-trace: wrote {} ({} events, {} lost; stopped: {})",
+            outcome.path.display(),
+            outcome.events,
+            outcome.lost,
+            outcome.stop_reason
+        );
+    }
     if let Some(cost) = outcome.cost.as_ref().filter(|_| args.cost) {
         let per_event = |ns: u64| ns as f64 / outcome.events.max(1) as f64;
         let (bpf_ns, runs) = (cost.bpf_run_ns.unwrap_or(0), cost.bpf_runs.unwrap_or(0));

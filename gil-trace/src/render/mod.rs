@@ -1,6 +1,7 @@
 //! Render: results to bytes (text, JSON, SVG). No I/O here; the CLI writes.
 pub mod charts;
+pub mod chrome;
+pub mod dump;
 pub mod json;
-pub mod perfetto;
 pub mod svg;
 pub mod text;

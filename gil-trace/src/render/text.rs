@@ -1,20 +1,23 @@
-//! Human-readable report.
+//! Human-readable report. Each table shows one unit per column, chosen from its largest value.
 use std::fmt::Write;
 
-use crate::analysis::{
-    contention::StallCause, histogram::Distribution, units::duration, Report, Summary,
+use crate::{
+    analysis::{contention::StallCause, histogram::Distribution, units::duration, Report, Summary},
+    model::ThreadStats,
 };
+
+/// How much of the report to show.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TextOptions {
+    /// Every thread in the thread table, not only the most relevant ones.
+    pub all_threads: bool,
+}
+
+/// Threads the thread table shows without `--all-threads`.
+pub const THREADS_SHOWN: usize = 20;
 
 pub fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
-}
-
-fn us(ns: u64) -> String {
-    if ns >= 10_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.1}µs", ns as f64 / 1e3)
-    }
 }
 
 fn pct(part: u64, whole: u64) -> String {
@@ -25,8 +28,44 @@ fn pct(part: u64, whole: u64) -> String {
     }
 }
 
-/// Header, counts, losses and threads.
-pub fn summary(s: &Summary) -> String {
+/// A column's unit: ms, µs or ns, whichever shows its largest value with 1–4 integer digits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Unit {
+    div: f64,
+    name: &'static str,
+    decimals: usize,
+}
+
+impl Unit {
+    fn for_max(max_ns: u64) -> Unit {
+        match max_ns {
+            0..=9_999 => Unit {
+                div: 1.0,
+                name: "ns",
+                decimals: 0,
+            },
+            10_000..=9_999_999 => Unit {
+                div: 1e3,
+                name: "µs",
+                decimals: 1,
+            },
+            _ => Unit {
+                div: 1e6,
+                name: "ms",
+                // µs resolution, so the column's small values keep their digits.
+                decimals: 3,
+            },
+        }
+    }
+
+    fn show(self, ns: u64) -> String {
+        format!("{:.*}", self.decimals, ns as f64 / self.div)
+    }
+}
+
+/// Header, counts and losses.
+pub fn summary(report: &Report) -> String {
+    let s = &report.summary;
     let mut out = String::new();
     let m = &s.meta;
     let _ = writeln!(out, "gil-trace report");
@@ -51,6 +90,16 @@ pub fn summary(s: &Summary) -> String {
         ms(m.duration_ns),
         m.stop_reason
     );
+    if let Some(w) = report.window {
+        let _ = writeln!(
+            out,
+            "  window    : {} .. {} after the start ({} of the {} trace; every figure below is for it)",
+            ms(w.start_ns.saturating_sub(m.start_ns)),
+            ms(w.end_ns.saturating_sub(m.start_ns)),
+            duration(w.end_ns.saturating_sub(w.start_ns)),
+            duration(m.duration_ns)
+        );
+    }
     if let Some(exit) = &m.exit {
         match (exit.code, exit.signal) {
             (Some(code), _) => _ = writeln!(out, "  exit      : status {code}"),
@@ -91,57 +140,134 @@ pub fn summary(s: &Summary) -> String {
             }
         }
     }
-    let _ = writeln!(out, "\nthreads");
+    out
+}
+
+/// What makes a thread worth showing first: time waiting for locks, then serving I/O, then
+/// running at all.
+fn relevance(t: &ThreadStats) -> (u64, u64, u64) {
+    let st = t.states.unwrap_or_default();
+    (st.lock_wait, t.datagrams_received + t.sends, t.on_cpu_ns)
+}
+
+/// The thread table: grouped by process, the most relevant first; with `all` every thread,
+/// else the [`THREADS_SHOWN`] most relevant and how many more there are.
+fn threads(s: &Summary, all: bool) -> String {
+    let mut out = String::new();
+    let mut ranked: Vec<&ThreadStats> = s.threads.iter().collect();
+    ranked.sort_by_key(|t| std::cmp::Reverse(relevance(t)));
+    let shown: Vec<&ThreadStats> = if all {
+        ranked.clone()
+    } else {
+        ranked.iter().take(THREADS_SHOWN).copied().collect()
+    };
+    // Processes in the order of their most relevant shown thread.
+    let mut processes: Vec<u32> = Vec::new();
+    for t in &shown {
+        if !processes.contains(&t.tgid) {
+            processes.push(t.tgid);
+        }
+    }
+    let on_cpu = Unit::for_max(shown.iter().map(|t| t.on_cpu_ns).max().unwrap_or(0));
     let _ = writeln!(
         out,
-        "  {:>8} {:>8} {:<16} {:>12} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        "tid", "pid", "name", "on-cpu", "switches", "futex", "dgrams", "run", "runq", "lock", "io"
+        "\nthreads ({} in all; grouped by process, most time waiting for locks first)",
+        s.threads.len()
     );
-    for t in &s.threads {
-        let st = t.states.unwrap_or_default();
-        let life = st.total();
+    let _ = writeln!(
+        out,
+        "  {:>8} {:<16} {:>12} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "tid",
+        "name",
+        format!("on-cpu {}", on_cpu.name),
+        "switches",
+        "futex",
+        "dgrams",
+        "run",
+        "runq",
+        "lock",
+        "io"
+    );
+    for pid in processes {
+        let name = s
+            .threads
+            .iter()
+            .find(|t| t.tid == pid)
+            .map_or("", |t| t.name.as_str());
+        let _ = writeln!(out, "{}", format!("  process {pid} {name}").trim_end());
+        for t in shown.iter().filter(|t| t.tgid == pid) {
+            let st = t.states.unwrap_or_default();
+            let life = st.total();
+            let _ = writeln!(
+                out,
+                "  {:>8} {:<16} {:>12} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                t.tid,
+                t.name,
+                on_cpu.show(t.on_cpu_ns),
+                t.switches,
+                t.futex_calls,
+                t.datagrams_received,
+                pct(st.running, life),
+                pct(st.runnable, life),
+                pct(st.lock_wait, life),
+                pct(st.io_wait, life),
+            );
+        }
+    }
+    if shown.len() < s.threads.len() {
         let _ = writeln!(
             out,
-            "  {:>8} {:>8} {:<16} {:>12} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}",
-            t.tid,
-            t.tgid,
-            t.name,
-            ms(t.on_cpu_ns),
-            t.switches,
-            t.futex_calls,
-            t.datagrams_received,
-            pct(st.running, life),
-            pct(st.runnable, life),
-            pct(st.lock_wait, life),
-            pct(st.io_wait, life),
+            "  … {} more (--all-threads)",
+            s.threads.len() - shown.len()
         );
     }
     out
 }
 
-fn dist_row(out: &mut String, name: &str, d: &Distribution) {
-    let _ = writeln!(
-        out,
-        "    {name:<16} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        d.count,
-        us(d.p50_ns),
-        us(d.p90_ns),
-        us(d.p99_ns),
-        us(d.max_ns)
-    );
+/// A table of distributions, one unit for all its time columns.
+struct DistTable<'a> {
+    rows: Vec<(String, &'a Distribution)>,
 }
 
-fn dist_header(out: &mut String) {
-    let _ = writeln!(
-        out,
-        "    {:<16} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "", "n", "p50", "p90", "p99", "max"
-    );
+impl<'a> DistTable<'a> {
+    fn new() -> Self {
+        DistTable { rows: Vec::new() }
+    }
+
+    fn row(&mut self, name: impl Into<String>, d: &'a Distribution) {
+        self.rows.push((name.into(), d));
+    }
+
+    fn write(&self, out: &mut String) {
+        let unit = Unit::for_max(self.rows.iter().map(|(_, d)| d.max_ns).max().unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "    {:<16} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            format!("({})", unit.name),
+            "n",
+            "p50",
+            "p90",
+            "p99",
+            "max"
+        );
+        for (name, d) in &self.rows {
+            let _ = writeln!(
+                out,
+                "    {name:<16} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                d.count,
+                unit.show(d.p50_ns),
+                unit.show(d.p90_ns),
+                unit.show(d.p99_ns),
+                unit.show(d.max_ns)
+            );
+        }
+    }
 }
 
 /// The full report as text.
-pub fn report(r: &Report) -> String {
-    let mut out = summary(&r.summary);
+pub fn report(r: &Report, opts: &TextOptions) -> String {
+    let mut out = summary(r);
+    out.push_str(&threads(&r.summary, opts.all_threads));
     let name = |tid: u32| {
         r.summary
             .threads
@@ -191,11 +317,12 @@ pub fn report(r: &Report) -> String {
             "\nhandoffs on lock {}: {} contended acquisitions, {} handoffs, {} failed wakeups, {} wait timeouts",
             h.lock, h.acquisitions, h.handoffs, h.failed_wakeups, h.timeouts
         );
-        dist_header(&mut out);
-        dist_row(&mut out, "release→wake", &h.release_to_wake);
-        dist_row(&mut out, "wake→on cpu", &h.wake_to_run);
-        dist_row(&mut out, "on cpu→acquire", &h.run_to_acquire);
-        dist_row(&mut out, "total wait", &h.wait);
+        let mut table = DistTable::new();
+        table.row("release→wake", &h.release_to_wake);
+        table.row("wake→on cpu", &h.wake_to_run);
+        table.row("on cpu→acquire", &h.run_to_acquire);
+        table.row("total wait", &h.wait);
+        table.write(&mut out);
         let mut pairs: Vec<(u32, u32, u64)> = h
             .matrix
             .iter()
@@ -227,10 +354,20 @@ pub fn report(r: &Report) -> String {
             .into_iter()
             .filter(|&c| io.share[c] > 0.0 || c != StallCause::Unknown)
             .collect();
+        let unit = Unit::for_max(
+            io.by_thread
+                .iter()
+                .map(|t| t.stall.p99_ns)
+                .max()
+                .unwrap_or(0),
+        );
         let _ = write!(
             out,
             "  {:<24} {:>9} {:>9} {:>9}",
-            "by receiver", "datagrams", "p50", "p99"
+            "by receiver",
+            "datagrams",
+            format!("p50 {}", unit.name),
+            format!("p99 {}", unit.name)
         );
         for c in &causes {
             let _ = write!(out, " {:>9}", c.name());
@@ -244,8 +381,8 @@ pub fn report(r: &Report) -> String {
                 "  {:<24} {:>9} {:>9} {:>9}",
                 name(t.tid),
                 t.datagrams,
-                us(t.stall.p50_ns),
-                us(t.stall.p99_ns)
+                unit.show(t.stall.p50_ns),
+                unit.show(t.stall.p99_ns)
             );
             for &c in &causes {
                 let _ = write!(out, " {:>8.0}%", t.share[c] * 100.0);
@@ -260,19 +397,18 @@ pub fn report(r: &Report) -> String {
             );
         }
         let _ = writeln!(out, "  all datagrams, per cause:");
-        dist_header(&mut out);
-        dist_row(&mut out, "stall", &io.stall);
+        let mut table = DistTable::new();
+        table.row("stall", &io.stall);
         for (cause, d) in io.causes.iter() {
             if cause == StallCause::Unknown && d.max_ns == 0 {
                 continue;
             }
-            let share = io.share[cause];
-            dist_row(
-                &mut out,
-                &format!("{} {:.0}%", cause.name(), share * 100.0),
+            table.row(
+                format!("{} {:.0}%", cause.name(), io.share[cause] * 100.0),
                 d,
             );
         }
+        table.write(&mut out);
     }
 
     let waits: Vec<_> = r.io_lock_waits.iter().filter(|w| w.waited > 0).collect();
@@ -283,8 +419,8 @@ pub fn report(r: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<24} {:>9} {:>9} {:>9} {:>12} {:>8}",
-            "thread", "I/O calls", "waited", "> thresh", "lock wait", "of life"
+            "  {:<24} {:>9} {:>9} {:>9} {:>14} {:>8}",
+            "thread", "I/O calls", "waited", "> thresh", "lock wait ms", "of life"
         );
         for w in waits {
             let life = r
@@ -296,12 +432,12 @@ pub fn report(r: &Report) -> String {
                 .map_or(0, |s| s.total());
             let _ = writeln!(
                 out,
-                "  {:<24} {:>9} {:>9} {:>9} {:>12} {:>8}",
+                "  {:<24} {:>9} {:>9} {:>9} {:>14.3} {:>8}",
                 name(w.tid),
                 w.io_ops,
                 w.waited,
                 w.over_threshold,
-                ms(w.lock_wait_ns),
+                w.lock_wait_ns as f64 / 1e6,
                 pct(w.lock_wait_ns, life)
             );
         }
@@ -335,28 +471,41 @@ pub fn report(r: &Report) -> String {
     out
 }
 
-/// `report --compare A B` as text.
+/// `report --compare A B` as text: times in one unit per row (the larger value's).
 pub fn comparison(
     c: &crate::analysis::compare::Comparison,
-    a: &std::path::Path,
-    b: &std::path::Path,
+    path_a: &std::path::Path,
+    path_b: &std::path::Path,
 ) -> String {
+    use crate::analysis::compare::Quantity;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "gil-trace comparison\n  A: {}\n  B: {}\n",
-        a.display(),
-        b.display()
+        path_a.display(),
+        path_b.display()
     );
     let _ = writeln!(out, "  {:<30} {:>14} {:>14} {:>10}", "", "A", "B", "B/A");
-    for (((name, x), (_, y)), (_, r)) in
-        c.a.fields()
-            .into_iter()
-            .zip(c.b.fields())
-            .zip(&c.ratio_b_over_a)
-    {
-        let ratio = r.map_or_else(|| "-".into(), |r| format!("{r:.2}x"));
-        let _ = writeln!(out, "  {name:<30} {x:>14.1} {y:>14.1} {ratio:>10}");
+    for ((name, label, kind, x), (_, _, _, y)) in c.a.fields().into_iter().zip(c.b.fields()) {
+        let ratio = c
+            .ratio_b_over_a
+            .get(name)
+            .copied()
+            .flatten()
+            .map_or_else(|| "-".into(), |r| format!("{r:.2}x"));
+        let (label, x, y) = match kind {
+            Quantity::Time => {
+                let unit = Unit::for_max(x.max(y) as u64);
+                (
+                    format!("{label} ({})", unit.name),
+                    unit.show(x as u64),
+                    unit.show(y as u64),
+                )
+            }
+            Quantity::Count => (label.to_string(), format!("{x:.0}"), format!("{y:.0}")),
+            Quantity::Rate => (label.to_string(), format!("{x:.1}"), format!("{y:.1}")),
+        };
+        let _ = writeln!(out, "  {label:<30} {x:>14} {y:>14} {ratio:>10}");
     }
     out
 }

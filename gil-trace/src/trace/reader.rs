@@ -90,6 +90,14 @@ impl TraceReader {
         reader.read_header(file_len)?;
         reader.read_trailer(file_len)?;
         reader.seek(reader.pos)?;
+        log::info!(
+            "{}: format version {}, {} events, {} threads, {} bytes",
+            path.display(),
+            reader.version,
+            reader.trailer.events,
+            reader.trailer.threads.len(),
+            file_len
+        );
         Ok(reader)
     }
 

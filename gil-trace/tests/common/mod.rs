@@ -50,6 +50,13 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `--svg=PATH`: the path is only ever taken joined to the flag.
+pub fn svg_flag(path: &Path) -> std::ffi::OsString {
+    let mut flag = std::ffi::OsString::from("--svg=");
+    flag.push(path);
+    flag
+}
+
 /// Polls `done` every 10 ms until it holds or `deadline` passes; whether it held.
 pub fn poll_until(deadline: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let until = std::time::Instant::now() + deadline;

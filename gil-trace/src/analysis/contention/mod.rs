@@ -74,6 +74,39 @@ impl Serialize for LockRef {
     }
 }
 
+/// Where a pass puts the per-item rows it keeps (acquisitions, datagrams) as it finds them:
+/// kept in memory ([`Rows`]) for `--detail` and the charts' window, or streamed out by an
+/// exporter. Called only for rows the options keep ([`ContentionOptions`]).
+pub trait RowSink {
+    fn handoff(&mut self, event: HandoffEvent);
+    fn datagram(&mut self, op: IoOp);
+}
+
+/// Rows kept in memory.
+#[derive(Clone, Debug, Default)]
+pub struct Rows {
+    pub handoff_events: Vec<HandoffEvent>,
+    pub io_ops: Vec<IoOp>,
+}
+
+impl RowSink for Rows {
+    fn handoff(&mut self, event: HandoffEvent) {
+        self.handoff_events.push(event);
+    }
+
+    fn datagram(&mut self, op: IoOp) {
+        self.io_ops.push(op);
+    }
+}
+
+impl Rows {
+    /// Keeps the rows of one thread (`--tid`): its datagrams, the acquisitions by it.
+    pub fn retain_thread(&mut self, tid: u32) {
+        self.io_ops.retain(|o| o.tid == tid);
+        self.handoff_events.retain(|h| h.to_tid == tid);
+    }
+}
+
 /// Another user of the lock on a CPU while a thread waited for it.
 #[derive(Clone, Copy, Debug)]
 pub struct HolderSpan {
@@ -136,6 +169,7 @@ impl ContentionOptions {
 
 /// The pass-2 tracker.
 pub struct ContentionTracker<'a> {
+    rows: &'a mut dyn RowSink,
     locks: &'a LockSet,
     /// The primary lock, as rows refer to it.
     primary: Option<LockRef>,
@@ -145,7 +179,6 @@ pub struct ContentionTracker<'a> {
     waiting_on_primary: Vec<u32>,
     acquisitions: Acquisitions,
     datagrams: DatagramStats,
-    io_ops: Vec<IoOp>,
     convoys: Convoys,
     /// The longest a datagram waited in its socket, arrival to dequeue (see
     /// [`ContentionResult::max_dequeue_lag_ns`]).
@@ -160,8 +193,10 @@ pub struct ContentionTracker<'a> {
 // The per-event handlers below are called from one arm each of `observe`'s match and are
 // inlined into it: as calls they cost ~4 % more instructions per report (cachegrind).
 impl<'a> ContentionTracker<'a> {
-    pub fn new(locks: &'a LockSet, opts: ContentionOptions) -> Self {
+    /// A tracker over the identified `locks`; the rows the options keep go to `rows`.
+    pub fn new(locks: &'a LockSet, opts: ContentionOptions, rows: &'a mut dyn RowSink) -> Self {
         ContentionTracker {
+            rows,
             locks,
             primary: locks.primary().map(|l| LockRef::of(locks, l.id)),
             opts,
@@ -169,7 +204,6 @@ impl<'a> ContentionTracker<'a> {
             waiting_on_primary: Vec::new(),
             acquisitions: Acquisitions::new(locks),
             datagrams: DatagramStats::default(),
-            io_ops: Vec::new(),
             convoys: Convoys::new(opts.convoy_threshold_ns),
             max_dequeue_lag_ns: 0,
             backlog: rustc_hash::FxHashMap::default(),
@@ -576,7 +610,10 @@ impl<'a> ContentionTracker<'a> {
         if primary {
             self.waiting_on_primary.retain(|&t| t != tid);
         }
-        let Some(acquire_ns) = self.acquisitions.close(tid, &take, self.locks, &self.opts) else {
+        let Some(acquire_ns) = self
+            .acquisitions
+            .close(tid, &take, self.locks, &self.opts, self.rows)
+        else {
             return;
         };
         if primary {
@@ -701,7 +738,7 @@ impl<'a> ContentionTracker<'a> {
                 self.primary.as_ref(),
             );
             if self.opts.keep(op.seen_ns()) {
-                self.io_ops.push(op);
+                self.rows.datagram(op);
             }
         }
     }
@@ -729,8 +766,6 @@ impl<'a> ContentionTracker<'a> {
             io_stalls,
             convoys,
             io_lock_waits,
-            io_ops: self.io_ops,
-            handoff_events: self.acquisitions.events,
             max_dequeue_lag_ns: self.max_dequeue_lag_ns,
             lock_wait_histograms,
             stall_histograms,
@@ -744,8 +779,6 @@ pub struct ContentionResult {
     pub convoys: Vec<ConvoyEpisode>,
     /// Per thread that did I/O, its lock waits after I/O.
     pub io_lock_waits: Vec<IoLockWaits>,
-    pub io_ops: Vec<IoOp>,
-    pub handoff_events: Vec<HandoffEvent>,
     /// The longest any datagram of the pass waited in its socket, from arrival to dequeue:
     /// a later pass over the same events knows that a datagram that arrived by `t` is
     /// dequeued by `t` + this, if ever.
@@ -757,11 +790,9 @@ pub struct ContentionResult {
 }
 
 impl ContentionResult {
-    /// Keeps the rows of one thread (`--tid`): its convoys, its datagrams, handoffs to it.
+    /// Keeps the rows of one thread (`--tid`): its convoys, its lock waits around I/O.
     pub fn retain_thread(&mut self, tid: u32) {
         self.convoys.retain(|c| c.tid == tid);
         self.io_lock_waits.retain(|w| w.tid == tid);
-        self.io_ops.retain(|o| o.tid == tid);
-        self.handoff_events.retain(|h| h.to_tid == tid);
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ContentionOptions, HolderSpan, LockRef};
+use super::{ContentionOptions, HolderSpan, LockRef, RowSink};
 use crate::{
     analysis::histogram::{Distribution, Histogram},
     model::locks::LockSet,
@@ -156,7 +156,6 @@ pub(super) struct Acquisitions {
     per_lock: Vec<LockAcc>,
     /// Last known holder per lock (for timeout acquisitions' "from").
     holder: Vec<Option<u32>>,
-    pub events: Vec<HandoffEvent>,
 }
 
 impl Acquisitions {
@@ -164,18 +163,18 @@ impl Acquisitions {
         Acquisitions {
             per_lock: (0..locks.locks.len()).map(|_| LockAcc::default()).collect(),
             holder: vec![None; locks.locks.len()],
-            events: Vec::new(),
         }
     }
 
-    /// A take is over: records its acquisition if it waited, and returns when the thread
-    /// acquired the lock.
+    /// A take is over: records its acquisition if it waited (its row to `rows` if the options
+    /// keep it), and returns when the thread acquired the lock.
     pub fn close(
         &mut self,
         tid: u32,
         take: &Take,
         locks: &LockSet,
         opts: &ContentionOptions,
+        rows: &mut dyn RowSink,
     ) -> Option<u64> {
         if take.waits == 0 {
             return None;
@@ -211,7 +210,7 @@ impl Acquisitions {
         }
         self.holder[lock] = Some(tid);
         if opts.keep(acquire_ns) {
-            self.events.push(HandoffEvent {
+            rows.handoff(HandoffEvent {
                 lock: LockRef::of(locks, lock),
                 kind,
                 from_tid: from,
