@@ -7,14 +7,62 @@
 
 /// Bumped whenever [`RawEvent`], [`EventKind`] or [`ProbeConfig`] change meaning.
 /// 2: [`EventKind::NetRecv`] flags a lost arrival time ([`NET_RECV_ARRIVAL_LOST`]).
-pub const ABI_VERSION: u32 = 2;
+/// 3: user stack ids in [`EventKind::SchedSwitch`] (a blocking switch) and
+/// [`EventKind::FutexExit`] (a wake that woke someone), see [`stack_ref`].
+pub const ABI_VERSION: u32 = 3;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const TASK_COMM_LEN: usize = 16;
 
 /// Number of slots in the per-CPU drop counter array: one per [`EventKind`] value plus
-/// [`DROP_SLOT_FILTER_FULL`].
-pub const DROP_SLOTS: u32 = 16;
+/// [`DROP_SLOT_FILTER_FULL`] and [`DROP_SLOT_STACKS`].
+pub const DROP_SLOTS: u32 = 17;
+
+/// Drop slot counting user stacks that could not be stored (the stack map was full, or its
+/// bucket held another stack): the event is kept, without its stack.
+pub const DROP_SLOT_STACKS: u32 = 16;
+
+/// Entries of the in-kernel map of user stacks (`bpf_get_stackid`, deduplicated by the
+/// kernel; each up to 127 frames, 1 KiB). Bounded: a stack that does not fit is counted in
+/// [`DROP_SLOT_STACKS`].
+pub const STACK_MAP_ENTRIES: u32 = 16_384;
+
+/// Which events carry a user stack (`ProbeConfig::user_stacks`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserStacks {
+    None = 0,
+    /// Blocking switches inside a futex call (lock waits), and futex calls that woke someone
+    /// (hand-overs).
+    Locks = 1,
+    /// Every blocking switch (also I/O waits and sleeps), and futex calls that woke someone.
+    All = 2,
+}
+
+/// Where an event carries a user stack: the stack map id + 1 (0: none), in the high 32 bits
+/// of `args[3]` of a [`EventKind::SchedSwitch`] in which the previous task blocked, and in
+/// `args[2]` of a [`EventKind::FutexExit`] of a call that woke someone.
+pub mod stack_ref {
+    /// `args[3] >> SCHED_SWITCH_SHIFT` of a switch.
+    pub const SCHED_SWITCH_SHIFT: u32 = 32;
+    /// `args[FUTEX_EXIT_ARG]` of a futex exit.
+    pub const FUTEX_EXIT_ARG: usize = 2;
+
+    /// The stack map id in a stack reference (`None` for 0).
+    #[inline(always)]
+    pub const fn id(reference: u64) -> Option<u32> {
+        match reference & 0xffff_ffff {
+            0 => None,
+            r => Some(r as u32 - 1),
+        }
+    }
+
+    /// A stack map id as an event's reference.
+    #[inline(always)]
+    pub const fn of(id: u32) -> u64 {
+        id as u64 + 1
+    }
+}
 
 /// Drop slot counting threads that could not be added to the traced set because the
 /// `TRACED_TIDS` map was full (their events are then missing, not just one event).
@@ -80,7 +128,8 @@ pub const SYSCALL_TABLE_LEN: u32 = 1024;
 pub enum EventKind {
     /// `sched:sched_switch`. `tid`/`tgid` = previous task (current), `args[0]` = next tid,
     /// `args[1]` = prev_state, `args[2]` = next task's prio, `args[3]` = bit 0: previous task
-    /// is traced, bit 1: next task is traced (the event is emitted when either is).
+    /// is traced, bit 1: next task is traced (the event is emitted when either is); when the
+    /// traced previous task blocked, its user stack ([`stack_ref`]) in bits 32..64.
     SchedSwitch = 1,
     /// `sched:sched_waking`, in the waker's context. `tid`/`tgid` = waker (maybe untraced),
     /// `args[0]` = wakee tid (always traced), `args[1]` = target cpu.
@@ -96,7 +145,9 @@ pub enum EventKind {
     /// `args[2]` = uaddr2 (or the futex_waitv array), `args[3]` = val3 | has_timeout << 32 |
     /// syscall class << 40.
     FutexEnter = 6,
-    /// Futex-family syscall exit. `args[0]` = return value (i64), `args[1]` = syscall class.
+    /// Futex-family syscall exit. `args[0]` = return value (i64), `args[1]` = syscall class;
+    /// when the call woke someone (a wake or requeue returning > 0), `args[2]` = the caller's
+    /// user stack ([`stack_ref`]).
     FutexExit = 7,
     /// recv*/read-like syscall entry. `args[0]` = syscall nr, `args[1]` = fd, `args[2]` = len.
     RecvEnter = 8,
@@ -332,9 +383,11 @@ pub struct ProbeConfig {
     /// Non-zero: every program returns at once, recording nothing. For measuring what the
     /// kernel's tracepoint dispatch alone costs a traced program (`GIL_TRACE_DISPATCH_ONLY`).
     pub dispatch_only: u32,
+    /// Which events carry the user stack ([`UserStacks`]).
+    pub user_stacks: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 76);
 
 #[cfg(feature = "user")]
 mod user {
@@ -359,6 +412,16 @@ mod tests {
         assert_eq!(EventKind::try_from(0), Err(UnknownKind(0)));
         assert_eq!(EventKind::try_from(99), Err(UnknownKind(99)));
         assert!((EventKind::Lost as u32) < DROP_SLOTS);
+        assert!(DROP_SLOT_STACKS < DROP_SLOTS && DROP_SLOT_STACKS > EventKind::Lost as u32);
+    }
+
+    #[test]
+    fn a_stack_reference_round_trips_and_zero_is_none() {
+        assert_eq!(stack_ref::id(0), None);
+        assert_eq!(stack_ref::id(stack_ref::of(0)), Some(0));
+        assert_eq!(stack_ref::id(stack_ref::of(16_383)), Some(16_383));
+        // Only the low 32 bits are the reference (a switch keeps flags below it).
+        assert_eq!(stack_ref::id(stack_ref::of(7) | 1 << 40), Some(7));
     }
 
     #[test]

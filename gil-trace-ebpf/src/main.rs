@@ -16,21 +16,23 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{
+        tracing::StackIdContext, BtfTracePointContext, RawTracePointContext, TracePointContext,
+    },
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent, SyscallClass,
-    ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, IPPROTO_UDP, MAX_TRACED_THREADS,
-    MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SYSCALL_TABLE_LEN,
-    TRACED_FLAGS_DEFAULT_LEN,
+    comm_to_args, stack_ref, ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent,
+    SyscallClass, UserStacks, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
+    DROP_SLOT_STACKS, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
+    RECORD_PREFIX_LEN, STACK_MAP_ENTRIES, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -54,6 +56,7 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     recv_length_ret: 0,
     recv_length_flags: 0,
     dispatch_only: 0,
+    user_stacks: 0,
 };
 
 /// Event stream to userspace; its size is set at load time (`--buffer-size`).
@@ -80,7 +83,16 @@ static SYSCALL_CLASS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_LEN, 0);
 static SOCKET_ARRIVALS: LruHashMap<u64, ArrivalQueue> =
     LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
 
-/// Events lost, per CPU and per slot (`EventKind` value, or `DROP_SLOT_FILTER_FULL`).
+/// The traced thread inside a futex call on each CPU (0: none), for `UserStacks::Locks`.
+#[map]
+static IN_FUTEX: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// User stacks, deduplicated by the kernel; events carry their ids (`stack_ref`).
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+/// Events lost, per CPU and per slot (`EventKind` value, `DROP_SLOT_FILTER_FULL` or
+/// `DROP_SLOT_STACKS`).
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
@@ -124,6 +136,49 @@ fn probe_config() -> &'static ProbeConfig {
 #[inline(always)]
 fn is_traced(tid: u32) -> bool {
     TRACED_FLAGS.get(tid).is_some_and(|flag| *flag != 0)
+}
+
+/// Which events carry user stacks: a constant of the frozen read-only data, so the verifier
+/// drops the code of the modes not chosen.
+#[inline(always)]
+fn user_stacks_mode() -> u32 {
+    config(&PROBE_CONFIG.user_stacks) as u32
+}
+
+/// Notes on this CPU that traced thread `tid` is inside a futex call, or no longer (only the
+/// `Locks` stack mode asks). Per CPU: a thread that blocks in the call switches out on the
+/// CPU it entered it on, and no cache line is shared between CPUs.
+#[inline(always)]
+fn set_in_futex(tid: u32, inside: bool) {
+    if user_stacks_mode() != UserStacks::Locks as u32 {
+        return;
+    }
+    if let Some(slot) = IN_FUTEX.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+        unsafe {
+            if inside {
+                *slot = tid;
+            } else if *slot == tid {
+                *slot = 0;
+            }
+        }
+    }
+}
+
+/// Was `tid`, switching out on this CPU, inside a futex call? (Forgets it: it blocked.)
+#[inline(always)]
+fn blocked_in_futex(tid: u32) -> bool {
+    let Some(slot) = IN_FUTEX.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+    unsafe {
+        if *slot == tid {
+            *slot = 0;
+            return true;
+        }
+    }
+    false
 }
 
 /// Adds or removes a thread in both the bookkeeping map and the fast flags.
@@ -233,6 +288,26 @@ fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
     }
 }
 
+/// The current task's user stack as an event's reference (`stack_ref`; 0 when off or not
+/// stored). Frame-pointer unwinding in the kernel: code built without frame pointers gives
+/// short or wrong chains, which userspace checks before it names a frame.
+#[inline(always)]
+fn user_stack<C: StackIdContext>(ctx: &C) -> u64 {
+    if user_stacks_mode() == UserStacks::None as u32 {
+        return 0;
+    }
+    match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+        Ok(id) => stack_ref::of(id as u32),
+        // -EFAULT: no user stack to read (a kernel thread, an unmapped frame pointer): not a
+        // loss. -EEXIST (the bucket holds another stack) and -ENOMEM are.
+        Err(-14) => 0,
+        Err(_) => {
+            count_drop(DROP_SLOT_STACKS);
+            0
+        }
+    }
+}
+
 #[inline(always)]
 fn current() -> (u32, u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -276,6 +351,18 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     )? as i64;
     let next_prio = record.i32(&c.sched_switch_next_prio)?;
     let (_, tgid) = current();
+    // A traced task that blocks (any state bit; preempted is TASK_RUNNING, 0, maybe with the
+    // kernel's preempted marker above the state bits): the code it blocked in.
+    let wanted = match user_stacks_mode() {
+        m if m == UserStacks::All as u32 => prev_traced,
+        m if m == UserStacks::Locks as u32 => prev_traced && blocked_in_futex(prev),
+        _ => false,
+    };
+    let stack = if wanted && prev_state & 0xff != 0 {
+        user_stack(ctx)
+    } else {
+        0
+    };
     emit(
         EventKind::SchedSwitch,
         prev,
@@ -284,7 +371,7 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
             next as u64,
             prev_state as u64,
             next_prio as u64,
-            prev_traced as u64 | (next_traced as u64) << 1,
+            prev_traced as u64 | (next_traced as u64) << 1 | stack << stack_ref::SCHED_SWITCH_SHIFT,
         ],
     );
     Ok(0)
@@ -513,7 +600,7 @@ fn try_btf_syscalls_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     let regs: *const u64 = ctx.arg(0);
     // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
     let nr = unsafe { core::ptr::read_volatile(regs.add(regs::NR)) } as i64;
-    sys_exit(tid, tgid, nr, ctx.arg(1))
+    sys_exit(ctx, tid, tgid, nr, ctx.arg(1))
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -561,7 +648,7 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let nr_ptr = (regs_ptr as *const u64).wrapping_add(regs::NR);
     // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let nr = unsafe { bpf_probe_read_kernel(nr_ptr)? } as i64;
-    sys_exit(tid, tgid, nr, ctx.arg(1))
+    sys_exit(ctx, tid, tgid, nr, ctx.arg(1))
 }
 
 /// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument.
@@ -583,6 +670,7 @@ fn sys_enter(
             emit(kind, tid, tgid, [nr as u64, arg(0)?, arg(2)?, 0]);
         }
         _ => {
+            set_in_futex(tid, true);
             // futex(uaddr, op, val, timeout|val2, uaddr2, val3) and the 6.7+ family;
             // for futex_wait/futex_wake the word size flags sit where op is.
             let uaddr = arg(0)?;
@@ -616,17 +704,32 @@ fn sys_enter(
 
 /// A traced thread returns `ret` from syscall `nr`.
 #[inline(always)]
-fn sys_exit(tid: u32, tgid: u32, nr: i64, ret: i64) -> Result<u32, i64> {
+fn sys_exit<C: StackIdContext>(
+    ctx: &C,
+    tid: u32,
+    tgid: u32,
+    nr: i64,
+    ret: i64,
+) -> Result<u32, i64> {
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let (kind, detail) = match class {
-        SyscallClass::Recv => (EventKind::RecvExit, nr as u64),
-        SyscallClass::Send => (EventKind::SendExit, nr as u64),
-        SyscallClass::Poll => (EventKind::PollExit, nr as u64),
-        _ => (EventKind::FutexExit, class as u64),
+    let (kind, detail, stack) = match class {
+        SyscallClass::Recv => (EventKind::RecvExit, nr as u64, 0),
+        SyscallClass::Send => (EventKind::SendExit, nr as u64, 0),
+        SyscallClass::Poll => (EventKind::PollExit, nr as u64, 0),
+        // A futex call that woke (or requeued) someone: the releasing side of a handoff.
+        // (Waits return 0; futex_waitv returns the index of the word that woke it.)
+        SyscallClass::Futex | SyscallClass::FutexWake | SyscallClass::FutexRequeue if ret > 0 => {
+            set_in_futex(tid, false);
+            (EventKind::FutexExit, class as u64, user_stack(ctx))
+        }
+        _ => {
+            set_in_futex(tid, false);
+            (EventKind::FutexExit, class as u64, 0)
+        }
     };
-    emit(kind, tid, tgid, [ret as u64, detail, 0, 0]);
+    emit(kind, tid, tgid, [ret as u64, detail, stack, 0]);
     Ok(0)
 }
 

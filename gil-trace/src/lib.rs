@@ -10,6 +10,7 @@ pub mod cli;
 pub mod model;
 pub mod pipeline;
 pub mod render;
+pub mod symbols;
 pub mod trace;
 
 #[cfg(test)]

@@ -5,12 +5,15 @@ use std::path::Path;
 
 use crate::{
     analysis::{
-        analyze,
+        analyze_named,
+        contention::{RowSink, Rows},
         state_grid::OverviewRows,
         window::{window_pass, WindowView},
         Analysis, AnalysisError, ReportOptions,
     },
+    model::timeline::StateSpan,
     render::charts::{ChartData, ChartLayout},
+    symbols::{names, Symbols},
     trace::{AnalysisBatches, BatchedEvents, Decoding, KindMask, TraceError, TraceReader},
 };
 
@@ -36,6 +39,8 @@ pub struct Analysed {
     pub analysis: Analysis,
     pub opts: ReportOptions,
     pub overview: Option<OverviewRows>,
+    /// Names for the trace's stacks (for folded stacks and flamegraphs).
+    pub symbols: Symbols,
 }
 
 /// Analyses the trace read by `reader` (opened from `trace`); with `for_charts`, the report's
@@ -47,25 +52,63 @@ pub fn analyse(
     decoding: Decoding,
     for_charts: bool,
 ) -> Result<Analysed, AnalysisError> {
-    let meta = reader.meta().clone();
-    let trailer = reader.trailer().clone();
-    let mut overview =
-        for_charts.then(|| OverviewRows::new(meta.start_monotonic_ns, trailer.end_monotonic_ns));
-    let analysis = analyze(
-        &meta,
-        &trailer,
-        streams(trace, Some(reader), decoding),
-        opts,
-        |span| {
-            if let Some(rows) = &mut overview {
-                rows.add(span);
-            }
-        },
-    )?;
+    let (start, end) = (
+        reader.meta().start_monotonic_ns,
+        reader.trailer().end_monotonic_ns,
+    );
+    let mut overview = for_charts.then(|| OverviewRows::new(start, end));
+    let mut rows = Rows::default();
+    let (mut analysis, symbols) = analyse_into(trace, reader, opts, decoding, &mut rows, |span| {
+        if let Some(rows) = &mut overview {
+            rows.add(span);
+        }
+    })?;
+    analysis.keep_rows(rows, &opts);
     Ok(Analysed {
         analysis,
         opts,
         overview,
+        symbols,
+    })
+}
+
+/// [`analyse`] with its rows streamed to `rows` (for exporters): the locks named before the
+/// pass, the rest of the names (heap locks, stacks, verdicts) after it.
+pub fn analyse_into(
+    trace: &Path,
+    mut reader: TraceReader,
+    opts: ReportOptions,
+    decoding: Decoding,
+    rows: &mut dyn RowSink,
+    on_span: impl FnMut(&StateSpan),
+) -> Result<(Analysis, Symbols), AnalysisError> {
+    let meta = reader.meta().clone();
+    let trailer = reader.trailer().clone();
+    let mut symbols = symbols_of(&mut reader)?;
+    let mut analysis = analyze_named(
+        &meta,
+        &trailer,
+        streams(trace, Some(reader), decoding),
+        opts,
+        &mut |locks| names::name_locks(locks, &symbols),
+        rows,
+        on_span,
+    )?;
+    names::finish(&mut analysis, &mut symbols);
+    Ok((analysis, symbols))
+}
+
+/// The folded stacks of an analysed trace's off-CPU time (see [`crate::render::folded`]).
+pub fn folded(analysis: &Analysis, symbols: &mut Symbols) -> String {
+    crate::render::folded::folded(analysis, &mut |key| symbols.stack(key).cloned())
+}
+
+/// What names a trace's code and data: its code block's files, here; a trace without one
+/// (recorded before names, or with `--no-stacks` on an old version) gets a warning.
+pub fn symbols_of(reader: &mut TraceReader) -> Result<Symbols, TraceError> {
+    Ok(match reader.code_map()? {
+        Some(code) => Symbols::new(code),
+        None => Symbols::none(),
     })
 }
 

@@ -45,6 +45,7 @@ pub fn futex_exit(ts: u64, tid: u32, ret: i64) -> Event {
         EventData::FutexExit {
             class: SyscallClass::Futex,
             ret,
+            stack: None,
         },
     )
 }
@@ -60,6 +61,7 @@ pub fn switch(ts: u64, prev: u32, next: u32, prev_state: u64) -> Event {
             next_prio: 120,
             prev_traced: prev != 0,
             next_traced: next != 0,
+            stack: None,
         },
     )
 }

@@ -649,45 +649,90 @@ const DATA_KEYED: &[&str] = &[
     "lost_detail.by_cpu[]",
     "handoffs[].matrix",
 ];
+/// Maps keyed by data whose values have a schema: each value is checked against the doc's
+/// first.
+const DATA_KEYED_VALUES: &[&str] = &["stacks"];
 
-fn compare_keys(doc: &Value, real: &Value, path: &str, errors: &mut Vec<String>) {
-    if DATA_KEYED.contains(&path) {
-        return;
+/// What a comparison of the doc with real outputs found.
+#[derive(Default)]
+struct KeyCheck {
+    /// Documented keys (paths), and those some output had.
+    documented: std::collections::BTreeSet<String>,
+    present: std::collections::BTreeSet<String>,
+    /// Keys the outputs have that the doc lacks, and type mismatches.
+    errors: Vec<String>,
+}
+
+impl KeyCheck {
+    fn compare(&mut self, doc: &Value, real: &Value, path: &str) {
+        if DATA_KEYED.contains(&path) {
+            return;
+        }
+        if DATA_KEYED_VALUES.contains(&path) {
+            if let (Some(d), Value::Object(r)) =
+                (doc.as_object().and_then(|d| d.values().next()), real)
+            {
+                for value in r.values() {
+                    self.compare(d, value, &format!("{path}{{}}"));
+                }
+            }
+            return;
+        }
+        match (doc, real) {
+            (Value::Object(d), Value::Object(r)) => {
+                for (key, value) in d.iter().filter(|(k, _)| *k != "...") {
+                    let at = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    self.documented.insert(at.clone());
+                    if let Some(real_value) = r.get(key) {
+                        self.present.insert(at.clone());
+                        self.compare(value, real_value, &at);
+                    }
+                }
+                if !d.contains_key("...") {
+                    for key in r.keys().filter(|k| !d.contains_key(*k)) {
+                        self.errors
+                            .push(format!("{path}.{key}: in the output, not documented"));
+                    }
+                }
+            }
+            // A tuple (`[tid, ns]`) element by element; a list by its first element.
+            (Value::Array(d), Value::Array(r)) if d.len() > 1 && d.len() == r.len() => {
+                for (i, (d, r)) in d.iter().zip(r).enumerate() {
+                    self.compare(d, r, &format!("{path}[{i}]"));
+                }
+            }
+            (Value::Array(d), Value::Array(r)) => {
+                if let Some(d) = d.first() {
+                    for item in r {
+                        self.compare(d, item, &format!("{path}[]"));
+                    }
+                }
+            }
+            // Optional values are null when not seen; the doc shows a sample.
+            (_, Value::Null)
+            | (Value::Null, _)
+            | (Value::Number(_), Value::Number(_))
+            | (Value::String(_), Value::String(_))
+            | (Value::Bool(_), Value::Bool(_)) => {}
+            (d, r) => self
+                .errors
+                .push(format!("{path}: documented as {d}, output has {r}")),
+        }
     }
-    match (doc, real) {
-        (Value::Object(d), Value::Object(r)) => {
-            let open = d.contains_key("...");
-            for (key, value) in d.iter().filter(|(k, _)| *k != "...") {
-                let at = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                match r.get(key) {
-                    Some(real_value) => compare_keys(value, real_value, &at, errors),
-                    None => errors.push(format!("{at}: documented, not in the output")),
-                }
-            }
-            if !open {
-                for key in r.keys().filter(|k| !d.contains_key(*k)) {
-                    errors.push(format!("{path}.{key}: in the output, not documented"));
-                }
-            }
+
+    /// The errors, and every documented key no output had.
+    fn finish(mut self) -> Vec<String> {
+        for path in self.documented.difference(&self.present) {
+            self.errors
+                .push(format!("{path}: documented, in none of the outputs"));
         }
-        (Value::Array(d), Value::Array(r)) => {
-            if let Some(d) = d.first() {
-                for item in r {
-                    compare_keys(d, item, &format!("{path}[]"), errors);
-                }
-            }
-        }
-        // Optional values are null when not seen; the doc shows a sample.
-        (_, Value::Null)
-        | (Value::Null, _)
-        | (Value::Number(_), Value::Number(_))
-        | (Value::String(_), Value::String(_))
-        | (Value::Bool(_), Value::Bool(_)) => {}
-        (d, r) => errors.push(format!("{path}: documented as {d}, output has {r}")),
+        self.errors.sort();
+        self.errors.dedup();
+        self.errors
     }
 }
 
@@ -695,17 +740,29 @@ fn compare_keys(doc: &Value, real: &Value, path: &str, errors: &mut Vec<String>)
 fn the_json_schema_doc_matches_real_output() {
     let schemas = documented_schemas();
     assert_eq!(schemas.len(), 2, "report and compare blocks");
-    let report = json(
-        &gil_trace()
-            .args(["report", "--json", "--detail", "--window", "0..10s"])
-            .arg(lab())
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(
-        report["schema_version"],
-        gil_trace::analysis::report::SCHEMA_VERSION
-    );
+    // An old trace (no code block), the lab with stacks (a heap lock, convoys with stacks)
+    // and CPython (the GIL, with its symbol and version): a documented key must show up in
+    // one of them, and every key they show must be documented.
+    let mut report_keys = KeyCheck::default();
+    for (trace, extra) in [
+        (lab(), &["--detail", "--window", "0..10s"][..]),
+        (fixture("lab-stacks.trace"), &["--detail"]),
+        (fixture("py-gil.trace"), &[]),
+    ] {
+        let report = json(
+            &gil_trace()
+                .args(["report", "--json"])
+                .args(extra)
+                .arg(&trace)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(
+            report["schema_version"],
+            gil_trace::analysis::report::SCHEMA_VERSION
+        );
+        report_keys.compare(&schemas[0], &report, "");
+    }
     let compare = json(
         &gil_trace()
             .args(["report", "--json", "--compare"])
@@ -714,9 +771,13 @@ fn the_json_schema_doc_matches_real_output() {
             .output()
             .unwrap(),
     );
-    let mut errors = Vec::new();
-    compare_keys(&schemas[0], &report, "", &mut errors);
-    compare_keys(&schemas[1], &compare, "", &mut errors);
+    let mut compare_keys = KeyCheck::default();
+    compare_keys.compare(&schemas[1], &compare, "");
+    let errors: Vec<String> = report_keys
+        .finish()
+        .into_iter()
+        .chain(compare_keys.finish())
+        .collect();
     assert!(
         errors.is_empty(),
         "docs/report-json.md disagrees with the output:\n{}",
@@ -730,4 +791,28 @@ fn the_json_schema_doc_matches_real_output() {
             }
         }
     }
+}
+
+#[test]
+fn traces_from_before_names_read_with_a_note_saying_why() {
+    let report = json(
+        &gil_trace()
+            .args(["report", "--json"])
+            .arg(lab())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(report["locks"][0]["name"], "lock 0x55faa0028370");
+    assert_eq!(report["locks"][0]["kind"], "futex");
+    assert!(report.get("stacks").is_none());
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("no code block"), "{warnings}");
+    let text = stdout(
+        &gil_trace()
+            .args(["report", "--stacks"])
+            .arg(lab())
+            .output()
+            .unwrap(),
+    );
+    assert!(text.contains("stacks: none recorded"), "{text}");
 }

@@ -123,6 +123,8 @@ const PERF_EVENTS: &str =
 enum Mode {
     Untraced,
     GilTrace,
+    /// `gil-trace record --no-stacks`: what the user stacks cost.
+    NoStacks,
     /// `gil-trace record` with every program returning at once (`GIL_TRACE_DISPATCH_ONLY`):
     /// what the kernel's tracepoint dispatch alone costs, the floor under any tracer on them.
     DispatchOnly,
@@ -232,6 +234,7 @@ fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -
     let mut cmd = match mode {
         Mode::Untraced => Command::new(&workload),
         Mode::GilTrace => under(gil_trace_record(&trace, &[])),
+        Mode::NoStacks => under(gil_trace_record(&trace, &["--no-stacks"])),
         Mode::DispatchOnly => {
             let mut c = under(gil_trace_record(&trace, &[]));
             c.env("GIL_TRACE_DISPATCH_ONLY", "1");
@@ -255,7 +258,7 @@ fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -
         ..Default::default()
     };
     match mode {
-        Mode::Untraced | Mode::DispatchOnly => {}
+        Mode::Untraced | Mode::DispatchOnly | Mode::NoStacks => {}
         Mode::GilTrace => {
             run.file_bytes = fs::metadata(&trace)?.len();
             run.events = TraceReader::open(&trace)?.trailer().events;
@@ -274,6 +277,8 @@ struct OverheadRow {
     untraced: LabRun,
     /// Median of per-round traced/untraced ratios: (echo bytes/s, spinner iterations/s).
     gil_trace: (f64, f64),
+    /// The same without user stacks.
+    no_stacks: (f64, f64),
     /// The same with every program returning at once: the tracepoints' own cost.
     dispatch_only: (f64, f64),
     perf: Option<(f64, f64)>,
@@ -286,7 +291,12 @@ struct OverheadRow {
 fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRow>> {
     let mut rows = Vec::new();
     for (policy, spinners, messages) in OVERHEAD_CONFIGS {
-        let mut modes = vec![Mode::Untraced, Mode::GilTrace, Mode::DispatchOnly];
+        let mut modes = vec![
+            Mode::Untraced,
+            Mode::GilTrace,
+            Mode::NoStacks,
+            Mode::DispatchOnly,
+        ];
         if with_perf {
             modes.push(Mode::Perf);
         }
@@ -349,6 +359,7 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             spinners,
             untraced,
             gil_trace: (ratio(Mode::GilTrace, bytes), ratio(Mode::GilTrace, iters)),
+            no_stacks: (ratio(Mode::NoStacks, bytes), ratio(Mode::NoStacks, iters)),
             dispatch_only: (
                 ratio(Mode::DispatchOnly, bytes),
                 ratio(Mode::DispatchOnly, iters),
@@ -360,9 +371,11 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             perf_events: with_perf.then(|| events(Mode::Perf)),
         };
         eprintln!(
-            "[bench] overhead {policy} x{spinners}: gil-trace {:.3}/{:.3}, tracepoints alone {:.3}/{:.3}, perf {}",
+            "[bench] overhead {policy} x{spinners}: gil-trace {:.3}/{:.3}, without stacks {:.3}/{:.3}, tracepoints alone {:.3}/{:.3}, perf {}",
             row.gil_trace.0,
             row.gil_trace.1,
+            row.no_stacks.0,
+            row.no_stacks.1,
             row.dispatch_only.0,
             row.dispatch_only.1,
             row.perf
@@ -638,9 +651,12 @@ fn markdown(
         }
     };
     writeln!(md, "## 1. Recording overhead\n")?;
-    writeln!(md, "The GIL lab (`workload --gil P --spinners N --messages M`) untraced, under `gil-trace record`, under `gil-trace record` with every eBPF program returning at once (`GIL_TRACE_DISPATCH_ONLY=1`: the same tracepoints attached, nothing recorded — what the kernel's tracepoint dispatch alone costs, the floor under any tracer using them), and under `perf record -e {PERF_EVENTS}`; the four run in rotating order, {rounds} rounds; each cell is the median of the per-round ratios traced/untraced (1.000 = no slowdown). Echo throughput is the I/O thread's bytes/s; spinner throughput is pi-digit iterations/s (with the GIL, spinners gain when the echo thread is slowed: it takes the lock less often). Target: ≥ 0.98 and better than perf. Why the 0-spinner echo cannot reach it: docs/performance.md.\n")?;
-    writeln!(md, "| lab | untraced echo MB/s | gil-trace echo | tracepoints alone | perf echo | untraced spinner it/s | gil-trace spinners | tracepoints alone | perf spinners |")?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "The GIL lab (`workload --gil P --spinners N --messages M`) untraced, under `gil-trace record` (user stacks on, the default), under `gil-trace record --no-stacks`, under `gil-trace record` with every eBPF program returning at once (`GIL_TRACE_DISPATCH_ONLY=1`: the same tracepoints attached, nothing recorded — what the kernel's tracepoint dispatch alone costs, the floor under any tracer using them), and under `perf record -e {PERF_EVENTS}`; the five run in rotating order, {rounds} rounds; each cell is the median of the per-round ratios traced/untraced (1.000 = no slowdown). Echo throughput is the I/O thread's bytes/s; spinner throughput is pi-digit iterations/s (with the GIL, spinners gain when the echo thread is slowed: it takes the lock less often). Target: ≥ 0.98 and better than perf. Why the 0-spinner echo cannot reach it: docs/performance.md.\n")?;
+    writeln!(md, "| lab | untraced echo MB/s | gil-trace echo | no stacks | tracepoints alone | perf echo | untraced spinner it/s | gil-trace spinners | no stacks | tracepoints alone | perf spinners |")?;
+    writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
     for r in overhead {
         let (pb, pi) = r.perf.unwrap_or((f64::NAN, f64::NAN));
         let spin = |v: f64| {
@@ -652,11 +668,12 @@ fn markdown(
         };
         writeln!(
             md,
-            "| {} ×{} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} ×{} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.policy,
             r.spinners,
             r.untraced.bytes_per_sec / 1e6,
             ratio(r.gil_trace.0),
+            ratio(r.no_stacks.0),
             ratio(r.dispatch_only.0),
             ratio(pb),
             if r.spinners == 0 {
@@ -665,6 +682,7 @@ fn markdown(
                 format!("{:.0}", r.untraced.spinner_iters_per_sec)
             },
             spin(r.gil_trace.1),
+            spin(r.no_stacks.1),
             spin(r.dispatch_only.1),
             spin(pi),
         )?;

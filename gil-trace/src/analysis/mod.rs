@@ -34,5 +34,5 @@ pub enum AnalysisError {
         found: String,
     },
 }
-pub use report::{analyze, analyze_into, Analysis, Report, ReportOptions};
+pub use report::{analyze, analyze_into, analyze_named, Analysis, Report, ReportOptions};
 pub use summary::{summarize, Summary, SummaryMeta};

@@ -1,8 +1,7 @@
 //! The full report: one streaming pass over the trace, with the locks identified first from
 //! the trailer's futex table (or, for older traces and time windows, from a first pass).
-use crate::analysis::AnalysisError;
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -10,16 +9,18 @@ use serde::Serialize;
 
 use super::{
     contention::{
-        ConvoyEpisode, HandoffEvent, IoLockWaits, IoOp, IoStallSummary, LockHandoffs, PerCause,
-        RowSink, Rows,
+        ConvoyEpisode, HandoffEvent, IoLockWaits, IoOp, IoStallSummary, LockHandoffs, OffCpu,
+        PerCause, RowSink, Rows,
     },
     histogram::Histogram,
     pass::{self, SummaryPass},
     summary::Summary,
 };
 use crate::{
+    analysis::AnalysisError,
     model::{
         locks::{Lock, LockFinder, LockSet},
+        stack::{Stack, StackKey},
         timeline::StateSpan,
     },
     trace::{
@@ -99,12 +100,43 @@ pub struct Report {
     pub io_ops: Option<Vec<IoOp>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff_events: Option<Vec<HandoffEvent>>,
+    /// The stacks the rows above refer to (`"TGID:ID"`), named (see `crate::symbols`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stacks: BTreeMap<StackKey, Stack>,
     /// Events delivered later than the reader's sort window allowed (in the part of the file
     /// read: a `--window` report stops at the window's end).
     pub late_events: u64,
 }
 
 impl Report {
+    /// Gives lock `id` a new name in every row that refers to it.
+    pub fn rename_lock(&mut self, id: usize, name: &str) {
+        let name: std::sync::Arc<str> = name.into();
+        let rows = self
+            .handoffs
+            .iter_mut()
+            .map(|h| &mut h.lock)
+            .chain(self.convoys.iter_mut().filter_map(|c| c.lock.as_mut()))
+            .chain(
+                self.io_ops
+                    .iter_mut()
+                    .flatten()
+                    .filter_map(|o| o.lock.as_mut()),
+            )
+            .chain(
+                self.handoff_events
+                    .iter_mut()
+                    .flatten()
+                    .map(|h| &mut h.lock),
+            );
+        for lock in rows.filter(|l| l.id == id) {
+            lock.name = std::sync::Arc::clone(&name);
+        }
+        if let Some(lock) = self.locks.get_mut(id) {
+            lock.name = name.to_string();
+        }
+    }
+
     /// Keeps only the threads `keep` says, and every row about them (`--pid`, `--comm`).
     pub fn retain_threads(&mut self, keep: impl Fn(&crate::model::ThreadStats) -> bool) {
         self.summary.threads.retain(|t| keep(t));
@@ -142,12 +174,87 @@ pub struct Analysis {
     pub lock_wait_histograms: Vec<Histogram>,
     /// Per stall cause, its full distribution over the datagrams.
     pub stall_histograms: PerCause<Histogram>,
+    /// Off-CPU time by thread, stack and state (for folded stacks and flamegraphs).
+    pub off_cpu: Vec<OffCpu>,
+}
+
+impl Analysis {
+    /// Puts the per-item rows an analysis kept in memory into the report (`--detail`), those
+    /// of the thread asked for (`--tid`).
+    pub fn keep_rows(&mut self, mut rows: Rows, opts: &ReportOptions) {
+        if let Some(tid) = opts.tid {
+            rows.retain_thread(tid);
+        }
+        if opts.detail {
+            self.report.io_ops = Some(rows.io_ops);
+            self.report.handoff_events = Some(rows.handoff_events);
+        }
+    }
 }
 
 /// The end of a report's time range: the trace's end, or the window's if that is earlier.
 pub fn range_end(trace_end_ns: u64, opts: &ReportOptions) -> u64 {
     opts.window
         .map_or(trace_end_ns, |(_, b)| b.min(trace_end_ns))
+}
+
+/// One line per convoy episode: who lost how much waiting for which lock, held by whom; with
+/// `code`, the code each waited and held in (a stack's label, when known).
+pub fn verdicts(
+    convoys: &[ConvoyEpisode],
+    threads: &[crate::model::ThreadStats],
+    code: &dyn Fn(StackKey) -> Option<String>,
+) -> Vec<Verdict> {
+    let names: HashMap<u32, &str> = threads.iter().map(|t| (t.tid, t.name.as_str())).collect();
+    let label = |tid: u32| match names.get(&tid) {
+        Some(n) if !n.is_empty() => format!("{n} ({tid})"),
+        _ => format!("tid {tid}"),
+    };
+    let in_code = |stack: Option<StackKey>| {
+        stack
+            .and_then(code)
+            .map_or_else(String::new, |c| format!(" in {c}"))
+    };
+    convoys
+        .iter()
+        .map(|c| {
+            let holders: Vec<String> = c
+                .holders
+                .iter()
+                .take(4)
+                .map(|&(h, _)| {
+                    let stack = c
+                        .holder_stacks
+                        .iter()
+                        .find(|&&(tid, _)| tid == h)
+                        .map(|&(_, s)| s);
+                    format!("{}{}", label(h), in_code(stack))
+                })
+                .collect();
+            Verdict {
+                tid: c.tid,
+                text: format!(
+                    "{} lost {:.0}% of {:.1} ms waiting for {}{} {}{}{}",
+                    label(c.tid),
+                    c.lost_share * 100.0,
+                    (c.end_ns - c.start_ns) as f64 / 1e6,
+                    c.lock.as_ref().map_or("?", |l| &l.name),
+                    in_code(c.wait_stack),
+                    waits_after_io(c),
+                    if holders.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", held by {}", holders.join(", "))
+                    },
+                    if c.incomplete {
+                        " (incomplete: events were lost)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        })
+        .collect()
 }
 
 /// "over 29 datagrams (58 waits for it after I/O: 29 after recv, 29 after send)".
@@ -191,13 +298,7 @@ where
 {
     let mut rows = Rows::default();
     let mut analysis = analyze_into(meta, trailer, open, opts, &mut rows, on_span)?;
-    if let Some(tid) = opts.tid {
-        rows.retain_thread(tid);
-    }
-    if opts.detail {
-        analysis.report.io_ops = Some(rows.io_ops);
-        analysis.report.handoff_events = Some(rows.handoff_events);
-    }
+    analysis.keep_rows(rows, &opts);
     Ok(analysis)
 }
 
@@ -206,8 +307,26 @@ where
 pub fn analyze_into<S, F>(
     meta: &TraceMeta,
     trailer: &TraceTrailer,
+    open: F,
+    opts: ReportOptions,
+    rows: &mut dyn RowSink,
+    on_span: impl FnMut(&StateSpan),
+) -> Result<Analysis, AnalysisError>
+where
+    S: BatchedEvents,
+    F: FnMut(KindMask) -> Result<S, TraceError>,
+{
+    analyze_named(meta, trailer, open, opts, &mut |_| {}, rows, on_span)
+}
+
+/// [`analyze_into`], with `name_locks` giving the identified locks their names (and kinds)
+/// before the pass, so every row refers to them by name.
+pub fn analyze_named<S, F>(
+    meta: &TraceMeta,
+    trailer: &TraceTrailer,
     mut open: F,
     opts: ReportOptions,
+    name_locks: &mut dyn FnMut(&mut LockSet),
     rows: &mut dyn RowSink,
     on_span: impl FnMut(&StateSpan),
 ) -> Result<Analysis, AnalysisError>
@@ -264,6 +383,8 @@ where
         }
     }
 
+    let mut locks = locks;
+    name_locks(&mut locks);
     let summary_pass = Arc::new(Mutex::new(SummaryPass::new(opts)));
     let pass = pass::run(
         open(KindMask::ALL)?,
@@ -303,44 +424,7 @@ where
         }
     }
 
-    let names: HashMap<u32, String> = summary
-        .threads
-        .iter()
-        .map(|t| (t.tid, t.name.clone()))
-        .collect();
-    let label = |tid: u32| match names.get(&tid) {
-        Some(n) if !n.is_empty() => format!("{n} ({tid})"),
-        _ => format!("tid {tid}"),
-    };
-    let verdicts = result
-        .convoys
-        .iter()
-        .map(|c| {
-            let holders: Vec<String> = c.holders.iter().take(4).map(|(h, _)| label(*h)).collect();
-            Verdict {
-                tid: c.tid,
-                text: format!(
-                    "{} lost {:.0}% of {:.1} ms waiting for lock {} {}{}{}",
-                    label(c.tid),
-                    c.lost_share * 100.0,
-                    (c.end_ns - c.start_ns) as f64 / 1e6,
-                    c.lock.as_ref().map_or("?", |l| &l.name),
-                    waits_after_io(c),
-                    if holders.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", held by {}", holders.join(", "))
-                    },
-                    if c.incomplete {
-                        " (incomplete: events were lost)"
-                    } else {
-                        ""
-                    }
-                ),
-            }
-        })
-        .collect::<Vec<_>>();
-
+    let verdicts = verdicts(&result.convoys, &summary.threads, &|_| None);
     for t in &mut summary.threads {
         t.states = Some(totals.get(&t.tid).copied().unwrap_or_default());
     }
@@ -380,6 +464,7 @@ where
         convoy_threshold_ns: opts.convoy_threshold_ns,
         io_ops: None,
         handoff_events: None,
+        stacks: BTreeMap::new(),
         late_events: late,
     };
     Ok(Analysis {
@@ -388,5 +473,6 @@ where
         max_dequeue_lag_ns: result.max_dequeue_lag_ns,
         lock_wait_histograms: result.lock_wait_histograms,
         stall_histograms: result.stall_histograms,
+        off_cpu: result.off_cpu,
     })
 }

@@ -70,6 +70,12 @@ impl SummaryBuilder {
                 trailer.lost.threads_not_followed
             ));
         }
+        if trailer.lost.stacks_not_recorded > 0 {
+            warnings.push(format!(
+                "{} user stacks could not be stored (the kernel's stack map was full, or a bucket was taken): those waits have no stack",
+                trailer.lost.stacks_not_recorded
+            ));
+        }
         let unknown = self.threads.unknown_kinds();
         if unknown > 0 {
             warnings.push(format!(

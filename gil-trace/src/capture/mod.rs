@@ -2,6 +2,7 @@
 //! file. Needs root (or CAP_BPF + CAP_PERFMON); nothing else in the crate does.
 pub mod as_user;
 pub mod child;
+pub mod code;
 pub mod error;
 pub mod privileges;
 pub mod probes;

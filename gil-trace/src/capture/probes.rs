@@ -2,13 +2,13 @@
 use std::{collections::BTreeMap, path::Path};
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gil_trace_common::{
-    EventKind, ProbeConfig, SyscallClass, DROP_SLOTS, DROP_SLOT_FILTER_FULL, RECORD_HEADER_LEN,
-    RECORD_PREFIX_LEN,
+    EventKind, ProbeConfig, SyscallClass, UserStacks, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
+    DROP_SLOT_STACKS, RECORD_HEADER_LEN, RECORD_PREFIX_LEN,
 };
 
 use super::{tracefs, CaptureError};
@@ -242,6 +242,7 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
         recv_length_ret: field("sock_recv_length", "ret")?,
         recv_length_flags: field("sock_recv_length", "flags")?,
         dispatch_only: 0,
+        user_stacks: 0,
     };
     Ok((config, missing))
 }
@@ -305,6 +306,8 @@ pub struct Probes {
     /// The same set as flags indexed by tid (the programs' fast filter).
     traced_flags: Array<MapData, u32>,
     drops: PerCpuArray<MapData, u64>,
+    /// The user stacks events refer to (`stack_ref`).
+    stacks: StackTraceMap<MapData>,
     pub attached: Vec<String>,
     pub missing: Vec<String>,
 }
@@ -338,6 +341,8 @@ pub struct ProbeOptions {
     /// Attach every program but have each return at once (records nothing): what the
     /// tracepoints alone cost the traced program, for `cargo xtask bench`.
     pub dispatch_only: bool,
+    /// Which events carry the user stack (`record --stacks`).
+    pub user_stacks: UserStacks,
 }
 
 impl Probes {
@@ -348,11 +353,13 @@ impl Probes {
             buffer_size,
             measure_cost,
             dispatch_only,
+            user_stacks,
         } = options;
         let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
         let root = tracefs::root()?;
         let (mut config, missing) = probe_config(&root)?;
         config.dispatch_only = u32::from(dispatch_only);
+        config.user_stacks = user_stacks as u32;
         // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
         let _ = nix::sys::resource::setrlimit(
             nix::sys::resource::Resource::RLIMIT_MEMLOCK,
@@ -454,6 +461,8 @@ impl Probes {
                 .map_err(map_err("TRACED_FLAGS"))?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map"))
             .map_err(map_err("DROPS"))?;
+        let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").expect("STACKS map"))
+            .map_err(map_err("STACKS"))?;
         let run_time_stats = if measure_cost {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| CaptureError::Io {
@@ -472,6 +481,7 @@ impl Probes {
             traced,
             traced_flags,
             drops,
+            stacks,
             attached,
             missing,
         })
@@ -532,6 +542,12 @@ impl Probes {
         Some(out)
     }
 
+    /// The instruction pointers of user stack `id` (innermost first), if the map has it.
+    pub fn user_stack(&self, id: u32) -> Option<Vec<u64>> {
+        let stack = self.stacks.get(&id, 0).ok()?;
+        Some(stack.frames().iter().map(|f| f.ip).collect())
+    }
+
     /// Events lost in the kernel so far, per CPU and kind.
     pub fn lost(&self) -> LostCounts {
         let mut lost = LostCounts::default();
@@ -548,6 +564,10 @@ impl Probes {
                 }
                 if slot == DROP_SLOT_FILTER_FULL {
                     lost.threads_not_followed += n;
+                    continue;
+                }
+                if slot == DROP_SLOT_STACKS {
+                    lost.stacks_not_recorded += n;
                     continue;
                 }
                 let name = EventKind::try_from(slot)

@@ -24,6 +24,7 @@ use tokio::{
 use super::{
     as_user::as_user,
     child::{spawn_paused, Identity},
+    code::CodeCollector,
     privileges,
     probes::{ProbeOptions, Probes},
     CaptureError,
@@ -315,10 +316,17 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
             source,
         })?;
     let ring = probes.ring.take().expect("ring buffer present");
+    let mut code = CodeCollector::default();
+    // The process's first mappings (a command's are read as its addresses show up: it has
+    // not even loaded its libraries yet).
+    if matches!(opts.target, Target::Pid(_)) {
+        code.read_maps(root_pid);
+    }
     let result = runtime.block_on(event_loop(
         &mut probes,
         ring,
         &mut writer,
+        &mut code,
         child.as_mut(),
         opts,
     ));
@@ -354,6 +362,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         capture_cost: Some(cost.clone()),
         ..Default::default()
     };
+    writer.set_code_map(code.finish());
     // Renamed into place as the user too (keeping the previous trace as .old): where they
     // could not replace a file, neither does the recorder.
     let finished = writer.finish_unpersisted(trailer)?;
@@ -368,8 +377,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     })
 }
 
-/// Copies everything available in the ring buffer into the writer.
-fn drain(ring: &mut RingBuf<MapData>, writer: &mut TraceWriter) -> Result<usize, CaptureError> {
+/// Copies everything available in the ring buffer into the writer, noting the stacks and
+/// addresses the events refer to; then reads those stacks and any mappings they need.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    writer: &mut TraceWriter,
+    code: &mut CodeCollector,
+    probes: &Probes,
+) -> Result<usize, CaptureError> {
     let mut n = 0;
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<RawEvent>() {
@@ -378,9 +393,11 @@ fn drain(ring: &mut RingBuf<MapData>, writer: &mut TraceWriter) -> Result<usize,
         // SAFETY: the programs write whole RawEvents; read_unaligned copes with any alignment.
         let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         drop(item);
+        code.observe(&raw);
         writer.push(&raw)?;
         n += 1;
     }
+    code.after_drain(|id| probes.user_stack(id));
     Ok(n)
 }
 
@@ -442,6 +459,7 @@ async fn event_loop(
     probes: &mut Probes,
     ring: RingBuf<MapData>,
     writer: &mut TraceWriter,
+    code: &mut CodeCollector,
     mut child: Option<&mut TracedChild>,
     opts: &RecordOptions,
 ) -> Result<StopReason, CaptureError> {
@@ -485,12 +503,12 @@ async fn event_loop(
         let signal_received: Option<Signal> = tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(io_err("waiting for the ring buffer"))?;
-                drain(guard.get_inner_mut(), writer)?;
+                drain(guard.get_inner_mut(), writer, code, probes)?;
                 guard.clear_ready();
                 None
             }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), writer)?;
+                drain(ring.get_mut(), writer, code, probes)?;
                 mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
                 None
             }
@@ -567,9 +585,9 @@ async fn event_loop(
         eprintln!();
     }
     // Let the last events land, stop the kernel side producing, then take everything left.
-    drain(ring.get_mut(), writer)?;
+    drain(ring.get_mut(), writer, code, probes)?;
     probes.stop_tracing();
-    drain(ring.get_mut(), writer)?;
+    drain(ring.get_mut(), writer, code, probes)?;
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
     Ok(stop_reason.unwrap_or(StopReason::Exit))
 }

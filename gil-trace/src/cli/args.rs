@@ -67,6 +67,14 @@ pub enum Command {
     Export(ExportArgs),
 }
 
+/// `record --stacks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StackChoice {
+    None,
+    Locks,
+    All,
+}
+
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   sudo gil-trace record -- python3 server.py
@@ -98,6 +106,16 @@ pub struct RecordArgs {
     /// (also kept in the trace's trailer). Timing adds two clock reads per program run.
     #[arg(long)]
     pub cost: bool,
+    /// Which user stacks to record: `locks` (where threads blocked waiting in futex calls,
+    /// and where holders woke their waiters: what names the code behind each lock wait),
+    /// `all` (also every other block: I/O waits, sleeps, for off-CPU flamegraphs; costs
+    /// more), `none`.
+    #[arg(long, value_enum, value_name = "WHICH", default_value = "locks")]
+    pub stacks: StackChoice,
+    /// Same as `--stacks none`: reports then name locks by symbol only, and verdicts name no
+    /// code.
+    #[arg(long, conflicts_with = "stacks")]
+    pub no_stacks: bool,
     /// The command to run and trace, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -113,7 +131,8 @@ pub struct RecordArgs {
   gil-trace report --json --detail echo.trace    # schema: docs/report-json.md
   gil-trace report --window 1s..3s --tid 4242 echo.trace
   gil-trace report --svg echo.trace              # charts in echo.svg
-  gil-trace report --svg=out.svg --compare new.trace prio.trace")]
+  gil-trace report --svg=out.svg --compare new.trace prio.trace
+  gil-trace report --stacks --flamegraph off-cpu.svg echo.trace")]
 pub struct ReportArgs {
     /// The trace file (two with --compare) [default: gil-trace.trace].
     #[arg(num_args = 0..=2, value_name = "TRACE")]
@@ -144,6 +163,14 @@ pub struct ReportArgs {
     /// List every thread (by default the most relevant ones, and how many more there are).
     #[arg(long)]
     pub all_threads: bool,
+    /// Per lock, the code its waiters waited in and its holders handed it over in (user
+    /// stacks, by lock-wait time).
+    #[arg(long)]
+    pub stacks: bool,
+    /// Also draw a flamegraph of the time threads spent off a CPU (lock waits by lock, I/O
+    /// waits, sleeps) by where they blocked, into OUT (SVG).
+    #[arg(long, value_name = "OUT")]
+    pub flamegraph: Option<PathBuf>,
     /// Treat the lock containing this futex address (hex 0x… or decimal) as the primary lock.
     #[arg(long, value_name = "ADDR", value_parser = parse::addr)]
     pub lock: Option<u64>,
@@ -195,17 +222,21 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
     /// Chrome Trace Event JSON: opens in ui.perfetto.dev and chrome://tracing.
     #[value(alias = "perfetto")]
     ChromeJson,
+    /// Folded stacks of the time threads spent off a CPU, by where they blocked (`thread;
+    /// outer;…;inner;[wait for LOCK] ns`): for flamegraph.pl, inferno, speedscope.
+    Folded,
 }
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   gil-trace export -o echo.json echo.trace       # then open it in ui.perfetto.dev
-  gil-trace export -o - --window 1s..2s | gzip > window.json.gz")]
+  gil-trace export -o - --window 1s..2s | gzip > window.json.gz
+  gil-trace export --format folded -o - echo.trace | inferno-flamegraph > off-cpu.svg")]
 pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "chrome-json")]

@@ -14,7 +14,6 @@ use super::{
 };
 use crate::{
     analysis::{
-        analyze_into,
         contention::{HandoffEvent, IoOp, RowSink},
         ReportOptions,
     },
@@ -37,58 +36,94 @@ impl<T: RowSink> RowSink for Shared<'_, T> {
 }
 
 pub(crate) fn export(args: &ExportArgs, quiet: bool) -> Result<ExitCode> {
-    let ExportFormat::ChromeJson = args.format;
     let trace = input_trace(args.trace.as_deref())?;
     let to_stdout = args.output.as_os_str() == "-";
     if !to_stdout {
         out::check_output(&args.output, &[&trace])?;
     }
     let reader = TraceReader::open(&trace)?;
-    let (meta, trailer) = (reader.meta().clone(), reader.trailer().clone());
+    let start = reader.meta().start_monotonic_ns;
     let opts = ReportOptions {
-        window: args.window.map(|w| w.absolute(meta.start_monotonic_ns)),
+        window: args.window.map(|w| w.absolute(start)),
         tid: args.tid,
         lock: args.lock,
         convoy_threshold_ns: args.convoy_threshold,
         // Every row goes to the writer as it is found (none is kept).
-        detail: true,
+        detail: args.format == ExportFormat::ChromeJson,
         detail_window: None,
     };
-    let sink: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(
-            std::fs::File::create(&args.output)
-                .with_context(|| format!("creating {}", args.output.display()))?,
-        )
+    let open_sink = || -> Result<BufWriter<Box<dyn Write>>> {
+        let sink: Box<dyn Write> = if to_stdout {
+            Box::new(std::io::stdout().lock())
+        } else {
+            Box::new(
+                std::fs::File::create(&args.output)
+                    .with_context(|| format!("creating {}", args.output.display()))?,
+            )
+        };
+        Ok(BufWriter::with_capacity(1 << 20, sink))
     };
-    let writer = RefCell::new(ChromeJson::new(
-        BufWriter::with_capacity(1 << 20, sink),
-        meta.start_monotonic_ns,
-        &trailer.threads,
-        args.tid,
-    ));
-    let open = pipeline::streams(&trace, Some(reader), Decoding::for_machine());
-    let analysis = analyze_into(&meta, &trailer, open, opts, &mut Shared(&writer), |span| {
-        writer.borrow_mut().span(span);
-    })?;
-    let mut report = analysis.report;
-    if let Some(tid) = args.tid {
-        report.retain_threads(|t| t.tid == tid);
-    }
-    let (mut file, slices) = writer
-        .into_inner()
-        .finish(&report)
-        .with_context(|| format!("writing {}", shown(&args.output)))?;
-    file.flush()
+    let (mut sink, what) = match args.format {
+        ExportFormat::ChromeJson => {
+            let mut sink = open_sink()?;
+            let what = chrome_json(&trace, reader, opts, args.tid, &mut sink)?;
+            (sink, what)
+        }
+        ExportFormat::Folded => {
+            let mut analysed =
+                pipeline::analyse(&trace, reader, opts, Decoding::for_machine(), false)?;
+            let folded = pipeline::folded(&analysed.analysis, &mut analysed.symbols);
+            if folded.is_empty() {
+                anyhow::bail!(
+                    "{}: no stacks to fold (recorded with --no-stacks, or by a gil-trace without them)",
+                    trace.display()
+                );
+            }
+            let mut sink = open_sink()?;
+            sink.write_all(folded.as_bytes())
+                .with_context(|| format!("writing {}", shown(&args.output)))?;
+            (sink, format!("{} stacks", folded.lines().count()))
+        }
+    };
+    sink.flush()
         .with_context(|| format!("writing {}", shown(&args.output)))?;
     if !quiet {
-        eprintln!(
-            "gil-trace: wrote {} ({slices} state slices)",
-            shown(&args.output)
-        );
+        eprintln!("gil-trace: wrote {} ({what})", shown(&args.output));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Streams the Chrome Trace Event document into `sink`; says how many state slices it wrote.
+fn chrome_json(
+    trace: &Path,
+    reader: TraceReader,
+    opts: ReportOptions,
+    tid: Option<u32>,
+    sink: &mut dyn Write,
+) -> Result<String> {
+    let writer = RefCell::new(ChromeJson::new(
+        sink,
+        reader.meta().start_monotonic_ns,
+        &reader.trailer().threads.clone(),
+        tid,
+    ));
+    let (analysis, _) = pipeline::analyse_into(
+        trace,
+        reader,
+        opts,
+        Decoding::for_machine(),
+        &mut Shared(&writer),
+        |span| writer.borrow_mut().span(span),
+    )?;
+    let mut report = analysis.report;
+    if let Some(tid) = tid {
+        report.retain_threads(|t| t.tid == tid);
+    }
+    let (_, slices) = writer
+        .into_inner()
+        .finish(&report)
+        .context("writing the export")?;
+    Ok(format!("{slices} state slices"))
 }
 
 fn shown(path: &Path) -> String {

@@ -3,7 +3,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
-use super::args::RecordArgs;
+use gil_trace_common::UserStacks;
+
+use super::args::{RecordArgs, StackChoice};
 use crate::capture::{self, probes::ProbeOptions, RecordOptions, StopReason, Target};
 
 pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
@@ -26,6 +28,11 @@ pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
             buffer_size: args.buffer_size,
             measure_cost: args.cost,
             dispatch_only,
+            user_stacks: match (args.no_stacks, args.stacks) {
+                (true, _) | (_, StackChoice::None) => UserStacks::None,
+                (false, StackChoice::Locks) => UserStacks::Locks,
+                (false, StackChoice::All) => UserStacks::All,
+            },
         },
         live_status: !quiet,
     })?;

@@ -56,9 +56,12 @@ pub(crate) fn report(args: &ReportArgs, quiet: bool) -> Result<ExitCode> {
         }
     });
     let inputs: Vec<&Path> = traces.iter().map(PathBuf::as_path).collect();
-    if let Some(svg) = &svg {
-        // Before the work, not after it.
-        out::check_output(svg, &inputs)?;
+    // Before the work, not after it.
+    for output in svg.iter().chain(&args.flamegraph) {
+        out::check_output(output, &inputs)?;
+    }
+    if args.flamegraph.is_some() && args.compare {
+        bail!("--flamegraph draws one trace: leave out --compare");
     }
     let mut analysed = Vec::new();
     for trace in &traces {
@@ -76,6 +79,22 @@ pub(crate) fn report(args: &ReportArgs, quiet: bool) -> Result<ExitCode> {
             eprintln!("gil-trace: wrote {}", svg.display());
         }
     }
+    if let Some(out) = &args.flamegraph {
+        let a = &mut analysed[0];
+        let folded = pipeline::folded(&a.analysis, &mut a.symbols);
+        if folded.is_empty() {
+            bail!(
+                "{}: no stacks to draw (recorded with --no-stacks, or by a gil-trace without them)",
+                traces[0].display()
+            );
+        }
+        let title = format!("gil-trace: {}", traces[0].display());
+        let svg = render::folded::flamegraph(&folded, &title)?;
+        out::file(out, &svg, &inputs)?;
+        if !quiet {
+            eprintln!("gil-trace: wrote {}", out.display());
+        }
+    }
     let reports: Vec<_> = analysed.into_iter().map(|a| a.analysis.report).collect();
     let bytes = match (args.compare, args.json) {
         (true, true) => render::json::to_json(&compare::compare(&reports[0], &reports[1])),
@@ -90,6 +109,7 @@ pub(crate) fn report(args: &ReportArgs, quiet: bool) -> Result<ExitCode> {
             &reports[0],
             &TextOptions {
                 all_threads: args.all_threads,
+                stacks: args.stacks,
             },
         )
         .into_bytes(),

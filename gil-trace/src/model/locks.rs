@@ -46,10 +46,51 @@ pub struct Lock {
     pub waiting_threads: usize,
     /// Distinct threads that used it at all.
     pub threads: Vec<u32>,
+    /// Its name in the program's terms: `GIL`, `symbol+offset (module)`, or `lock used by
+    /// <function>` (see `crate::symbols`); `lock 0x…` until named.
+    pub name: String,
+    /// What it is: `futex` (a lock found from futex traffic), or `cpython-gil` (with its
+    /// `version`).
+    #[serde(flatten)]
+    pub kind: LockKind,
+    /// The static object holding its lowest word, when it is in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<SymbolRef>,
+}
+
+/// What a lock was recognized as.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum LockKind {
+    #[default]
+    Futex,
+    /// A CPython interpreter's GIL, of this version.
+    #[serde(rename = "cpython-gil")]
+    CPythonGil { version: String },
+}
+
+/// A static object, by symbol and module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SymbolRef {
+    pub module: String,
+    pub symbol: String,
+    pub offset: u64,
+}
+
+impl std::fmt::Display for SymbolRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{:#x} ({})", self.symbol, self.offset, self.module)
+    }
 }
 
 impl Lock {
-    pub fn name(&self) -> String {
+    /// How reports show it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How JSON rows refer to it: its lowest word, as `locks[].addr` in hex.
+    pub fn key(&self) -> String {
         format!("0x{:x}", self.addr)
     }
 }
@@ -241,6 +282,9 @@ impl LockFinder {
                     waiting_threads: waiters.len(),
                     threads: threads.into_iter().collect(),
                     grouped_because,
+                    name: format!("lock 0x{:x}", words[0].addr),
+                    kind: LockKind::Futex,
+                    symbol: None,
                     words,
                 }
             })

@@ -211,6 +211,7 @@ mod tests {
                 next_prio: 120,
                 prev_traced,
                 next_traced,
+                stack: None,
             },
         }
     }

@@ -192,7 +192,7 @@ impl ChartData {
                 analysis
                     .lock_wait_histograms
                     .get(l.id)
-                    .map(|h| (format!("lock {}", l.name()), cdf_points(h, 400)))
+                    .map(|h| (l.name().to_string(), cdf_points(h, 400)))
             })
             .filter(|(_, points)| !points.is_empty())
             .collect();

@@ -158,7 +158,7 @@ impl<W: Write> ChromeJson<W> {
             .first()
             .map_or(report.summary.meta.root_pid, |l| l.tgid);
         if let Some(lock) = report.locks.first() {
-            let ev = json!({"ph": "M", "name": "thread_name", "pid": lock_pid, "tid": HOLDER_TRACK_TID, "args": {"name": format!("lock {} holder", lock.name())}});
+            let ev = json!({"ph": "M", "name": "thread_name", "pid": lock_pid, "tid": HOLDER_TRACK_TID, "args": {"name": format!("{} holder", lock.name())}});
             self.event(&ev);
         }
         let mut pids: Vec<u32> = report

@@ -95,6 +95,7 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
             next_prio,
             prev_traced,
             next_traced,
+            stack,
         } => (
             "sched_switch",
             vec![
@@ -104,6 +105,7 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
                 ("next_prio", json!(next_prio)),
                 ("prev_traced", json!(prev_traced)),
                 ("next_traced", json!(next_traced)),
+                ("stack", json!(stack)),
             ],
         ),
         EventData::Waking { wakee, target_cpu } => (
@@ -139,7 +141,10 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
             }
             ("futex_enter", f)
         }
-        EventData::FutexExit { ret: r, .. } => ("futex_exit", vec![("ret", json!(ret(r)))]),
+        EventData::FutexExit { ret: r, stack, .. } => (
+            "futex_exit",
+            vec![("ret", json!(ret(r))), ("stack", json!(stack))],
+        ),
         EventData::IoEnter { class, nr, fd, len } => (
             match class {
                 crate::trace::IoClass::Recv => "recv_enter",

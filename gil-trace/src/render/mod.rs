@@ -2,6 +2,7 @@
 pub mod charts;
 pub mod chrome;
 pub mod dump;
+pub mod folded;
 pub mod json;
 pub mod svg;
 pub mod text;

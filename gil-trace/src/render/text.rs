@@ -3,7 +3,7 @@ use std::fmt::Write;
 
 use crate::{
     analysis::{contention::StallCause, histogram::Distribution, units::duration, Report, Summary},
-    model::ThreadStats,
+    model::{locks::LockKind, ThreadStats},
 };
 
 /// How much of the report to show.
@@ -11,7 +11,13 @@ use crate::{
 pub struct TextOptions {
     /// Every thread in the thread table, not only the most relevant ones.
     pub all_threads: bool,
+    /// Per lock, the stacks its waiters waited in and its holders handed it over in.
+    pub stacks: bool,
 }
+
+/// Stacks listed per lock and side with `--stacks`, and frames shown of each.
+const STACKS_SHOWN: usize = 5;
+const FRAMES_SHOWN: usize = 12;
 
 /// Threads the thread table shows without `--all-threads`.
 pub const THREADS_SHOWN: usize = 20;
@@ -295,7 +301,7 @@ pub fn report(r: &Report, opts: &TextOptions) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "  #{} lock {} (pid {}): {} waits by {} threads ({} waiting), {} timeouts, {} wakes; words {}",
+            "  #{} {} (pid {}): {} waits by {} threads ({} waiting), {} timeouts, {} wakes; words {}",
             lock.id,
             lock.name(),
             lock.tgid,
@@ -306,6 +312,18 @@ pub fn report(r: &Report, opts: &TextOptions) -> String {
             lock.wakes,
             words.join(" ")
         );
+        match (&lock.kind, &lock.symbol) {
+            (LockKind::CPythonGil { version }, Some(symbol)) => {
+                let _ = writeln!(
+                    out,
+                    "      the GIL of CPython {version} (its words are in {symbol})"
+                );
+            }
+            (_, Some(symbol)) if !lock.name().starts_with(&symbol.symbol) => {
+                let _ = writeln!(out, "      in {symbol}");
+            }
+            _ => {}
+        }
         for why in &lock.grouped_because {
             let _ = writeln!(out, "      grouped: {why}");
         }
@@ -314,7 +332,7 @@ pub fn report(r: &Report, opts: &TextOptions) -> String {
     for h in r.handoffs.iter().filter(|h| h.acquisitions > 0).take(3) {
         let _ = writeln!(
             out,
-            "\nhandoffs on lock {}: {} contended acquisitions, {} handoffs, {} failed wakeups, {} wait timeouts",
+            "\nhandoffs on {}: {} contended acquisitions, {} handoffs, {} failed wakeups, {} wait timeouts",
             h.lock, h.acquisitions, h.handoffs, h.failed_wakeups, h.timeouts
         );
         let mut table = DistTable::new();
@@ -462,6 +480,10 @@ pub fn report(r: &Report, opts: &TextOptions) -> String {
         let _ = writeln!(out, "  … {} more (see --json)", r.convoys.len() - 10);
     }
 
+    if opts.stacks {
+        out.push_str(&stacks(r, &name));
+    }
+
     if !r.summary.warnings.is_empty() {
         let _ = writeln!(out, "\nwarnings");
         for w in &r.summary.warnings {
@@ -506,6 +528,76 @@ pub fn comparison(
             Quantity::Rate => (label.to_string(), format!("{x:.1}"), format!("{y:.1}")),
         };
         let _ = writeln!(out, "  {label:<30} {x:>14} {y:>14} {ratio:>10}");
+    }
+    out
+}
+
+/// `--stacks`: per lock, the code its waiters waited in and its holders handed it over in,
+/// by lock-wait time.
+fn stacks(r: &Report, name: &dyn Fn(u32) -> String) -> String {
+    let mut out = String::new();
+    let locks = r
+        .handoffs
+        .iter()
+        .filter(|h| !h.wait_stacks.is_empty() || !h.holder_stacks.is_empty());
+    let mut any = false;
+    for h in locks.take(3) {
+        any = true;
+        let total: u64 = h.wait_stacks.iter().map(|s| s.ns).sum();
+        for (side, list) in [
+            ("waiting for", &h.wait_stacks),
+            ("holding (handing over)", &h.holder_stacks),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "\nstacks {side} {}, by lock wait", h.lock);
+            for s in list.iter().take(STACKS_SHOWN) {
+                let who = s
+                    .tid
+                    .map_or_else(String::new, |t| format!(" by {}", name(t)));
+                let _ = writeln!(
+                    out,
+                    "  {} in {} acquisitions ({}){who}",
+                    duration(s.ns),
+                    s.count,
+                    pct(s.ns, total.max(s.ns))
+                );
+                match r.stacks.get(&s.stack) {
+                    Some(stack) => {
+                        // Down to the program's outermost frame: below it, thread start-up.
+                        let shown = stack
+                            .frames
+                            .iter()
+                            .rposition(crate::model::stack::Frame::is_program_code)
+                            .map_or(stack.frames.len(), |i| i + 1)
+                            .min(FRAMES_SHOWN);
+                        for f in &stack.frames[..shown] {
+                            let _ = writeln!(out, "      {}", f.label());
+                        }
+                        if stack.truncated {
+                            let _ =
+                                writeln!(out, "      … (truncated: the callers were not recorded)");
+                        } else if stack.frames.len() > shown {
+                            let _ = writeln!(
+                                out,
+                                "      … {} more (thread start-up)",
+                                stack.frames.len() - shown
+                            );
+                        }
+                    }
+                    None => {
+                        let _ = writeln!(out, "      (stack {} not in the trace)", s.stack);
+                    }
+                }
+            }
+        }
+    }
+    if !any {
+        let _ = writeln!(
+            out,
+            "\nstacks: none recorded (recorded with --no-stacks, or by a gil-trace without them)"
+        );
     }
     out
 }

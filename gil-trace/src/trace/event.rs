@@ -1,6 +1,6 @@
 //! Typed view of a [`RawEvent`]: what the analysis consumes.
 use gil_trace_common::{
-    comm_from_args, CommSource, EventKind, RawEvent, SyscallClass, NET_RECV_ARRIVAL_LOST,
+    comm_from_args, stack_ref, CommSource, EventKind, RawEvent, SyscallClass, NET_RECV_ARRIVAL_LOST,
 };
 
 /// A decoded event.
@@ -104,6 +104,8 @@ pub enum EventData {
         next_prio: i32,
         prev_traced: bool,
         next_traced: bool,
+        /// The blocking task's user stack (the recorder's stack id), when recorded.
+        stack: Option<u32>,
     },
     /// `tid` (the waker, possibly untraced: its `tgid` is the waker's) woke `wakee` (traced).
     Waking {
@@ -127,6 +129,8 @@ pub enum EventData {
     FutexExit {
         class: SyscallClass,
         ret: i64,
+        /// The caller's user stack when the call woke someone, when recorded.
+        stack: Option<u32>,
     },
     IoEnter {
         class: IoClass,
@@ -226,6 +230,7 @@ impl From<RawEvent> for Event {
                     next_prio: a[2] as i32,
                     prev_traced: a[3] & 1 != 0,
                     next_traced: a[3] & 2 != 0,
+                    stack: stack_ref::id(a[3] >> stack_ref::SCHED_SWITCH_SHIFT),
                 },
                 EventKind::SchedWaking => EventData::Waking {
                     wakee: a[0] as u32,
@@ -257,6 +262,7 @@ impl From<RawEvent> for Event {
                 EventKind::FutexExit => EventData::FutexExit {
                     class: syscall_class(a[1]),
                     ret: a[0] as i64,
+                    stack: stack_ref::id(a[stack_ref::FUTEX_EXIT_ARG]),
                 },
                 EventKind::RecvEnter | EventKind::SendEnter | EventKind::PollEnter => {
                     EventData::IoEnter {
@@ -374,7 +380,8 @@ mod tests {
             ev.data,
             EventData::FutexExit {
                 class: SyscallClass::Futex,
-                ret: -110
+                ret: -110,
+                stack: None,
             }
         );
     }

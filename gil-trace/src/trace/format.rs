@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"GILTRACE";
 pub const FOOTER_MAGIC: &[u8; 8] = b"GILTEND\0";
-/// Written by this version. 2: records with a length nibble per field (fast to decode);
-/// 1: records of LEB128 varints (still read).
-pub const FORMAT_VERSION: u32 = 2;
+/// Written by this version. 3: version 2 and a code block (mappings, modules, user stacks)
+/// between the events and the trailer; 2: records with a length nibble per field (fast to
+/// decode); 1: records of LEB128 varints (still read).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest version this reader still reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const HEADER_FIXED_LEN: u64 = 8 + 4 + 4 + 4;
@@ -30,6 +31,10 @@ pub const BLOCK_HEADER_LEN: u64 = 1 + 4 + 4;
 pub const FOOTER_LEN: u64 = 16;
 pub const TAG_EVENTS: u8 = b'E';
 pub const TAG_TRAILER: u8 = b'Z';
+/// The code block (version 3): [`super::code::CodeMap`] as JSON.
+pub const TAG_CODE: u8 = b'C';
+/// Largest code block a reader accepts.
+pub const MAX_CODE_LEN: u32 = 256 * 1024 * 1024;
 /// Writers close a block at this size; readers reject larger blocks (no allocation sized by
 /// an untrusted length beyond this).
 pub const BLOCK_TARGET_LEN: usize = 256 * 1024;
@@ -81,6 +86,10 @@ pub struct LostCounts {
     pub by_cpu: Vec<BTreeMap<String, u64>>,
     /// New threads that could not be added to the in-kernel filter (map full).
     pub threads_not_followed: u64,
+    /// User stacks the kernel could not store (stack map full, or its bucket taken): those
+    /// events are kept without their stack.
+    #[serde(default)]
+    pub stacks_not_recorded: u64,
 }
 
 /// One traced thread.
@@ -118,6 +127,10 @@ pub struct TraceTrailer {
     /// the events (absent in older traces, or when too large to store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub futex_index: Option<super::futex_index::StoredFutexIndex>,
+    /// File offset of the code block (version 3; absent when there is none): the events end
+    /// there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_block_offset: Option<u64>,
 }
 
 /// CPU spent capturing: the recorder process, and (with `record --cost`) the eBPF programs

@@ -3,6 +3,7 @@
 //! See `docs/trace-format.md` for the byte layout.
 pub mod ahead;
 pub mod batches;
+pub mod code;
 pub mod error;
 pub mod event;
 pub mod format;
@@ -15,6 +16,7 @@ pub mod writer;
 
 pub use ahead::{AnalysisBatches, DecodedAhead, Decoding};
 pub use batches::{EventBatches, Events, FileOrder, RawEvents};
+pub use code::CodeMap;
 pub use error::TraceError;
 pub use event::{Event, EventData, FutexCall, IoClass};
 pub use format::{CaptureCost, LostCounts, ThreadInfo, TraceMeta, TraceTrailer};

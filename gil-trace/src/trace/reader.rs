@@ -10,10 +10,12 @@ use std::{
 use gil_trace_common::RawEvent;
 
 use super::{
+    code::CodeMap,
     format::{
         get_record_v1, get_record_v2, skip_record_v2, TraceMeta, TraceTrailer, BLOCK_HEADER_LEN,
         FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, HEADER_FIXED_LEN, MAGIC, MAX_BLOCK_LEN,
-        MAX_META_LEN, MIN_RECORD_LEN, OLDEST_FORMAT_VERSION, TAG_EVENTS, TAG_TRAILER,
+        MAX_CODE_LEN, MAX_META_LEN, MIN_RECORD_LEN, OLDEST_FORMAT_VERSION, TAG_CODE, TAG_EVENTS,
+        TAG_TRAILER,
     },
     stream::{KindMask, BATCH_EVENTS},
     Event, TraceError,
@@ -37,6 +39,8 @@ pub struct TraceReader {
     pos: u64,
     /// Offset of the trailer block: events end there.
     events_end: u64,
+    /// Where the trailer block starts.
+    trailer_at: u64,
     /// Scratch for header and trailer; the current event block's payload while decoding.
     buf: Vec<u8>,
     block: BlockCursor,
@@ -83,6 +87,7 @@ impl TraceReader {
             trailer: TraceTrailer::default(),
             pos: 0,
             events_end: 0,
+            trailer_at: 0,
             buf: Vec::new(),
             block: BlockCursor::default(),
             version: FORMAT_VERSION,
@@ -99,6 +104,44 @@ impl TraceReader {
             file_len
         );
         Ok(reader)
+    }
+
+    /// The code block (mappings, modules, user stacks), if the trace has one (version 3
+    /// traces recorded with them). Leaves the event stream where it was.
+    pub fn code_map(&mut self) -> Result<Option<CodeMap>, TraceError> {
+        let Some(at) = self.trailer.code_block_offset else {
+            return Ok(None);
+        };
+        let resume = self
+            .file
+            .stream_position()
+            .map_err(|source| TraceError::Io {
+                path: self.path.clone(),
+                what: "seek failed",
+                source,
+            })?;
+        self.seek(at)?;
+        let mut header = [0u8; BLOCK_HEADER_LEN as usize];
+        let read = self.file.read_exact(&mut header);
+        read.map_err(|e| self.read_error(at, "the code block header", e))?;
+        let len = u32::from_le_bytes(header[1..5].try_into().unwrap());
+        let crc = u32::from_le_bytes(header[5..9].try_into().unwrap());
+        if header[0] != TAG_CODE
+            || len > MAX_CODE_LEN
+            || at + BLOCK_HEADER_LEN + u64::from(len) > self.trailer_at
+        {
+            return Err(self.corrupt(at, "code block header is invalid"));
+        }
+        let mut payload = vec![0u8; len as usize];
+        let read = self.file.read_exact(&mut payload);
+        read.map_err(|e| self.read_error(at + BLOCK_HEADER_LEN, "the code block", e))?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(self.corrupt(at, "code block checksum mismatch"));
+        }
+        let code = serde_json::from_slice(&payload)
+            .map_err(|e| self.corrupt(at, format!("code block is not valid: {e}")))?;
+        self.seek(resume)?;
+        Ok(Some(code))
     }
 
     pub fn path(&self) -> &Path {
@@ -256,7 +299,17 @@ impl TraceReader {
         }
         self.trailer = serde_json::from_slice(&self.buf)
             .map_err(|e| self.corrupt(trailer_at, format!("trailer is not valid: {e}")))?;
-        self.events_end = trailer_at;
+        self.trailer_at = trailer_at;
+        self.events_end = match self.trailer.code_block_offset {
+            Some(code_at) if (self.pos..trailer_at).contains(&code_at) => code_at,
+            Some(code_at) => {
+                return Err(self.corrupt(
+                    trailer_at,
+                    format!("trailer points at a code block at {code_at}, outside the events"),
+                ))
+            }
+            None => trailer_at,
+        };
         Ok(())
     }
 

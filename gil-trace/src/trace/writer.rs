@@ -13,7 +13,7 @@ use super::{
     event::{Event, EventData},
     format::{
         put_record_v2, ThreadInfo, TraceMeta, TraceTrailer, BLOCK_HEADER_LEN, BLOCK_TARGET_LEN,
-        FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, MAX_META_LEN, MAX_RECORD_LEN_V2,
+        FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, MAX_META_LEN, MAX_RECORD_LEN_V2, TAG_CODE,
         TAG_EVENTS, TAG_TRAILER,
     },
     futex_index::FutexIndex,
@@ -164,6 +164,8 @@ pub struct TraceWriter {
     pending: VecDeque<RawEvent>,
     /// Latest timestamp pushed.
     max_ts: u64,
+    /// Written between the events and the trailer.
+    code: Option<super::code::CodeMap>,
 }
 
 /// The writer holds events this long (in trace time) before encoding them, sorted: the ring
@@ -204,6 +206,7 @@ impl TraceWriter {
             futex: FutexIndex::default(),
             pending: VecDeque::with_capacity(4096),
             max_ts: 0,
+            code: None,
         };
         // What this writer produces, whatever the given meta (e.g. of an older file) says.
         let meta = TraceMeta {
@@ -337,6 +340,11 @@ impl TraceWriter {
         map
     }
 
+    /// The code block the trace will carry (mappings, modules, user stacks).
+    pub fn set_code_map(&mut self, code: super::code::CodeMap) {
+        self.code = Some(code);
+    }
+
     /// Writes the trailer and footer, syncs, and renames the file into place.
     /// `trailer.counts`, `.events` and `.threads` are filled in here.
     pub fn finish(self, trailer: TraceTrailer) -> Result<PathBuf, TraceError> {
@@ -373,6 +381,11 @@ impl TraceWriter {
         threads.sort_by_key(|t| t.tid);
         trailer.threads = threads;
         trailer.futex_index = self.futex.to_stored();
+        if let Some(code) = self.code.take().filter(|c| !c.is_empty()) {
+            trailer.code_block_offset = Some(self.offset);
+            let json = serde_json::to_vec(&code).expect("code map serializes");
+            self.write_block(TAG_CODE, &[&json])?;
+        }
         let mut json = serde_json::to_vec(&trailer).expect("trailer serializes");
         if json.len() > MAX_META_LEN as usize && trailer.futex_index.is_some() {
             // Readers can rebuild the index; they cannot read an oversized trailer.

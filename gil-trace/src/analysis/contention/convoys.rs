@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::{
     datagrams::{IoOp, StallCause},
     history::{sorted_holders, Attribution},
+    stacks::{StackKey, StackTally},
     LockRef,
 };
 use crate::trace::IoClass;
@@ -42,6 +43,12 @@ pub struct ConvoyEpisode {
     pub waits_after_poll: u64,
     /// Threads that ran while it waited, most time first: (tid, ns).
     pub holders: Vec<(u32, u64)>,
+    /// The stack it waited in for most of its lock wait (when stacks were recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_stack: Option<StackKey>,
+    /// Per holder (most wait first), the stack it handed the lock over in most: (tid, stack).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holder_stacks: Vec<(u32, StackKey)>,
     pub lock: Option<LockRef>,
     /// Overlaps a span where the kernel dropped events: numbers may be off.
     pub incomplete: bool,
@@ -76,6 +83,8 @@ pub(super) struct OpenConvoy {
     lock_wait_ns: u64,
     waits_after: [u64; 3],
     holders: FxHashMap<u32, u64>,
+    wait_stacks: StackTally,
+    holder_stacks: StackTally,
 }
 
 /// A thread's re-acquisitions after I/O that waited, not yet counted into an episode.
@@ -155,7 +164,11 @@ impl Convoys {
             lock_wait_ns: 0,
             waits_after: [0; 3],
             holders: FxHashMap::default(),
+            wait_stacks: StackTally::default(),
+            holder_stacks: StackTally::default(),
         });
+        c.wait_stacks.merge(&new_part.wait_stacks);
+        c.holder_stacks.merge(&new_part.holder_stacks);
         c.ops += 1;
         c.lock_wait_ns += new_part.causes[StallCause::LockWait];
         for &(h, ns) in &new_part.holders {
@@ -199,6 +212,8 @@ impl Convoys {
             waits_after_send: c.waits_after[IoClass::Send as usize],
             waits_after_poll: c.waits_after[IoClass::Poll as usize],
             holders: sorted_holders(c.holders),
+            wait_stack: c.wait_stacks.top(1).first().map(|s| s.stack),
+            holder_stacks: top_stack_per_thread(&c.holder_stacks),
             lock: lock.cloned(),
             incomplete: false,
         });
@@ -216,4 +231,16 @@ impl Convoys {
         per_thread.sort_by_key(|t| t.tid);
         (self.episodes, per_thread)
     }
+}
+
+/// Each thread's stack with the most time, threads by that time (most first).
+fn top_stack_per_thread(tally: &StackTally) -> Vec<(u32, StackKey)> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    tally
+        .top(usize::MAX)
+        .into_iter()
+        .filter_map(|s| Some((s.tid?, s.stack)))
+        .filter(|&(tid, _)| seen.insert(tid))
+        .take(4)
+        .collect()
 }

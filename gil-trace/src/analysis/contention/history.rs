@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     datagrams::{PerCause, StallCause},
+    stacks::{StackKey, StackTally},
     HolderSpan,
 };
 use crate::model::timeline::ThreadState;
@@ -31,6 +32,10 @@ pub(super) struct ClosedTake {
     pub start_ns: u64,
     pub acquire_ns: u64,
     pub holders: Vec<HolderSpan>,
+    /// The stack it blocked in, and the thread that handed it the lock with that thread's
+    /// stack then.
+    pub wait_stack: Option<StackKey>,
+    pub holder_stack: Option<(u32, StackKey)>,
 }
 
 /// Where a stretch of a thread's time went, by cause.
@@ -41,6 +46,9 @@ pub struct Attribution {
     pub holders: Vec<(u32, u64)>,
     /// The lock it waited for longest, if any.
     pub lock: Option<usize>,
+    /// Its lock wait by the stack it waited in, and by its holders' stacks.
+    pub wait_stacks: StackTally,
+    pub holder_stacks: StackTally,
 }
 
 /// One thread's recent history.
@@ -170,7 +178,14 @@ impl ThreadHistory {
         let mut by_lock: FxHashMap<usize, u64> = FxHashMap::default();
         for t in &takes {
             let (a, b) = (t.start_ns.max(from), t.acquire_ns.min(to));
-            *by_lock.entry(t.lock).or_default() += b.saturating_sub(a);
+            let waited = b.saturating_sub(a);
+            *by_lock.entry(t.lock).or_default() += waited;
+            if let Some(stack) = t.wait_stack {
+                out.wait_stacks.add(None, stack, waited);
+            }
+            if let Some((tid, stack)) = t.holder_stack {
+                out.holder_stacks.add(Some(tid), stack, waited);
+            }
             for h in &t.holders {
                 let overlap = h.end_ns.min(b).saturating_sub(h.start_ns.max(a));
                 if overlap > 0 {
@@ -213,6 +228,8 @@ mod tests {
                     start_ns,
                     end_ns: acquire_ns,
                 }],
+                wait_stack: None,
+                holder_stack: None,
             });
         }
         h

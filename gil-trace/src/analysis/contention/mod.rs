@@ -8,6 +8,7 @@
 pub mod convoys;
 pub mod datagrams;
 pub mod history;
+pub mod stacks;
 pub mod takes;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 pub use convoys::{ConvoyEpisode, IoLockWaits, CONVOY_MIN_OPS, DEFAULT_CONVOY_THRESHOLD_NS};
 pub use datagrams::{IoOp, IoStallSummary, PerCause, StallCause};
+pub use stacks::{OffCpu, StackKey, StackTime};
 pub use takes::{
     HandoffEvent, HandoffKind, LockHandoffs, PREEMPTED_AFTER_WAIT_NS, TAKE_GAP_CPU_NS,
 };
@@ -27,6 +29,7 @@ use self::{
     convoys::{AfterIo, Convoys, OpenConvoy, RecentWaits},
     datagrams::{DatagramStats, OpsState, RecvWake, ThreadIo},
     history::{ClosedTake, ThreadHistory, HISTORY_NS},
+    stacks::OffCpuTally,
     takes::{Acquisitions, Take, Wakeup},
 };
 use crate::{
@@ -50,14 +53,19 @@ const MAX_HOLDER_SPANS: usize = 512;
 pub struct LockRef {
     /// The lock's rank in the report's `locks`.
     pub id: usize,
+    /// Its lowest word in hex, as JSON refers to it.
+    pub key: Arc<str>,
+    /// How reports show it.
     pub name: Arc<str>,
 }
 
 impl LockRef {
     pub fn of(locks: &LockSet, id: usize) -> LockRef {
+        let lock = &locks.locks[id];
         LockRef {
             id,
-            name: locks.locks[id].name().into(),
+            key: lock.key().into(),
+            name: lock.name().into(),
         }
     }
 }
@@ -70,7 +78,7 @@ impl std::fmt::Display for LockRef {
 
 impl Serialize for LockRef {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.name)
+        serializer.serialize_str(&self.key)
     }
 }
 
@@ -142,6 +150,12 @@ struct ThreadCtx {
     recent_waits: RecentWaits,
     convoy: Option<OpenConvoy>,
     history: ThreadHistory,
+    /// The stack of its last blocking switch, when it blocked, and the lock it waited for
+    /// then: its off-CPU time goes to that stack.
+    blocked_in: Option<(StackKey, u64, Option<usize>)>,
+    /// Its last futex call that woke a waiter of a lock: the lock and its stack (the code a
+    /// holder ran when it handed the lock over).
+    last_release: Option<(usize, StackKey)>,
 }
 
 impl ThreadCtx {
@@ -188,6 +202,7 @@ pub struct ContentionTracker<'a> {
     backlog: rustc_hash::FxHashMap<u64, u64>,
     /// The earliest of those: receivers keep their history back to it.
     backlog_from: u64,
+    off_cpu: OffCpuTally,
 }
 
 // The per-event handlers below are called from one arm each of `observe`'s match and are
@@ -208,6 +223,7 @@ impl<'a> ContentionTracker<'a> {
             max_dequeue_lag_ns: 0,
             backlog: rustc_hash::FxHashMap::default(),
             backlog_from: u64::MAX,
+            off_cpu: OffCpuTally::default(),
         }
     }
 
@@ -225,9 +241,20 @@ impl<'a> ContentionTracker<'a> {
             .end_ns
             .saturating_sub(HISTORY_NS)
             .min(self.backlog_from);
-        let history = &mut self.threads.get_or_default(span.tid).history;
-        history.push_span(span.start_ns, span.end_ns, span.state);
-        history.prune(keep_from);
+        let t = self.threads.get_or_default(span.tid);
+        t.history.push_span(span.start_ns, span.end_ns, span.state);
+        t.history.prune(keep_from);
+        if let Some((stack, _, lock)) = t.blocked_in.take_if(|&mut (_, at, _)| at == span.start_ns)
+        {
+            if matches!(
+                span.state,
+                ThreadState::LockWait | ThreadState::IoWait | ThreadState::Sleep
+            ) {
+                let lock = lock.filter(|_| span.state == ThreadState::LockWait);
+                let ns = span.end_ns - span.start_ns;
+                self.off_cpu.add(span.tid, stack, span.state, lock, ns);
+            }
+        }
         if span.state != ThreadState::Running
             || self.waiting_on_primary.is_empty()
             || !self.primary_users_contains(span.tid)
@@ -319,10 +346,12 @@ impl<'a> ContentionTracker<'a> {
                 prev_state,
                 prev_traced,
                 next_traced,
+                stack,
                 ..
             } => {
                 if prev_traced {
-                    self.switched_out(ev.tid, prev_state, ts);
+                    let stack = stack.map(|id| StackKey { tgid: ev.tgid, id });
+                    self.switched_out(ev.tid, prev_state, ts, stack);
                 }
                 if next_traced {
                     self.switched_in(next_tid, ts);
@@ -366,8 +395,19 @@ impl<'a> ContentionTracker<'a> {
                     None => {}
                 }
             }
-            EventData::FutexExit { ret, .. } => {
+            EventData::FutexExit { ret, stack, .. } => {
                 self.account_cpu(ev.tid, ts);
+                if let Some(id) = stack {
+                    let t = self.threads.get_or_default(ev.tid);
+                    if let Some(InFutex {
+                        lock: Some(lock),
+                        is_wake: true,
+                        ..
+                    }) = t.futex
+                    {
+                        t.last_release = Some((lock, StackKey { tgid: ev.tgid, id }));
+                    }
+                }
                 self.futex_returned(ev.tid, ret, ts);
             }
             EventData::IoEnter { class, .. } => {
@@ -406,8 +446,16 @@ impl<'a> ContentionTracker<'a> {
     }
 
     #[inline(always)]
-    fn switched_out(&mut self, tid: u32, prev_state: u64, ts: u64) {
+    fn switched_out(&mut self, tid: u32, prev_state: u64, ts: u64, stack: Option<StackKey>) {
         let t = self.threads.get_or_default(tid);
+        if let Some(stack) = stack {
+            let lock = t.futex.and_then(|f| f.lock.filter(|_| f.is_wait));
+            t.blocked_in = Some((stack, ts, lock));
+            if let Some(take) = t.take.as_mut().filter(|k| Some(k.lock) == lock) {
+                // The code that waited: its first blocking wait in the take.
+                take.wait_stack.get_or_insert(stack);
+            }
+        }
         if let Some(since) = t.running_since.take() {
             if let Some(take) = &mut t.take {
                 take.cpu_since_last_op += ts.saturating_sub(since);
@@ -610,9 +658,18 @@ impl<'a> ContentionTracker<'a> {
         if primary {
             self.waiting_on_primary.retain(|&t| t != tid);
         }
-        let Some(acquire_ns) = self
-            .acquisitions
-            .close(tid, &take, self.locks, &self.opts, self.rows)
+        // The code the lock's previous holder ran when it handed the lock over: its last
+        // waking call on this lock.
+        let holder_stack = |from: u32| {
+            self.threads
+                .get(from)
+                .and_then(|f| f.last_release)
+                .filter(|&(lock, _)| lock == take.lock)
+                .map(|(_, stack)| stack)
+        };
+        let Some((acquire_ns, holder)) =
+            self.acquisitions
+                .close(tid, &take, holder_stack, self.locks, &self.opts, self.rows)
         else {
             return;
         };
@@ -634,6 +691,8 @@ impl<'a> ContentionTracker<'a> {
             start_ns: take.start_ns,
             acquire_ns,
             holders: take.holders,
+            wait_stack: take.wait_stack,
+            holder_stack: holder,
         });
     }
 
@@ -769,6 +828,7 @@ impl<'a> ContentionTracker<'a> {
             max_dequeue_lag_ns: self.max_dequeue_lag_ns,
             lock_wait_histograms,
             stall_histograms,
+            off_cpu: self.off_cpu.finish(),
         }
     }
 }
@@ -787,6 +847,8 @@ pub struct ContentionResult {
     pub lock_wait_histograms: Vec<Histogram>,
     /// Per stall cause, its full distribution over the datagrams.
     pub stall_histograms: PerCause<Histogram>,
+    /// Off-CPU time by thread, stack and state.
+    pub off_cpu: Vec<OffCpu>,
 }
 
 impl ContentionResult {

@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ContentionOptions, HolderSpan, LockRef, RowSink};
+use super::{
+    stacks::{StackKey, StackTally, StackTime, TOP_STACKS},
+    ContentionOptions, HolderSpan, LockRef, RowSink,
+};
 use crate::{
     analysis::histogram::{Distribution, Histogram},
     model::locks::LockSet,
@@ -75,6 +78,12 @@ pub struct LockHandoffs {
     pub wait: Distribution,
     /// from tid → to tid → count.
     pub matrix: BTreeMap<u32, BTreeMap<u32, u64>>,
+    /// The stacks its waiters blocked in, by their lock wait (most first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wait_stacks: Vec<StackTime>,
+    /// The stacks its holders handed it over in, by the waits that ended there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holder_stacks: Vec<StackTime>,
 }
 
 /// A wakeup of a thread, as seen at its sched_waking.
@@ -114,6 +123,8 @@ pub(super) struct Take {
     /// Its wake of the releaser waiting for it after its last wait (see
     /// `ContentionTracker::note_handshake`): the lock was taken by then.
     pub handshake_ns: Option<u64>,
+    /// The stack it first blocked in while waiting.
+    pub wait_stack: Option<StackKey>,
 }
 
 impl Take {
@@ -149,6 +160,8 @@ struct LockAcc {
     run_to_acquire: Histogram,
     wait: Histogram,
     matrix: BTreeMap<u32, BTreeMap<u32, u64>>,
+    wait_stacks: StackTally,
+    holder_stacks: StackTally,
 }
 
 /// Acquisitions and handoffs of every lock.
@@ -167,15 +180,17 @@ impl Acquisitions {
     }
 
     /// A take is over: records its acquisition if it waited (its row to `rows` if the options
-    /// keep it), and returns when the thread acquired the lock.
+    /// keep it), and returns when the thread acquired the lock, and the thread it came from
+    /// with the stack it handed it over in (`holder_stack` of that thread, if known).
     pub fn close(
         &mut self,
         tid: u32,
         take: &Take,
+        holder_stack: impl Fn(u32) -> Option<StackKey>,
         locks: &LockSet,
         opts: &ContentionOptions,
         rows: &mut dyn RowSink,
-    ) -> Option<u64> {
+    ) -> Option<(u64, Option<(u32, StackKey)>)> {
         if take.waits == 0 {
             return None;
         }
@@ -208,6 +223,14 @@ impl Acquisitions {
         if let Some(f) = from {
             *acc.matrix.entry(f).or_default().entry(tid).or_default() += 1;
         }
+        let waited = acquire_ns.saturating_sub(take.start_ns);
+        if let Some(stack) = take.wait_stack {
+            acc.wait_stacks.add(None, stack, waited);
+        }
+        let holder = from.and_then(|f| Some((f, holder_stack(f)?)));
+        if let Some((f, stack)) = holder {
+            acc.holder_stacks.add(Some(f), stack, waited);
+        }
         self.holder[lock] = Some(tid);
         if opts.keep(acquire_ns) {
             rows.handoff(HandoffEvent {
@@ -224,7 +247,7 @@ impl Acquisitions {
                 timeouts: take.timeouts,
             });
         }
-        Some(acquire_ns)
+        Some((acquire_ns, holder))
     }
 
     /// `tid` entered an I/O syscall: interpreters release the lock around blocking calls.
@@ -253,6 +276,8 @@ impl Acquisitions {
                     run_to_acquire: acc.run_to_acquire.summary(),
                     wait: acc.wait.summary(),
                     matrix: acc.matrix.clone(),
+                    wait_stacks: acc.wait_stacks.top(TOP_STACKS),
+                    holder_stacks: acc.holder_stacks.top(TOP_STACKS),
                 };
                 (summary, acc.wait.clone())
             })
