@@ -9,18 +9,19 @@
 /// 2: [`EventKind::NetRecv`] flags a lost arrival time ([`NET_RECV_ARRIVAL_LOST`]).
 /// 3: user stack ids in [`EventKind::SchedSwitch`] (a blocking switch) and
 /// [`EventKind::FutexExit`] (a wake that woke someone), see [`stack_ref`].
-pub const ABI_VERSION: u32 = 3;
+/// 4: [`EventKind::PySample`] (written by the recorder).
+pub const ABI_VERSION: u32 = 4;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const TASK_COMM_LEN: usize = 16;
 
 /// Number of slots in the per-CPU drop counter array: one per [`EventKind`] value plus
 /// [`DROP_SLOT_FILTER_FULL`] and [`DROP_SLOT_STACKS`].
-pub const DROP_SLOTS: u32 = 17;
+pub const DROP_SLOTS: u32 = 18;
 
 /// Drop slot counting user stacks that could not be stored (the stack map was full, or its
 /// bucket held another stack): the event is kept, without its stack.
-pub const DROP_SLOT_STACKS: u32 = 16;
+pub const DROP_SLOT_STACKS: u32 = 17;
 
 /// Entries of the in-kernel map of user stacks (`bpf_get_stackid`, deduplicated by the
 /// kernel; each up to 127 frames, 1 KiB). Bounded: a stack that does not fit is counted in
@@ -170,11 +171,24 @@ pub enum EventKind {
     /// Written by userspace, not the kernel: the kernel dropped `args[0]` events somewhere in
     /// [`args[1]`, `ts_ns`] (drop counters are polled every drain). `tid` = 0.
     Lost = 15,
+    /// Written by userspace: a sample of a CPython thread's Python stack (read from the
+    /// interpreter's memory, around `ts_ns`). `args[0]` = the stack's id in the trace's code
+    /// block, `args[1]` = bit 0: it held the GIL, bit 1: it was active (not idle in a wait),
+    /// `args[2]` = the sampling period in ns (the time a sample stands for).
+    PySample = 16,
+}
+
+/// `args[1]` bits of [`EventKind::PySample`].
+pub mod py_sample {
+    /// `args[0]` of a sample of a thread with no Python frame (e.g. not yet running Python).
+    pub const NO_FRAMES: u64 = u32::MAX as u64;
+    pub const OWNS_GIL: u64 = 1;
+    pub const ACTIVE: u64 = 2;
 }
 
 impl EventKind {
     /// Every kind, in value order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::SchedSwitch,
         EventKind::SchedWaking,
         EventKind::ProcessFork,
@@ -190,6 +204,7 @@ impl EventKind {
         EventKind::PollExit,
         EventKind::NetRecv,
         EventKind::Lost,
+        EventKind::PySample,
     ];
 
     /// Stable snake_case name, used in reports and JSON.
@@ -210,6 +225,7 @@ impl EventKind {
             EventKind::PollExit => "poll_exit",
             EventKind::NetRecv => "net_recv",
             EventKind::Lost => "lost",
+            EventKind::PySample => "py_sample",
         }
     }
 }
@@ -237,6 +253,7 @@ impl TryFrom<u32> for EventKind {
             13 => Ok(EventKind::PollExit),
             14 => Ok(EventKind::NetRecv),
             15 => Ok(EventKind::Lost),
+            16 => Ok(EventKind::PySample),
             other => Err(UnknownKind(other)),
         }
     }
@@ -342,6 +359,21 @@ pub struct RawEvent {
     pub args: [u64; 4],
 }
 
+impl RawEvent {
+    /// Whether `tgid` is known to be a traced process. Not for a switch from an untraced
+    /// task to a traced one, a wake by an untraced task, nor a rename (whose `tgid` is the
+    /// renamer's): those carry another process's ids.
+    #[inline]
+    pub fn tgid_is_traced(&self) -> bool {
+        match self.kind {
+            k if k == EventKind::SchedSwitch as u32 => self.args[3] & 1 != 0,
+            k if k == EventKind::SchedWaking as u32 => false,
+            k if k == EventKind::Comm as u32 => self.args[2] != CommSource::Rename as u64,
+            _ => self.tgid != 0,
+        }
+    }
+}
+
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
@@ -405,14 +437,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_events_of_a_traced_task_vouch_for_their_tgid() {
+        let event = |kind: EventKind, args: [u64; 4]| RawEvent {
+            kind: kind as u32,
+            tid: 7,
+            tgid: 7,
+            args,
+            ..RawEvent::default()
+        };
+        // A switch from an untraced task (bit 0 clear) into a traced one carries the
+        // untraced task's ids.
+        assert!(!event(EventKind::SchedSwitch, [8, 0, 120, 0b10]).tgid_is_traced());
+        assert!(event(EventKind::SchedSwitch, [8, 1, 120, 0b01]).tgid_is_traced());
+        assert!(!event(EventKind::SchedWaking, [8, 0, 0, 0]).tgid_is_traced());
+        assert!(!event(EventKind::Comm, [0, 0, CommSource::Rename as u64, 0]).tgid_is_traced());
+        assert!(event(EventKind::Comm, [0, 0, CommSource::Exec as u64, 0]).tgid_is_traced());
+        assert!(event(EventKind::FutexEnter, [0; 4]).tgid_is_traced());
+    }
+
+    #[test]
     fn every_kind_round_trips_through_its_raw_value() {
         for kind in EventKind::ALL {
             assert_eq!(EventKind::try_from(kind as u32), Ok(kind));
         }
         assert_eq!(EventKind::try_from(0), Err(UnknownKind(0)));
         assert_eq!(EventKind::try_from(99), Err(UnknownKind(99)));
-        assert!((EventKind::Lost as u32) < DROP_SLOTS);
-        assert!(DROP_SLOT_STACKS < DROP_SLOTS && DROP_SLOT_STACKS > EventKind::Lost as u32);
+        assert!((EventKind::PySample as u32) < DROP_SLOTS);
+        assert!(DROP_SLOT_STACKS < DROP_SLOTS && DROP_SLOT_STACKS > EventKind::PySample as u32);
     }
 
     #[test]

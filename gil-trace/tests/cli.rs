@@ -816,3 +816,69 @@ fn traces_from_before_names_read_with_a_note_saying_why() {
     );
     assert!(text.contains("stacks: none recorded"), "{text}");
 }
+
+/// The CPython fixture (Debian's static python3.11 running py_echo.py with one spinner,
+/// sampled at 500 Hz): threads by their `threading` names, the convoy told in Python code,
+/// sampled stacks in the text report and in the folded export.
+#[test]
+fn a_python_recording_speaks_in_python_threads_and_functions() {
+    let trace = fixture("py-gil.trace");
+    let report = json(
+        &gil_trace()
+            .args(["report", "--json"])
+            .arg(&trace)
+            .output()
+            .unwrap(),
+    );
+    let echo = report["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Thread-2 (echo)")
+        .expect("the echo thread by its threading name");
+    assert_eq!(echo["kernel_name"], "python3.11");
+    assert!(report["python"]["samples"].as_u64().unwrap() > 100);
+    let agreement = &report["python"]["agreement"];
+    assert!(
+        agreement["agree"].as_u64().unwrap() * 100 >= agreement["compared"].as_u64().unwrap() * 90,
+        "{agreement}"
+    );
+    let verdict = report["verdicts"][0]["text"].as_str().unwrap();
+    for needle in [
+        "Thread-2 (echo) [1137] lost",
+        "waiting for GIL in ~main.<locals>.echo (py_echo.py:",
+        "held by Thread-1 (spin) [1136] in ~main.<locals>.spin (py_echo.py:",
+        " samples]",
+    ] {
+        assert!(verdict.contains(needle), "{needle:?} not in {verdict}");
+    }
+    // No stack without frames is listed.
+    for (key, stack) in report["stacks"].as_object().unwrap() {
+        assert!(!stack["frames"].as_array().unwrap().is_empty(), "{key}");
+    }
+    let text = stdout(
+        &gil_trace()
+            .args(["report", "--stacks"])
+            .arg(&trace)
+            .output()
+            .unwrap(),
+    );
+    let waiting = text
+        .split("Python stacks waiting for GIL, sampled")
+        .nth(1)
+        .expect("a section of the waiters' Python stacks");
+    assert!(waiting.contains("by Thread-2 (echo) [1137]\n      main.<locals>.echo (py_echo.py:"));
+    let folded = stdout(
+        &gil_trace()
+            .args(["export", "--format", "folded", "-o", "-"])
+            .arg(&trace)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        folded.lines().any(|l| l.starts_with(
+            "Thread-2 (echo) [1137];Thread._bootstrap;Thread._bootstrap_inner;Thread.run;main.<locals>.echo;[wait for GIL] "
+        )),
+        "{folded}"
+    );
+}

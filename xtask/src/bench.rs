@@ -11,6 +11,8 @@
 //! 4. Analysis speed: a recorded lab trace (a real convoy) replicated to ≥ 10 M events;
 //!    `gil-trace report` (text, --json, --svg, --threads 1) vs `perf sched timehist` on a
 //!    perf.data of a storm: events/s, CPU time and peak RSS of each child.
+//! 5. Python sampling: the pure-Python echo fixture untraced, kernel-only and with the Python
+//!    sampler at several rates (`bench_python.rs`).
 use std::{
     fmt::Write as _,
     fs,
@@ -23,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use gil_trace::trace::{TraceReader, TraceTrailer, TraceWriter};
 use gil_trace_common::{EventKind, RawEvent};
 
-use crate::{build::release_bin, workspace_root};
+use crate::{bench_python, build::release_bin, workspace_root};
 
 /// What one command cost, from wait4 (that child's own rusage).
 #[derive(Clone, Copy)]
@@ -140,7 +142,7 @@ struct LabRun {
     events: u64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
@@ -587,6 +589,13 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
     Ok((rows, size as f64 / events as f64))
 }
 
+/// Only the Python-sampling figures, printed, BENCHMARKS.md untouched.
+pub fn run_python_only(rounds: usize) -> Result<()> {
+    let dir = workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    bench_python::measure(rounds, &dir).map(|_| ())
+}
+
 /// Only the analysis-speed figures, printed, BENCHMARKS.md untouched (for quick comparisons
 /// while optimizing).
 pub fn run_analysis_only() -> Result<()> {
@@ -619,7 +628,9 @@ pub fn run(rounds: usize) -> Result<()> {
     let overhead = overhead(rounds, &dir, with_perf)?;
     let capacity = capacity(&dir)?;
     let (analysis, big_bytes_per_event) = analysis(&dir, with_perf)?;
-    let md = markdown(rounds, &overhead, &capacity, &analysis, big_bytes_per_event)?;
+    let python = bench_python::measure(rounds, &dir)?;
+    let mut md = markdown(rounds, &overhead, &capacity, &analysis, big_bytes_per_event)?;
+    bench_python::markdown(&mut md, rounds, &python)?;
     fs::write(workspace_root().join("BENCHMARKS.md"), md)?;
     eprintln!("[bench] wrote BENCHMARKS.md");
     Ok(())

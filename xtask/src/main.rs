@@ -6,6 +6,7 @@
 //! - `demo`:  setup + build + record the bundled GIL lab + report.
 //! - `gen-docs`: man pages and shell completions from the CLI's clap definitions.
 mod bench;
+mod bench_python;
 mod build;
 mod demo;
 mod gen_docs;
@@ -61,6 +62,9 @@ enum Command {
         /// Only the analysis-speed figures, printed (BENCHMARKS.md is left as it is).
         #[arg(long)]
         analysis_only: bool,
+        /// Only the Python-sampling figures, printed (BENCHMARKS.md is left as it is).
+        #[arg(long)]
+        python_only: bool,
     },
     /// Compare every output (text, JSON, window, SVG, Perfetto) of another gil-trace build
     /// with this one's, on the committed fixtures and a freshly recorded lab trace (root).
@@ -136,11 +140,14 @@ fn run() -> Result<()> {
         Command::Bench {
             rounds,
             analysis_only,
+            python_only,
         } => {
             setup::run()?;
             build::build_all(true)?;
             if analysis_only {
                 bench::run_analysis_only()
+            } else if python_only {
+                bench::run_python_only(rounds.max(1))
             } else {
                 bench::run(rounds.max(1))
             }

@@ -161,6 +161,12 @@ pub(super) fn run<S: BatchedEvents>(
                 EventData::IoEnter { .. } => observe!(),
                 EventData::IoExit { .. } => observe!(),
                 EventData::NetRecv { .. } => observe!(),
+                EventData::PySample { .. } => {
+                    if let Some(summary) = summary_in_line.as_mut() {
+                        summary.observe(&ev);
+                    }
+                    contention.observe_py_sample(&ev, timeline.state_of(ev.tid));
+                }
                 EventData::Fork { .. }
                 | EventData::Exit { .. }
                 | EventData::Comm { .. }

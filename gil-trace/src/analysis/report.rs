@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{
     contention::{
         ConvoyEpisode, HandoffEvent, IoLockWaits, IoOp, IoStallSummary, LockHandoffs, OffCpu,
-        PerCause, RowSink, Rows,
+        PerCause, PythonSummary, RowSink, Rows, Sampled,
     },
     histogram::Histogram,
     pass::{self, SummaryPass},
@@ -21,6 +21,7 @@ use crate::{
     model::{
         locks::{Lock, LockFinder, LockSet},
         stack::{Stack, StackKey},
+        threads::thread_label,
         timeline::StateSpan,
     },
     trace::{
@@ -100,6 +101,10 @@ pub struct Report {
     pub io_ops: Option<Vec<IoOp>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff_events: Option<Vec<HandoffEvent>>,
+    /// CPython programs: the Python samples and how their GIL holder agrees with the
+    /// kernel's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonSummary>,
     /// The stacks the rows above refer to (`"TGID:ID"`), named (see `crate::symbols`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub stacks: BTreeMap<StackKey, Stack>,
@@ -176,6 +181,8 @@ pub struct Analysis {
     pub stall_histograms: PerCause<Histogram>,
     /// Off-CPU time by thread, stack and state (for folded stacks and flamegraphs).
     pub off_cpu: Vec<OffCpu>,
+    /// Sampled time by thread, Python stack and state.
+    pub py_time: Vec<OffCpu>,
 }
 
 impl Analysis {
@@ -206,14 +213,20 @@ pub fn verdicts(
     code: &dyn Fn(StackKey) -> Option<String>,
 ) -> Vec<Verdict> {
     let names: HashMap<u32, &str> = threads.iter().map(|t| (t.tid, t.name.as_str())).collect();
-    let label = |tid: u32| match names.get(&tid) {
-        Some(n) if !n.is_empty() => format!("{n} ({tid})"),
-        _ => format!("tid {tid}"),
-    };
-    let in_code = |stack: Option<StackKey>| {
-        stack
-            .and_then(code)
-            .map_or_else(String::new, |c| format!(" in {c}"))
+    let label = |tid: u32| thread_label(names.get(&tid).copied().unwrap_or(""), tid);
+    // A Python stack with enough samples behind it wins (the program's own terms); else
+    // the native stack.
+    let in_code = |python: Option<&Sampled>, native: Option<StackKey>| {
+        let sampled = python
+            .filter(|s| s.samples >= MIN_SAMPLES_TO_NAME)
+            .and_then(|s| Some((code(s.stack)?, s)));
+        match sampled {
+            Some((c, s)) if s.samples == s.of => format!(" in ~{c} [{} samples]", s.samples),
+            Some((c, s)) => format!(" in ~{c} [{} of {} samples]", s.samples, s.of),
+            None => native
+                .and_then(code)
+                .map_or_else(String::new, |c| format!(" in {c}")),
+        }
     };
     convoys
         .iter()
@@ -223,12 +236,13 @@ pub fn verdicts(
                 .iter()
                 .take(4)
                 .map(|&(h, _)| {
-                    let stack = c
+                    let native = c
                         .holder_stacks
                         .iter()
                         .find(|&&(tid, _)| tid == h)
                         .map(|&(_, s)| s);
-                    format!("{}{}", label(h), in_code(stack))
+                    let python = c.py_holder_stacks.iter().find(|s| s.tid == h);
+                    format!("{}{}", label(h), in_code(python, native))
                 })
                 .collect();
             Verdict {
@@ -239,7 +253,7 @@ pub fn verdicts(
                     c.lost_share * 100.0,
                     (c.end_ns - c.start_ns) as f64 / 1e6,
                     c.lock.as_ref().map_or("?", |l| &l.name),
-                    in_code(c.wait_stack),
+                    in_code(c.py_wait_stack.as_ref(), c.wait_stack),
                     waits_after_io(c),
                     if holders.is_empty() {
                         String::new()
@@ -256,6 +270,10 @@ pub fn verdicts(
         })
         .collect()
 }
+
+/// Samples a Python stack needs behind it before a verdict names it: one sample says what
+/// ran around one moment, never what caused a wait.
+pub const MIN_SAMPLES_TO_NAME: u64 = 3;
 
 /// "over 29 datagrams (58 waits for it after I/O: 29 after recv, 29 after send)".
 fn waits_after_io(c: &ConvoyEpisode) -> String {
@@ -464,6 +482,7 @@ where
         convoy_threshold_ns: opts.convoy_threshold_ns,
         io_ops: None,
         handoff_events: None,
+        python: result.python,
         stacks: BTreeMap::new(),
         late_events: late,
     };
@@ -474,5 +493,6 @@ where
         lock_wait_histograms: result.lock_wait_histograms,
         stall_histograms: result.stall_histograms,
         off_cpu: result.off_cpu,
+        py_time: result.py_time,
     })
 }

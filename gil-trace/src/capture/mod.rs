@@ -6,6 +6,7 @@ pub mod code;
 pub mod error;
 pub mod privileges;
 pub mod probes;
+pub mod python;
 pub mod recorder;
 pub mod tracefs;
 

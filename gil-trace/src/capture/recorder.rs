@@ -27,6 +27,7 @@ use super::{
     code::CodeCollector,
     privileges,
     probes::{ProbeOptions, Probes},
+    python::PySampler,
     CaptureError,
 };
 use crate::trace::{
@@ -51,6 +52,8 @@ pub struct RecordOptions {
     /// Print a one-line live status on stderr (only when it is a terminal).
     pub live_status: bool,
     pub probes: ProbeOptions,
+    /// Sample the Python stacks of CPython processes at this rate (None: not at all).
+    pub python_rate_hz: Option<u32>,
 }
 
 /// Why recording stopped.
@@ -317,6 +320,10 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         })?;
     let ring = probes.ring.take().expect("ring buffer present");
     let mut code = CodeCollector::default();
+    let mut python = opts.python_rate_hz.map(PySampler::new);
+    if let (Some(py), Target::Pid(pid)) = (&mut python, &opts.target) {
+        py.consider(*pid);
+    }
     // The process's first mappings (a command's are read as its addresses show up: it has
     // not even loaded its libraries yet).
     if matches!(opts.target, Target::Pid(_)) {
@@ -327,6 +334,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         ring,
         &mut writer,
         &mut code,
+        python.as_mut(),
         child.as_mut(),
         opts,
     ));
@@ -362,7 +370,9 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         capture_cost: Some(cost.clone()),
         ..Default::default()
     };
-    writer.set_code_map(code.finish());
+    let mut code = code.finish();
+    code.python = python.and_then(PySampler::finish);
+    writer.set_code_map(code);
     // Renamed into place as the user too (keeping the previous trace as .old): where they
     // could not replace a file, neither does the recorder.
     let finished = writer.finish_unpersisted(trailer)?;
@@ -383,8 +393,14 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     writer: &mut TraceWriter,
     code: &mut CodeCollector,
+    mut python: Option<&mut PySampler>,
     probes: &Probes,
 ) -> Result<usize, CaptureError> {
+    // The Python samples go between the kernel's events by time: were they written before the
+    // drain's events, a drain delayed past the writer's holdback would make those late.
+    if let Some(py) = python.as_deref_mut() {
+        py.receive();
+    }
     let mut n = 0;
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<RawEvent>() {
@@ -394,10 +410,19 @@ fn drain(
         let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         drop(item);
         code.observe(&raw);
+        if let Some(py) = python.as_deref_mut() {
+            py.observe(&raw);
+            let floor = writer.holdback_floor();
+            py.write_until(raw.ts_ns, floor, |sample| writer.push(sample))?;
+        }
         writer.push(&raw)?;
         n += 1;
     }
     code.after_drain(|id| probes.user_stack(id));
+    if let Some(py) = python {
+        let floor = writer.holdback_floor();
+        py.write_until(u64::MAX, floor, |sample| writer.push(sample))?;
+    }
     Ok(n)
 }
 
@@ -460,6 +485,7 @@ async fn event_loop(
     ring: RingBuf<MapData>,
     writer: &mut TraceWriter,
     code: &mut CodeCollector,
+    mut python: Option<&mut PySampler>,
     mut child: Option<&mut TracedChild>,
     opts: &RecordOptions,
 ) -> Result<StopReason, CaptureError> {
@@ -503,12 +529,12 @@ async fn event_loop(
         let signal_received: Option<Signal> = tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(io_err("waiting for the ring buffer"))?;
-                drain(guard.get_inner_mut(), writer, code, probes)?;
+                drain(guard.get_inner_mut(), writer, code, python.as_deref_mut(), probes)?;
                 guard.clear_ready();
                 None
             }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), writer, code, probes)?;
+                drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
                 mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
                 None
             }
@@ -585,9 +611,9 @@ async fn event_loop(
         eprintln!();
     }
     // Let the last events land, stop the kernel side producing, then take everything left.
-    drain(ring.get_mut(), writer, code, probes)?;
+    drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
     probes.stop_tracing();
-    drain(ring.get_mut(), writer, code, probes)?;
+    drain(ring.get_mut(), writer, code, python, probes)?;
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
     Ok(stop_reason.unwrap_or(StopReason::Exit))
 }

@@ -67,6 +67,9 @@ pub enum Command {
     Export(ExportArgs),
 }
 
+/// `record --py-rate`'s default: see docs/performance.md for what sampling costs.
+pub const DEFAULT_PY_RATE_HZ: u32 = 100;
+
 /// `record --stacks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StackChoice {
@@ -116,6 +119,15 @@ pub struct RecordArgs {
     /// code.
     #[arg(long, conflicts_with = "stacks")]
     pub no_stacks: bool,
+    /// For CPython processes, sample each Python thread's stack, `threading` name and GIL
+    /// ownership this many times a second (read from outside, never stopping the program),
+    /// so reports name Python threads and functions.
+    #[arg(long, value_name = "HZ", default_value_t = DEFAULT_PY_RATE_HZ,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub py_rate: u32,
+    /// Do not sample Python stacks: reports name native code and kernel thread names only.
+    #[arg(long, conflicts_with = "py_rate")]
+    pub no_py: bool,
     /// The command to run and trace, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -157,7 +169,7 @@ pub struct ReportArgs {
     /// Only this process's threads.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
-    /// Only threads with this name.
+    /// Only threads with this name (the kernel's, or a Python thread's `threading` name).
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
     /// List every thread (by default the most relevant ones, and how many more there are).

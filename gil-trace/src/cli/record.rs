@@ -35,6 +35,7 @@ pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
             },
         },
         live_status: !quiet,
+        python_rate_hz: (!args.no_py).then_some(args.py_rate),
     })?;
     if !quiet {
         eprintln!(

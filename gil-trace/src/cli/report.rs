@@ -33,7 +33,11 @@ fn build_report(trace: &Path, args: &ReportArgs, for_charts: bool) -> Result<Ana
     let mut analysed = pipeline::analyse(trace, reader, opts, args.decoding(), for_charts)?;
     if args.pid.is_some() || args.comm.is_some() {
         analysed.analysis.report.retain_threads(|t| {
-            args.pid.is_none_or(|p| t.tgid == p) && args.comm.as_ref().is_none_or(|c| &t.name == c)
+            args.pid.is_none_or(|p| t.tgid == p)
+                && args
+                    .comm
+                    .as_ref()
+                    .is_none_or(|c| &t.name == c || t.kernel_name.as_ref() == Some(c))
         });
     }
     Ok(analysed)

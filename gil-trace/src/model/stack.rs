@@ -10,9 +10,32 @@ pub struct StackKey {
     pub id: u32,
 }
 
+/// Marks a [`StackKey`]'s id as a Python stack (the code block's Python table), not a native
+/// one (the kernel's stack map).
+const PYTHON: u32 = 1 << 31;
+
+impl StackKey {
+    /// Python stack `id` of process `tgid` (sampled from the interpreter).
+    pub fn python(tgid: u32, id: u32) -> StackKey {
+        StackKey {
+            tgid,
+            id: id | PYTHON,
+        }
+    }
+
+    /// A Python stack's id in the code block's Python table, if this is one.
+    pub fn python_id(self) -> Option<u32> {
+        (self.id & PYTHON != 0).then_some(self.id & !PYTHON)
+    }
+}
+
 impl std::fmt::Display for StackKey {
+    /// `TGID:ID`, `TGID:pyID` for a Python stack.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.tgid, self.id)
+        match self.python_id() {
+            Some(id) => write!(f, "{}:py{id}", self.tgid),
+            None => write!(f, "{}:{}", self.tgid, self.id),
+        }
     }
 }
 

@@ -4,12 +4,27 @@ use serde::Serialize;
 
 use crate::trace::{Event, EventData, IoClass, ThreadInfo};
 
+/// `name (tid)`, or `name [tid]` when the name ends in a parenthesis (a Python thread's
+/// `Thread-1 (echo)`); `tid N` without a name.
+pub fn thread_label(name: &str, tid: u32) -> String {
+    match name {
+        "" => format!("tid {tid}"),
+        n if n.ends_with(')') => format!("{n} [{tid}]"),
+        n => format!("{n} ({tid})"),
+    }
+}
+
 /// What one traced thread did over the trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ThreadStats {
     pub tid: u32,
     pub tgid: u32,
+    /// The thread's name: its Python `threading` name in a sampled CPython program, else the
+    /// kernel's (comm).
     pub name: String,
+    /// The kernel's name, when `name` is another (the Python one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_name: Option<String>,
     pub first_ns: u64,
     pub last_ns: u64,
     /// Time on a CPU, from sched_switch pairs (time before the first switch-in is not counted

@@ -253,8 +253,17 @@ impl<'a> TimelineTracker<'a> {
             EventData::Fork { .. } | EventData::NetRecv { .. } => {
                 self.touch_running(ev.tid, ts, sink);
             }
-            EventData::Comm { .. } | EventData::Lost { .. } | EventData::Unknown { .. } => {}
+            // A Python sample is read from outside the thread: it says nothing of its state.
+            EventData::Comm { .. }
+            | EventData::Lost { .. }
+            | EventData::PySample { .. }
+            | EventData::Unknown { .. } => {}
         }
+    }
+
+    /// The state `tid` is in now (as far as the events so far tell), if it was seen.
+    pub fn state_of(&self, tid: u32) -> Option<ThreadState> {
+        self.threads.get(tid).map(|t| t.state)
     }
 
     /// Closes every thread's last span: an exited thread's at its exit, a live one's at

@@ -109,11 +109,7 @@ pub fn lanes_for(report: &Report) -> (Vec<Lane>, usize) {
         .take(MAX_LANES)
         .map(|t| Lane {
             tid: t.tid,
-            label: if t.name.is_empty() {
-                t.tid.to_string()
-            } else {
-                format!("{} ({})", t.name, t.tid)
-            },
+            label: crate::model::threads::thread_label(&t.name, t.tid),
         })
         .collect();
     (lanes, hidden)

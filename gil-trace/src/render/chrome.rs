@@ -173,6 +173,13 @@ impl<W: Write> ChromeJson<W> {
             let ev = json!({"ph": "M", "name": "process_name", "pid": pid, "tid": pid, "args": {"name": format!("{} ({pid})", self.name_of(pid))}});
             self.event(&ev);
         }
+        // Threads by the report's names (a Python thread's `threading` name); processes kept
+        // the kernel's, above.
+        for t in &report.summary.threads {
+            if let Some(entry) = self.threads.get_mut(&t.tid).filter(|_| !t.name.is_empty()) {
+                entry.1.clone_from(&t.name);
+            }
+        }
         for t in &report.summary.threads {
             let ev = json!({"ph": "M", "name": "thread_name", "pid": self.pid_of(t.tid), "tid": t.tid, "args": {"name": self.name_of(t.tid)}});
             self.event(&ev);

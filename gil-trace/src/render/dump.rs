@@ -184,6 +184,19 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
             "lost",
             vec![("count", json!(count)), ("since_ns", json!(since_ns))],
         ),
+        EventData::PySample {
+            stack,
+            owns_gil,
+            active,
+            ..
+        } => (
+            "py_sample",
+            vec![
+                ("stack", json!(stack)),
+                ("owns_gil", json!(owns_gil)),
+                ("active", json!(active)),
+            ],
+        ),
         EventData::Unknown { kind } => ("unknown", vec![("kind", json!(kind))]),
     }
 }

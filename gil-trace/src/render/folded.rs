@@ -1,8 +1,11 @@
 //! Folded stacks (`thread;outer;…;inner;[what] ns`, one line per distinct stack) of the time
 //! threads spent off a CPU, by where they blocked: lock waits (named by lock), I/O waits,
-//! sleeps. The format flamegraph tools read (inferno, Brendan Gregg's flamegraph.pl,
+//! sleeps. A sampled Python thread's time is by its Python stacks instead (sampled: each sample
+//! counts one sampling period, so widths are estimates). The format flamegraph tools read (inferno, Brendan Gregg's flamegraph.pl,
 //! speedscope); `flamegraph` draws it with inferno.
-use std::fmt::Write;
+use std::{collections::BTreeMap, fmt::Write};
+
+use rustc_hash::FxHashSet;
 
 use crate::{
     analysis::{contention::OffCpu, Analysis},
@@ -22,16 +25,29 @@ pub fn folded(analysis: &Analysis, stack: &mut dyn FnMut(StackKey) -> Option<Sta
             .threads
             .iter()
             .find(|t| t.tid == tid)
-            .map_or_else(|| format!("tid {tid}"), |t| format!("{} ({tid})", t.name))
+            .map_or_else(
+                || format!("tid {tid}"),
+                |t| crate::model::threads::thread_label(&t.name, tid),
+            )
     };
-    let mut lines: Vec<(String, u64)> = Vec::new();
+    // Threads with Python samples: their off-CPU time by Python stack, not native.
+    let python: FxHashSet<u32> = analysis.py_time.iter().map(|o| o.tid).collect();
+    let off_cpu = |o: &&OffCpu| {
+        matches!(
+            o.state,
+            ThreadState::LockWait | ThreadState::IoWait | ThreadState::Sleep
+        )
+    };
+    let native = analysis.off_cpu.iter().filter(|o| !python.contains(&o.tid));
+    // Stacks that differ only in lines or addresses fold into one line.
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
     for &OffCpu {
         tid,
         stack: key,
         state,
         lock,
         ns,
-    } in &analysis.off_cpu
+    } in native.chain(analysis.py_time.iter().filter(off_cpu))
     {
         let frames: Vec<String> = match stack(key) {
             Some(s) => {
@@ -59,9 +75,8 @@ pub fn folded(analysis: &Analysis, stack: &mut dyn FnMut(StackKey) -> Option<Sta
         }
         line.push(';');
         line.push_str(&sanitize(&what));
-        lines.push((line, ns));
+        *lines.entry(line).or_default() += ns;
     }
-    lines.sort();
     let mut out = String::new();
     for (line, ns) in lines {
         let _ = writeln!(out, "{line} {ns}");

@@ -199,7 +199,8 @@ fn threads(s: &Summary, all: bool) -> String {
             .threads
             .iter()
             .find(|t| t.tid == pid)
-            .map_or("", |t| t.name.as_str());
+            // The process by the kernel's name (`python3`, not `MainThread`).
+            .map_or("", |t| t.kernel_name.as_deref().unwrap_or(&t.name));
         let _ = writeln!(out, "{}", format!("  process {pid} {name}").trim_end());
         for t in shown.iter().filter(|t| t.tgid == pid) {
             let st = t.states.unwrap_or_default();
@@ -275,12 +276,10 @@ pub fn report(r: &Report, opts: &TextOptions) -> String {
     let mut out = summary(r);
     out.push_str(&threads(&r.summary, opts.all_threads));
     let name = |tid: u32| {
-        r.summary
-            .threads
-            .iter()
-            .find(|t| t.tid == tid)
-            .map(|t| format!("{}({tid})", t.name))
-            .unwrap_or(format!("{tid}"))
+        r.summary.threads.iter().find(|t| t.tid == tid).map_or_else(
+            || format!("tid {tid}"),
+            |t| crate::model::threads::thread_label(&t.name, tid),
+        )
     };
 
     let _ = writeln!(
@@ -536,33 +535,53 @@ pub fn comparison(
 /// by lock-wait time.
 fn stacks(r: &Report, name: &dyn Fn(u32) -> String) -> String {
     let mut out = String::new();
-    let locks = r
-        .handoffs
-        .iter()
-        .filter(|h| !h.wait_stacks.is_empty() || !h.holder_stacks.is_empty());
+    let locks = r.handoffs.iter().filter(|h| {
+        !(h.wait_stacks.is_empty()
+            && h.holder_stacks.is_empty()
+            && h.py_wait_stacks.is_empty()
+            && h.py_holder_stacks.is_empty())
+    });
     let mut any = false;
     for h in locks.take(3) {
         any = true;
-        let total: u64 = h.wait_stacks.iter().map(|s| s.ns).sum();
-        for (side, list) in [
-            ("waiting for", &h.wait_stacks),
-            ("holding (handing over)", &h.holder_stacks),
+        // Python first (the program's own terms), sampled: time is samples × the period.
+        for (side, list, sampled) in [
+            ("Python stacks waiting for", &h.py_wait_stacks, true),
+            ("Python stacks holding", &h.py_holder_stacks, true),
+            ("stacks waiting for", &h.wait_stacks, false),
+            ("stacks holding (handing over)", &h.holder_stacks, false),
         ] {
             if list.is_empty() {
                 continue;
             }
-            let _ = writeln!(out, "\nstacks {side} {}, by lock wait", h.lock);
+            let total: u64 = list.iter().map(|s| s.ns).sum();
+            let by = if sampled {
+                "sampled: what ran around those moments"
+            } else {
+                "by lock wait"
+            };
+            let _ = writeln!(out, "\n{side} {}, {by}", h.lock);
             for s in list.iter().take(STACKS_SHOWN) {
                 let who = s
                     .tid
                     .map_or_else(String::new, |t| format!(" by {}", name(t)));
-                let _ = writeln!(
-                    out,
-                    "  {} in {} acquisitions ({}){who}",
-                    duration(s.ns),
-                    s.count,
-                    pct(s.ns, total.max(s.ns))
-                );
+                if sampled {
+                    let _ = writeln!(
+                        out,
+                        "  ~{} in {} samples ({}){who}",
+                        duration(s.ns),
+                        s.count,
+                        pct(s.ns, total.max(s.ns))
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "  {} in {} acquisitions ({}){who}",
+                        duration(s.ns),
+                        s.count,
+                        pct(s.ns, total.max(s.ns))
+                    );
+                }
                 match r.stacks.get(&s.stack) {
                     Some(stack) => {
                         // Down to the program's outermost frame: below it, thread start-up.

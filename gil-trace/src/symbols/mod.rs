@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 pub use crate::model::stack::{Frame, Stack};
 use crate::{
     model::{locks::SymbolRef, stack::StackKey},
-    trace::code::{build_id, CodeMap},
+    trace::code::{build_id, CodeMap, PythonCode},
 };
 
 /// A module as this machine has it now.
@@ -92,6 +92,27 @@ impl Symbols {
         }
     }
 
+    /// Python stack `id` of the code block: its frames as the interpreter named them, innermost
+    /// first (a sampled stack is whole: the interpreter's frames reach the thread's first).
+    fn python_stack(&self, id: u32) -> Option<Stack> {
+        let python = self.code.python.as_ref()?;
+        let frames = python.stacks.get(id as usize)?;
+        Some(Stack {
+            frames: frames
+                .iter()
+                .filter_map(|&f| python.frames.get(f as usize))
+                .map(|f| Frame {
+                    module: None,
+                    function: Some(f.name.clone()),
+                    file: Some(f.file.clone()),
+                    line: u32::try_from(f.line).ok().filter(|&l| l > 0),
+                    offset: 0,
+                })
+                .collect(),
+            truncated: false,
+        })
+    }
+
     /// Symbols of a trace without a code block: nothing resolves.
     pub fn none() -> Symbols {
         Symbols::new(CodeMap::default())
@@ -116,7 +137,15 @@ impl Symbols {
         self.stacks[&key].as_ref()
     }
 
+    /// What the recorder sampled of the CPython processes, if any.
+    pub fn python(&self) -> Option<&PythonCode> {
+        self.code.python.as_ref()
+    }
+
     fn resolve_stack(&self, key: StackKey) -> Option<Stack> {
+        if let Some(id) = key.python_id() {
+            return self.python_stack(id);
+        }
         let ips = self.code.stack(key.id)?;
         let process = self.code.process(key.tgid);
         let mut frames = Vec::new();

@@ -7,6 +7,7 @@ use crate::{
     model::{
         locks::{LockKind, LockSet},
         stack::{Frame, Stack, StackKey},
+        threads::ThreadStats,
     },
 };
 
@@ -36,18 +37,23 @@ pub fn name_locks(locks: &mut LockSet, symbols: &Symbols) {
 /// each thread waited and held in.
 pub fn finish(analysis: &mut Analysis, symbols: &mut Symbols) {
     let report = &mut analysis.report;
+    name_python_threads(&mut report.summary.threads, symbols);
     let mut keys: Vec<StackKey> = Vec::new();
     for h in &report.handoffs {
         keys.extend(
             h.wait_stacks
                 .iter()
                 .chain(&h.holder_stacks)
+                .chain(&h.py_wait_stacks)
+                .chain(&h.py_holder_stacks)
                 .map(|s| s.stack),
         );
     }
     for c in &report.convoys {
         keys.extend(c.wait_stack);
         keys.extend(c.holder_stacks.iter().map(|&(_, s)| s));
+        keys.extend(c.py_wait_stack.iter().map(|s| s.stack));
+        keys.extend(c.py_holder_stacks.iter().map(|s| s.stack));
     }
     for key in keys {
         if let Some(stack) = symbols.stack(key) {
@@ -88,6 +94,12 @@ pub fn finish(analysis: &mut Analysis, symbols: &mut Symbols) {
             .label(stack)
     };
     report.verdicts = verdicts(&report.convoys, &report.summary.threads, &code);
+    if let Some(python) = symbols.python() {
+        report
+            .summary
+            .warnings
+            .extend(python.errors.iter().cloned());
+    }
     if !symbols.available() {
         report.summary.warnings.push(
             "this trace has no code block (recorded by an older gil-trace): locks are shown by address and no code is named".into(),
@@ -97,6 +109,24 @@ pub fn finish(analysis: &mut Analysis, symbols: &mut Symbols) {
         .summary
         .warnings
         .extend(symbols.warnings().iter().cloned());
+}
+
+/// Python threads go by their `threading` names (`Thread-1 (echo)`, `MainThread`), as the
+/// sampler last saw them; the kernel's name is kept beside.
+fn name_python_threads(threads: &mut [ThreadStats], symbols: &Symbols) {
+    let Some(python) = symbols.python() else {
+        return;
+    };
+    for t in threads {
+        let named = python
+            .threads
+            .iter()
+            .find(|p| p.tid == t.tid && p.tgid == t.tgid)
+            .filter(|p| !p.name.is_empty() && p.name != t.name);
+        if let Some(p) = named {
+            t.kernel_name = Some(std::mem::replace(&mut t.name, p.name.clone()));
+        }
+    }
 }
 
 /// The type or module a function belongs to: `a::b::T` for `a::b::T::f` and for

@@ -27,6 +27,65 @@ pub struct CodeMap {
     /// User stacks by the kernel's stack id: instruction pointers, innermost first (the
     /// first is where the thread was; the others are return addresses).
     pub stacks: Vec<UserStack>,
+    /// Python stacks sampled from CPython processes (`py_sample` events refer to them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonCode>,
+}
+
+/// What the Python sampler saw: its frames and stacks (deduplicated), the Python threads'
+/// names, and the interpreters it read or could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonCode {
+    /// Samples per second per process.
+    pub rate_hz: u32,
+    pub frames: Vec<PyFrame>,
+    /// Frame indexes, innermost first; a `py_sample`'s stack is an index into this.
+    pub stacks: Vec<Vec<u32>>,
+    /// The `threading` name of each sampled thread (last seen).
+    pub threads: Vec<PyThread>,
+    /// The interpreters sampled.
+    pub processes: Vec<PyProcess>,
+    /// Why a process that looked like CPython could not be read (one line each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Thread samples left out because they reached the writer after its holdback (the
+    /// sampler was kept off a CPU between its clock read and its send): their time could not
+    /// be put in order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late_samples: u64,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PyFrame {
+    /// The function (its qualified name where the interpreter has one).
+    pub name: String,
+    pub file: String,
+    pub line: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyThread {
+    pub tgid: u32,
+    pub tid: u32,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyProcess {
+    pub tgid: u32,
+    /// `3.11.7`.
+    pub version: String,
+    /// Samples taken, and reads that failed (the process was mid-update: non-blocking reads).
+    pub samples: u64,
+    pub failed: u64,
 }
 
 /// A mapped file.
@@ -116,7 +175,10 @@ impl CodeMap {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.modules.is_empty() && self.processes.is_empty() && self.stacks.is_empty()
+        self.modules.is_empty()
+            && self.processes.is_empty()
+            && self.stacks.is_empty()
+            && self.python.is_none()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Typed view of a [`RawEvent`]: what the analysis consumes.
 use gil_trace_common::{
-    comm_from_args, stack_ref, CommSource, EventKind, RawEvent, SyscallClass, NET_RECV_ARRIVAL_LOST,
+    comm_from_args, py_sample, stack_ref, CommSource, EventKind, RawEvent, SyscallClass,
+    NET_RECV_ARRIVAL_LOST,
 };
 
 /// A decoded event.
@@ -158,6 +159,15 @@ pub enum EventData {
         count: u64,
         since_ns: u64,
     },
+    /// A sample of `tid`'s Python stack (`stack` in the code block's Python table; none when
+    /// the thread had no Python frame).
+    PySample {
+        stack: Option<u32>,
+        owns_gil: bool,
+        active: bool,
+        /// The sampling period: the time each sample stands for.
+        period_ns: u64,
+    },
     /// A kind this version does not know (from a newer recorder): kept, not interpreted.
     Unknown {
         kind: u32,
@@ -207,6 +217,7 @@ impl Event {
             } => EventKind::PollExit,
             EventData::NetRecv { .. } => EventKind::NetRecv,
             EventData::Lost { .. } => EventKind::Lost,
+            EventData::PySample { .. } => EventKind::PySample,
             EventData::Unknown { .. } => return None,
         })
     }
@@ -282,6 +293,12 @@ impl From<RawEvent> for Event {
                 EventKind::Lost => EventData::Lost {
                     count: a[0],
                     since_ns: a[1],
+                },
+                EventKind::PySample => EventData::PySample {
+                    stack: (a[0] != py_sample::NO_FRAMES).then_some(a[0] as u32),
+                    owns_gil: a[1] & py_sample::OWNS_GIL != 0,
+                    active: a[1] & py_sample::ACTIVE != 0,
+                    period_ns: a[2],
                 },
                 EventKind::NetRecv => EventData::NetRecv {
                     arrival_ns: (a[0] != 0).then_some(a[0]),

@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"GILTRACE";
 pub const FOOTER_MAGIC: &[u8; 8] = b"GILTEND\0";
-/// Written by this version. 3: version 2 and a code block (mappings, modules, user stacks)
+/// Written by this version. 4: version 3, Python samples (`py_sample` events, and the code
+/// block's `python` section); 3: version 2 and a code block (mappings, modules, user stacks)
 /// between the events and the trailer; 2: records with a length nibble per field (fast to
 /// decode); 1: records of LEB128 varints (still read).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest version this reader still reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const HEADER_FIXED_LEN: u64 = 8 + 4 + 4 + 4;

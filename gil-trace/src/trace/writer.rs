@@ -246,6 +246,12 @@ impl TraceWriter {
         Ok(())
     }
 
+    /// The earliest time an event pushed now is still put in its place (earlier ones are
+    /// written out of order).
+    pub fn holdback_floor(&self) -> u64 {
+        self.max_ts.saturating_sub(ORDER_HOLDBACK_NS)
+    }
+
     /// Appends one event (tables and counts now; encoded once the holdback has passed).
     pub fn push(&mut self, raw: &RawEvent) -> Result<(), TraceError> {
         self.events += 1;

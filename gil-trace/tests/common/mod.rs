@@ -286,3 +286,20 @@ pub fn synthetic_echo_trace_with(
     })
     .unwrap();
 }
+
+/// This machine's two CPython builds: the one `python3` runs (pyenv: a shared libpython with
+/// symbols and DWARF) and Debian's `/usr/bin/python3.11` (static, stripped). Both required.
+pub fn python_executables() -> Vec<String> {
+    // The real interpreter: pyenv shims are shell scripts that would be traced too.
+    let pyenv = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is required for this test");
+    let mut all = vec![String::from_utf8_lossy(&pyenv.stdout).trim().to_string()];
+    assert!(
+        Path::new("/usr/bin/python3.11").exists(),
+        "Debian's /usr/bin/python3.11 is required for this test"
+    );
+    all.push("/usr/bin/python3.11".into());
+    all
+}

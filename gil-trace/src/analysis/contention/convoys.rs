@@ -49,9 +49,26 @@ pub struct ConvoyEpisode {
     /// Per holder (most wait first), the stack it handed the lock over in most: (tid, stack).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub holder_stacks: Vec<(u32, StackKey)>,
+    /// Its most sampled Python stack in the episode, and how many samples say so (Python
+    /// programs, sampled: what ran around those moments, not at each).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub py_wait_stack: Option<Sampled>,
+    /// Per thread that held the GIL in the episode (most samples first), its most sampled
+    /// Python stack.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub py_holder_stacks: Vec<Sampled>,
     pub lock: Option<LockRef>,
     /// Overlaps a span where the kernel dropped events: numbers may be off.
     pub incomplete: bool,
+}
+
+/// A Python stack, and the samples behind it (of how many of that thread in the span).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Sampled {
+    pub tid: u32,
+    pub stack: StackKey,
+    pub samples: u64,
+    pub of: u64,
 }
 
 /// One thread's lock waits around its I/O, over the whole trace (`io_lock_waits` in JSON).
@@ -85,6 +102,8 @@ pub(super) struct OpenConvoy {
     holders: FxHashMap<u32, u64>,
     wait_stacks: StackTally,
     holder_stacks: StackTally,
+    py_own: StackTally,
+    py_holders: StackTally,
 }
 
 /// A thread's re-acquisitions after I/O that waited, not yet counted into an episode.
@@ -166,9 +185,13 @@ impl Convoys {
             holders: FxHashMap::default(),
             wait_stacks: StackTally::default(),
             holder_stacks: StackTally::default(),
+            py_own: StackTally::default(),
+            py_holders: StackTally::default(),
         });
         c.wait_stacks.merge(&new_part.wait_stacks);
         c.holder_stacks.merge(&new_part.holder_stacks);
+        c.py_own.merge(&new_part.python.own);
+        c.py_holders.merge(&new_part.python.holders);
         c.ops += 1;
         c.lock_wait_ns += new_part.causes[StallCause::LockWait];
         for &(h, ns) in &new_part.holders {
@@ -214,6 +237,8 @@ impl Convoys {
             holders: sorted_holders(c.holders),
             wait_stack: c.wait_stacks.top(1).first().map(|s| s.stack),
             holder_stacks: top_stack_per_thread(&c.holder_stacks),
+            py_wait_stack: sampled(tid, &c.py_own).into_iter().next(),
+            py_holder_stacks: sampled_per_thread(&c.py_holders),
             lock: lock.cloned(),
             incomplete: false,
         });
@@ -243,4 +268,42 @@ fn top_stack_per_thread(tally: &StackTally) -> Vec<(u32, StackKey)> {
         .filter(|&(tid, _)| seen.insert(tid))
         .take(4)
         .collect()
+}
+
+/// `tid`'s most sampled stack in a tally of its own samples.
+fn sampled(tid: u32, tally: &StackTally) -> Option<Sampled> {
+    let all = tally.top(usize::MAX);
+    let of = all.iter().map(|s| s.count).sum();
+    all.first().map(|s| Sampled {
+        tid,
+        stack: s.stack,
+        samples: s.count,
+        of,
+    })
+}
+
+/// Each thread's most sampled stack, threads by their samples (most first).
+fn sampled_per_thread(tally: &StackTally) -> Vec<Sampled> {
+    let all = tally.top(usize::MAX);
+    let mut out: Vec<Sampled> = Vec::new();
+    for s in &all {
+        let Some(tid) = s.tid else { continue };
+        if out.iter().any(|o| o.tid == tid) {
+            continue;
+        }
+        let of = all
+            .iter()
+            .filter(|o| o.tid == Some(tid))
+            .map(|o| o.count)
+            .sum();
+        out.push(Sampled {
+            tid,
+            stack: s.stack,
+            samples: s.count,
+            of,
+        });
+    }
+    out.sort_by(|a, b| b.of.cmp(&a.of).then(a.tid.cmp(&b.tid)));
+    out.truncate(4);
+    out
 }

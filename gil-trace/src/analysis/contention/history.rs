@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     datagrams::{PerCause, StallCause},
+    python::SampledAround,
     stacks::{StackKey, StackTally},
     HolderSpan,
 };
@@ -49,6 +50,8 @@ pub struct Attribution {
     /// Its lock wait by the stack it waited in, and by its holders' stacks.
     pub wait_stacks: StackTally,
     pub holder_stacks: StackTally,
+    /// The Python samples in the span (filled for a convoy's datagrams only).
+    pub python: SampledAround,
 }
 
 /// One thread's recent history.

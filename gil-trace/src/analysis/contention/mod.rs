@@ -8,6 +8,7 @@
 pub mod convoys;
 pub mod datagrams;
 pub mod history;
+pub mod python;
 pub mod stacks;
 pub mod takes;
 #[cfg(test)]
@@ -18,7 +19,9 @@ use std::sync::Arc;
 use gil_trace_common::EventKind;
 use serde::Serialize;
 
-pub use convoys::{ConvoyEpisode, IoLockWaits, CONVOY_MIN_OPS, DEFAULT_CONVOY_THRESHOLD_NS};
+pub use convoys::{
+    ConvoyEpisode, IoLockWaits, Sampled, CONVOY_MIN_OPS, DEFAULT_CONVOY_THRESHOLD_NS,
+};
 pub use datagrams::{IoOp, IoStallSummary, PerCause, StallCause};
 pub use stacks::{OffCpu, StackKey, StackTime};
 pub use takes::{
@@ -29,7 +32,8 @@ use self::{
     convoys::{AfterIo, Convoys, OpenConvoy, RecentWaits},
     datagrams::{DatagramStats, OpsState, RecvWake, ThreadIo},
     history::{ClosedTake, ThreadHistory, HISTORY_NS},
-    stacks::OffCpuTally,
+    python::PySamples,
+    stacks::{OffCpuTally, TOP_STACKS},
     takes::{Acquisitions, Take, Wakeup},
 };
 use crate::{
@@ -203,6 +207,10 @@ pub struct ContentionTracker<'a> {
     /// The earliest of those: receivers keep their history back to it.
     backlog_from: u64,
     off_cpu: OffCpuTally,
+    py: PySamples,
+    /// Each CPython process's GIL, among the identified locks (named before the pass): the
+    /// most contended, should its words have been grouped into more than one lock.
+    gil_of: rustc_hash::FxHashMap<u32, usize>,
 }
 
 // The per-event handlers below are called from one arm each of `observe`'s match and are
@@ -224,6 +232,17 @@ impl<'a> ContentionTracker<'a> {
             backlog: rustc_hash::FxHashMap::default(),
             backlog_from: u64::MAX,
             off_cpu: OffCpuTally::default(),
+            py: PySamples::default(),
+            gil_of: {
+                let mut gil_of = rustc_hash::FxHashMap::default();
+                // Ranked most contended first: the first of a process is its GIL.
+                for l in &locks.locks {
+                    if matches!(l.kind, crate::model::locks::LockKind::CPythonGil { .. }) {
+                        gil_of.entry(l.tgid).or_insert(l.id);
+                    }
+                }
+                gil_of
+            },
         }
     }
 
@@ -241,6 +260,7 @@ impl<'a> ContentionTracker<'a> {
             .end_ns
             .saturating_sub(HISTORY_NS)
             .min(self.backlog_from);
+        self.py.prune(keep_from);
         let t = self.threads.get_or_default(span.tid);
         t.history.push_span(span.start_ns, span.end_ns, span.state);
         t.history.prune(keep_from);
@@ -443,6 +463,33 @@ impl<'a> ContentionTracker<'a> {
             }
             _ => {}
         }
+    }
+
+    /// A sample of a Python thread's stack, the thread in `state` (the kernel timeline's).
+    pub fn observe_py_sample(&mut self, ev: &Event, state: Option<ThreadState>) {
+        let EventData::PySample {
+            stack,
+            owns_gil,
+            period_ns,
+            ..
+        } = ev.data
+        else {
+            return;
+        };
+        let t = self.threads.get(ev.tid);
+        let lock = t
+            .and_then(|t| t.futex)
+            .and_then(|f| f.lock.filter(|_| f.is_wait));
+        let gil = self.gil_of.get(&ev.tgid).copied();
+        self.py.observe(&python::Observed {
+            ts_ns: ev.ts_ns,
+            tid: ev.tid,
+            stack: stack.map(|id| StackKey::python(ev.tgid, id)),
+            owns_gil,
+            period_ns,
+            state: state.map(|s| (s, lock.filter(|_| s == ThreadState::LockWait))),
+            gil,
+        });
     }
 
     #[inline(always)]
@@ -676,6 +723,9 @@ impl<'a> ContentionTracker<'a> {
         if primary {
             self.add_running_holders(tid, &mut take, acquire_ns);
         }
+        if self.gil_of.values().any(|&gil| gil == take.lock) {
+            self.py.acquired(take.lock, acquire_ns, tid);
+        }
         let t = self.threads.get_or_default(tid);
         if primary {
             // The I/O side: a datagram waiting for the lock got it now, and the I/O before it
@@ -780,11 +830,10 @@ impl<'a> ContentionTracker<'a> {
             // Convoy episodes: consecutive datagrams of one thread with a long lock wait.
             let new_part = if op.lock_wait_ns > self.opts.convoy_threshold_ns {
                 let from = Convoys::open_until(t.convoy.as_ref()).unwrap_or(op.stall_start_ns());
-                t.history.attribute(
-                    from.min(op.stall_end_ns()),
-                    op.stall_end_ns(),
-                    op.dequeue_ns,
-                )
+                let from = from.min(op.stall_end_ns());
+                let mut part = t.history.attribute(from, op.stall_end_ns(), op.dequeue_ns);
+                part.python = self.py.between(tid, from, op.stall_end_ns());
+                part
             } else {
                 history::Attribution::default()
             };
@@ -817,7 +866,16 @@ impl<'a> ContentionTracker<'a> {
             self.finish_ops(tid);
             self.close_convoy(tid);
         }
-        let (handoffs, lock_wait_histograms) = self.acquisitions.finish(self.locks);
+        self.py.settle();
+        let (mut handoffs, lock_wait_histograms) = self.acquisitions.finish(self.locks);
+        for h in &mut handoffs {
+            if let Some(t) = self.py.waiting.get(&h.lock.id) {
+                h.py_wait_stacks = t.top(TOP_STACKS);
+            }
+            if let Some(t) = self.py.holding.get(&h.lock.id) {
+                h.py_holder_stacks = t.top(TOP_STACKS);
+            }
+        }
         let (io_stalls, stall_histograms) = self.datagrams.finish();
         let (convoys, io_lock_waits) = self.convoys.finish();
         ContentionResult {
@@ -829,6 +887,11 @@ impl<'a> ContentionTracker<'a> {
             lock_wait_histograms,
             stall_histograms,
             off_cpu: self.off_cpu.finish(),
+            python: (self.py.samples > 0).then_some(PythonSummary {
+                samples: self.py.samples,
+                agreement: self.py.agreement,
+            }),
+            py_time: self.py.time.finish(),
         }
     }
 }
@@ -849,6 +912,17 @@ pub struct ContentionResult {
     pub stall_histograms: PerCause<Histogram>,
     /// Off-CPU time by thread, stack and state.
     pub off_cpu: Vec<OffCpu>,
+    /// Python samples: how many, and how their GIL holder agrees with the kernel's.
+    pub python: Option<PythonSummary>,
+    /// Sampled time by thread, Python stack and state.
+    pub py_time: Vec<OffCpu>,
+}
+
+/// What the Python samples of a pass add up to (`python` in JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PythonSummary {
+    pub samples: u64,
+    pub agreement: python::HolderAgreement,
 }
 
 impl ContentionResult {

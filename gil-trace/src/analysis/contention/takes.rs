@@ -84,6 +84,13 @@ pub struct LockHandoffs {
     /// The stacks its holders handed it over in, by the waits that ended there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub holder_stacks: Vec<StackTime>,
+    /// CPython programs: the Python stacks its waiters were sampled in while they waited
+    /// (`ns` is sampled time: samples × the sampling period; `count` the samples).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub py_wait_stacks: Vec<StackTime>,
+    /// The GIL: the Python stacks of the threads sampled holding it (the interpreter's flag).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub py_holder_stacks: Vec<StackTime>,
 }
 
 /// A wakeup of a thread, as seen at its sched_waking.
@@ -278,6 +285,8 @@ impl Acquisitions {
                     matrix: acc.matrix.clone(),
                     wait_stacks: acc.wait_stacks.top(TOP_STACKS),
                     holder_stacks: acc.holder_stacks.top(TOP_STACKS),
+                    py_wait_stacks: Vec::new(),
+                    py_holder_stacks: Vec::new(),
                 };
                 (summary, acc.wait.clone())
             })
