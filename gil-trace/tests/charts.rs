@@ -194,13 +194,13 @@ fn validate_chrome_trace(doc: &serde_json::Value) -> Result<usize, String> {
 }
 
 #[test]
-fn perfetto_export_follows_the_trace_event_format() {
+fn chrome_json_export_follows_the_trace_event_format() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("convoy.trace");
     synthetic_echo_trace(&trace, 12, 5_000_000, 2);
     let json = dir.path().join("out.json");
     let out = gil_trace()
-        .args(["export", "--format", "perfetto"])
+        .args(["export", "--format", "chrome-json"])
         .arg(&trace)
         .arg("-o")
         .arg(&json)
@@ -423,6 +423,129 @@ fn the_charts_pass_reads_on_only_while_a_datagram_of_the_window_can_still_come()
             }
             // A datagram of the window is dequeued at the very end: the pass must get there.
             Some(_) => assert!(early_on_bad.is_err(), "read on to the late dequeue"),
+        }
+    }
+}
+
+/// What Perfetto's own schema reads in an export (`tests/tools/pftrace_summary.py`).
+fn decoded_with_perfettos_schema(pftrace: &std::path::Path) -> serde_json::Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/tools/pftrace_summary.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(pftrace)
+        .output()
+        .expect("python3 is required for this test");
+    assert!(
+        out.status.success(),
+        "decoding with Perfetto's schema failed (the `perfetto` and `protobuf` Python packages: \
+         `cargo xtask setup` installs them): {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn native_perfetto_export_decodes_with_perfettos_schema_and_agrees_with_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in ["lab-stacks.trace", "py-gil.trace"] {
+        let trace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture);
+        let pftrace = dir.path().join(format!("{fixture}.pftrace"));
+        let out = gil_trace()
+            .args(["export", "--format", "perfetto", "-o"])
+            .arg(&pftrace)
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{fixture}: {}", stderr(&out));
+        let got = decoded_with_perfettos_schema(&pftrace);
+        let out = gil_trace()
+            .args(["report", "--json", "--detail"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+        // The scheduler's events, every one, in time order per CPU, within the recording.
+        for kind in ["sched_switch", "sched_waking"] {
+            assert_eq!(
+                got["ftrace"][kind], report["event_counts"][kind],
+                "{fixture}: {kind}"
+            );
+        }
+        assert_eq!(got["per_cpu_sorted"], true, "{fixture}");
+        let meta = &report["meta"];
+        assert!(
+            got["first_sched_ns"].as_u64() >= meta["start_ns"].as_u64(),
+            "{fixture}"
+        );
+        assert!(
+            got["last_sched_ns"].as_u64() <= meta["end_ns"].as_u64(),
+            "{fixture}"
+        );
+
+        // The primary lock's holder: a slice per acquisition of it, on a track named after it.
+        let lock = &report["locks"][0];
+        let holder_track = format!("{} holder", lock["name"].as_str().unwrap());
+        assert!(
+            got["tracks"]
+                .as_array()
+                .unwrap()
+                .contains(&holder_track.clone().into()),
+            "{fixture}: {}",
+            got["tracks"]
+        );
+        let events = report["handoff_events"].as_array().unwrap();
+        let of_primary: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|h| h["lock"] == lock["addr"].as_u64().map(|a| format!("{a:#x}")).unwrap())
+            .collect();
+        assert_eq!(
+            got["slices"][&holder_track].as_array().unwrap().len(),
+            of_primary.len(),
+            "{fixture}"
+        );
+        // Handoffs with a known releaser as flows, each begun and ended.
+        let flows = events.iter().filter(|h| !h["from_tid"].is_null()).count() as u64;
+        assert_eq!(
+            got["flows"],
+            serde_json::json!([flows, flows, flows]),
+            "{fixture}"
+        );
+        assert_eq!(got["instants"]["hands"].as_u64(), Some(flows), "{fixture}");
+        assert_eq!(
+            got["instants"]["datagram"], report["io_stalls"]["with_arrival"],
+            "{fixture}"
+        );
+        // Convoys at the report's times; no slice left open.
+        let convoy_starts: Vec<u64> = report["convoys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["start_ns"].as_u64().unwrap())
+            .collect();
+        let mut exported: Vec<u64> = got["slices"]["convoys"]
+            .as_array()
+            .map(|s| s.iter().map(|c| c[0].as_u64().unwrap()).collect())
+            .unwrap_or_default();
+        exported.sort_unstable();
+        let mut expected = convoy_starts.clone();
+        expected.sort_unstable();
+        assert_eq!(exported, expected, "{fixture}");
+        assert!(
+            !convoy_starts.is_empty(),
+            "{fixture}: a fixture with a convoy"
+        );
+        assert_eq!(got["unclosed"], serde_json::json!({}), "{fixture}");
+        // Threads by the report's names (a Python thread's `threading` name).
+        for t in report["threads"].as_array().unwrap() {
+            let tid = t["tid"].to_string();
+            assert_eq!(got["threads"][&tid]["name"], t["name"], "{fixture}: {tid}");
+            assert_eq!(got["threads"][&tid]["tgid"], t["tgid"], "{fixture}: {tid}");
         }
     }
 }

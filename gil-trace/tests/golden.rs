@@ -25,7 +25,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     (
         "pingpong-tiny.trace",
         "pingpong-tiny.perfetto.json",
-        &["export", "--format", "perfetto", "-o", "OUT"],
+        &["export", "--format", "chrome-json", "-o", "OUT"],
     ),
     ("lab-new-1.trace", "lab-new-1.txt", &["report"]),
     (
@@ -37,7 +37,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
     (
         "lab-new-1.trace",
         "lab-new-1.perfetto.json",
-        &["export", "--format", "perfetto", "-o", "OUT"],
+        &["export", "--format", "chrome-json", "-o", "OUT"],
     ),
     ("lab-new-2.v1.trace", "lab-new-2.txt", &["report"]),
     (

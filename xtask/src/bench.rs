@@ -537,6 +537,10 @@ fn analysis(dir: &Path, with_perf: bool) -> Result<(Vec<AnalysisRow>, f64)> {
         ),
         ("gil-trace report --json", vec!["report", "--json"]),
         ("gil-trace report --svg", vec!["report", &svg_flag]),
+        (
+            "gil-trace export --format perfetto",
+            vec!["export", "--format", "perfetto", "-o", "/dev/null"],
+        ),
     ] {
         let mut cmd = Command::new(release_bin("gil-trace"));
         cmd.args(&args).arg(&big);

@@ -23,7 +23,7 @@ const OUTPUTS: &[(&str, &[&str])] = &[
     ("svg", &["report", "--svg=OUT"]),
     (
         "perfetto.json",
-        &["export", "--format", "perfetto", "-o", "OUT"],
+        &["export", "--format", "chrome-json", "-o", "OUT"],
     ),
 ];
 

@@ -25,6 +25,31 @@ pub fn run() -> Result<()> {
     ensure_rust_src()?;
     let prefix = ensure_llvm_prefix()?;
     ensure_bpf_linker(&prefix)?;
+    ensure_python_packages()?;
+    Ok(())
+}
+
+/// The tests decode Perfetto exports with Perfetto's own schema: the `perfetto` package
+/// (its `perfetto_trace_pb2`) and `protobuf`, for the `python3` on PATH.
+fn ensure_python_packages() -> Result<()> {
+    let have = |py: &str| {
+        Command::new("python3")
+            .args(["-c", py])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let probe = "from perfetto.protos.perfetto.trace import perfetto_trace_pb2";
+    if have(probe) {
+        return Ok(());
+    }
+    eprintln!("[setup] python3 -m pip install perfetto protobuf");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "-q", "perfetto", "protobuf"])
+        .status()
+        .context("python3 -m pip")?;
+    if !status.success() || !have(probe) {
+        bail!("could not install the Python packages perfetto and protobuf ({status})");
+    }
     Ok(())
 }
 

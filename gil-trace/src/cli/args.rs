@@ -237,8 +237,11 @@ pub struct DumpArgs {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
     /// Chrome Trace Event JSON: opens in ui.perfetto.dev and chrome://tracing.
-    #[value(alias = "perfetto")]
     ChromeJson,
+    /// Perfetto's native protobuf trace (.pftrace): the scheduler's events as ftrace (Perfetto
+    /// derives thread states and who woke whom), the lock holder, handoffs as flows,
+    /// datagram arrivals, convoys.
+    Perfetto,
     /// Folded stacks of the time threads spent off a CPU, by where they blocked (`thread;
     /// outer;…;inner;[wait for LOCK] ns`): for flamegraph.pl, inferno, speedscope.
     Folded,

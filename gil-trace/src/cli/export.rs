@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use gil_trace_common::EventKind;
 
 use super::{
     args::{input_trace, ExportArgs, ExportFormat},
@@ -18,8 +19,8 @@ use crate::{
         ReportOptions,
     },
     pipeline,
-    render::chrome::ChromeJson,
-    trace::{Decoding, TraceReader},
+    render::{chrome::ChromeJson, perfetto::PerfettoTrace},
+    trace::{stream::KindMask, Decoding, TraceReader},
 };
 
 /// Rows to a writer that the span sink also writes to.
@@ -49,7 +50,10 @@ pub(crate) fn export(args: &ExportArgs, quiet: bool) -> Result<ExitCode> {
         lock: args.lock,
         convoy_threshold_ns: args.convoy_threshold,
         // Every row goes to the writer as it is found (none is kept).
-        detail: args.format == ExportFormat::ChromeJson,
+        detail: matches!(
+            args.format,
+            ExportFormat::ChromeJson | ExportFormat::Perfetto
+        ),
         detail_window: None,
     };
     let open_sink = || -> Result<BufWriter<Box<dyn Write>>> {
@@ -67,6 +71,11 @@ pub(crate) fn export(args: &ExportArgs, quiet: bool) -> Result<ExitCode> {
         ExportFormat::ChromeJson => {
             let mut sink = open_sink()?;
             let what = chrome_json(&trace, reader, opts, args.tid, &mut sink)?;
+            (sink, what)
+        }
+        ExportFormat::Perfetto => {
+            let mut sink = open_sink()?;
+            let what = perfetto(&trace, reader, opts, args.tid, &mut sink)?;
             (sink, what)
         }
         ExportFormat::Folded => {
@@ -124,6 +133,46 @@ fn chrome_json(
         .finish(&report)
         .context("writing the export")?;
     Ok(format!("{slices} state slices"))
+}
+
+/// Streams the Perfetto trace into `sink`: the analysis' tracks, then the scheduler's events
+/// in a second pass over the file (within the window); says what it wrote.
+fn perfetto(
+    trace: &Path,
+    reader: TraceReader,
+    opts: ReportOptions,
+    tid: Option<u32>,
+    sink: &mut dyn Write,
+) -> Result<String> {
+    let window = opts.window;
+    let writer = RefCell::new(PerfettoTrace::new(sink, &reader.trailer().threads, tid));
+    let (analysis, _) = pipeline::analyse_into(
+        trace,
+        reader,
+        opts,
+        Decoding::for_machine(),
+        &mut Shared(&writer),
+        |_| {},
+    )?;
+    let mut writer = writer.into_inner();
+    writer.analysed(&analysis.report);
+    let kinds = KindMask::of(&[EventKind::SchedSwitch, EventKind::SchedWaking]);
+    for event in TraceReader::open(trace)?.events_of(kinds) {
+        let event = event?;
+        if window.is_none_or(|(from, to)| (from..=to).contains(&event.ts_ns)) {
+            writer.sched(&event);
+        }
+    }
+    let (_, counts) = writer.finish().context("writing the export")?;
+    Ok(format!(
+        "{} sched_switch, {} sched_waking, {} holder slices, {} handoff flows, {} arrivals, {} convoys",
+        counts.sched_switch,
+        counts.sched_waking,
+        counts.holder_slices,
+        counts.flows,
+        counts.arrivals,
+        counts.convoys
+    ))
 }
 
 fn shown(path: &Path) -> String {

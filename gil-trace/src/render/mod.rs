@@ -4,5 +4,6 @@ pub mod chrome;
 pub mod dump;
 pub mod folded;
 pub mod json;
+pub mod perfetto;
 pub mod svg;
 pub mod text;
