@@ -26,6 +26,40 @@ pub fn run() -> Result<()> {
     let prefix = ensure_llvm_prefix()?;
     ensure_bpf_linker(&prefix)?;
     ensure_python_packages()?;
+    ensure_prometheus()?;
+    Ok(())
+}
+
+/// The monitor's test scrapes it with a real Prometheus: Debian's package.
+fn ensure_prometheus() -> Result<()> {
+    let found = || {
+        Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if found() {
+        return Ok(());
+    }
+    eprintln!("[setup] apt-get install prometheus");
+    let _ = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    let status = Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "prometheus",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("apt-get")?;
+    if !status.success() || !found() {
+        bail!("could not install Debian's prometheus ({status})");
+    }
     Ok(())
 }
 

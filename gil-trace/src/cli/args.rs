@@ -65,6 +65,39 @@ pub enum Command {
     Dump(DumpArgs),
     /// Convert a trace for other viewers.
     Export(ExportArgs),
+    /// Watch a process and serve OpenMetrics for Prometheus, window after window. Needs root.
+    Monitor(MonitorArgs),
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  sudo gil-trace monitor -p 1234                          # http://127.0.0.1:9464/metrics
+  sudo gil-trace monitor --comm my_server --listen 0.0.0.0:9464 --interval 10s
+
+It records the process in windows of --interval, analyses each as it ends (into counters and
+histograms that only grow) and serves them on --listen until Ctrl-C. With --comm it waits for
+a process of that name, follows it until it exits, then waits for the next.")]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "comm"])))]
+pub struct MonitorArgs {
+    /// The process to watch.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Watch the process with this name (the kernel's, as in `ps -o comm`; the newest one).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Address to serve /metrics on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Length of a recording window; metrics move on when one ends.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse::duration)]
+    pub interval: Duration,
+    /// Python sampling rate for CPython processes (see `record --py-rate`).
+    #[arg(long, value_name = "HZ", default_value_t = DEFAULT_PY_RATE_HZ,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub py_rate: u32,
+    /// Do not sample Python stacks.
+    #[arg(long, conflicts_with = "py_rate")]
+    pub no_py: bool,
 }
 
 /// `record --py-rate`'s default: see docs/performance.md for what sampling costs.

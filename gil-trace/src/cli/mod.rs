@@ -3,6 +3,7 @@
 pub mod args;
 mod dump;
 mod export;
+mod monitor;
 mod out;
 pub mod parse;
 mod record;
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(args) => report::report(&args, quiet),
         Command::Dump(args) => dump::dump(&args),
         Command::Export(args) => export::export(&args, quiet),
+        Command::Monitor(args) => monitor::monitor(&args, quiet),
     }
 }
 

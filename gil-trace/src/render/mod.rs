@@ -4,6 +4,7 @@ pub mod chrome;
 pub mod dump;
 pub mod folded;
 pub mod json;
+pub mod metrics;
 pub mod perfetto;
 pub mod svg;
 pub mod text;

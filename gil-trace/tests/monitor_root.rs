@@ -1,0 +1,208 @@
+//! Root-only: `gil-trace monitor` watching the GIL lab, scraped by a real Prometheus (Debian's
+//! `prometheus`, started here on a loopback port with a temporary config and data directory;
+//! `cargo xtask setup` installs it). Asserted through Prometheus' HTTP query API: with the new
+//! GIL and 2 CPU-bound threads the convoy counter rises and the echo thread's lock-wait rate is
+//! non-zero; with the priority GIL the time lost in convoys is a small fraction of that (not
+//! zero: with 2 spinners, the echo thread, the lab's client and the recorder on 2 CPUs, a
+//! holder preempted while it holds the lock keeps even a priority request waiting).
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+/// Kills and reaps a child when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET path` on 127.0.0.1:`port`, if it answered 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}
+
+/// A PromQL instant query's value, summed over its series (0 with none); None while
+/// Prometheus is not answering.
+fn query(port: u16, promql: &str) -> Option<f64> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = http_get(port, &format!("/api/v1/query?query={encoded}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let results = v["data"]["result"].as_array()?;
+    Some(
+        results
+            .iter()
+            .filter_map(|r| r["value"][1].as_str()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+/// Polls `f` every 250 ms until it returns Some, for at most `within`.
+fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The lab with `policy` and 2 spinners, watched by the monitor and scraped every second by
+/// Prometheus; `check` polls Prometheus until it gives a value (or the deadline passes).
+fn watched_by_prometheus<T>(policy: &str, check: impl Fn(u16) -> Option<T>) -> Result<T, String> {
+    let prometheus_bin = which("prometheus")
+        .expect("Debian's prometheus is required for this test (cargo xtask setup installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Killed(
+        Command::new(workspace_bin("workload"))
+            .args(["--gil", policy, "--spinners", "2", "--messages", "10000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics_port = free_port();
+    let monitor = Killed(
+        gil_trace()
+            .args(["monitor", "-q", "--interval", "1s", "-p"])
+            .arg(lab.0.id().to_string())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gil-trace\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus_port = free_port();
+    let _prometheus = Killed(
+        Command::new(prometheus_bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The monitor serves, Prometheus scrapes it: some windows are in.
+    poll(Duration::from_mins(1), || {
+        query(prometheus_port, "gil_trace_windows_total").filter(|&w| w >= 4.0)
+    })
+    .ok_or_else(|| {
+        format!(
+            "Prometheus never saw 4 windows of the monitor (metrics endpoint: {:?})",
+            http_get(metrics_port, "/metrics").map(|m| m.len())
+        )
+    })?;
+    let result = poll(Duration::from_mins(1), || check(prometheus_port));
+    eprintln!(
+        "{policy}: windows {:?}, convoys {:?}, echo lock-wait rate {:?}, convoy share {:?}",
+        query(prometheus_port, "gil_trace_windows_total"),
+        query(prometheus_port, CONVOYS),
+        query(prometheus_port, ECHO_LOCK_WAIT_RATE),
+        query(prometheus_port, CONVOY_LOST_SHARE)
+    );
+    drop(monitor);
+    result.ok_or_else(|| {
+        format!(
+            "{policy}: convoys {:?}, echo lock-wait rate {:?}",
+            query(prometheus_port, CONVOYS),
+            query(prometheus_port, ECHO_LOCK_WAIT_RATE)
+        )
+    })
+}
+
+const CONVOYS: &str = "sum(gil_trace_convoy_episodes_total)";
+/// The share of the recorded time the echo thread lost in convoys.
+const CONVOY_LOST_SHARE: &str =
+    "sum(gil_trace_convoy_lost_seconds_total) / sum(gil_trace_recorded_seconds_total)";
+const ECHO_LOCK_WAIT_RATE: &str =
+    "sum(rate(gil_trace_thread_state_seconds_total{thread=\"echo\",state=\"lock_wait\"}[10s]))";
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn prometheus_sees_the_convoy_of_the_new_gil_and_little_with_the_priority_gil() {
+    if skip_without_privilege(
+        "prometheus_sees_the_convoy_of_the_new_gil_and_little_with_the_priority_gil",
+    ) {
+        return;
+    }
+    let new_lost = watched_by_prometheus("new", |port| {
+        let convoys = query(port, CONVOYS)?;
+        let rate = query(port, ECHO_LOCK_WAIT_RATE)?;
+        let windows = query(port, "gil_trace_windows_total")?;
+        // The echo thread waits for the GIL most of its time: seconds per second.
+        (convoys >= 1.0 && rate > 0.1 && windows >= 6.0).then_some(())?;
+        query(port, CONVOY_LOST_SHARE)
+    })
+    .unwrap();
+    // The priority GIL: the echo thread's request makes the holder drop the lock.
+    let priority_lost = watched_by_prometheus("priority", |port| {
+        let windows = query(port, "gil_trace_windows_total")?;
+        (windows >= 6.0).then_some(())?;
+        query(port, CONVOY_LOST_SHARE)
+    })
+    .unwrap();
+    assert!(
+        priority_lost < new_lost / 3.0,
+        "convoys lose {:.1}% of the time under the priority GIL, {:.1}% under the new",
+        priority_lost * 100.0,
+        new_lost * 100.0
+    );
+}
