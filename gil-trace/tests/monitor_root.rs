@@ -16,6 +16,15 @@ use std::{
 
 use common::*;
 
+/// One lab at a time: two (4 CPU-bound threads on 2 CPUs) would measure each other.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Kills and reaps a child when the test ends, however it ends.
 struct Killed(Child);
 
@@ -91,6 +100,7 @@ fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 /// The lab with `policy` and 2 spinners, watched by the monitor and scraped every second by
 /// Prometheus; `check` polls Prometheus until it gives a value (or the deadline passes).
 fn watched_by_prometheus<T>(policy: &str, check: impl Fn(u16) -> Option<T>) -> Result<T, String> {
+    let _one = one_lab_at_a_time();
     let prometheus_bin = which("prometheus")
         .expect("Debian's prometheus is required for this test (cargo xtask setup installs it)");
     let dir = tempfile::tempdir().unwrap();
@@ -205,4 +215,80 @@ fn prometheus_sees_the_convoy_of_the_new_gil_and_little_with_the_priority_gil() 
         priority_lost * 100.0,
         new_lost * 100.0
     );
+}
+
+#[test]
+fn top_shows_each_window_of_the_lab_and_stops_on_ctrl_c() {
+    if skip_without_privilege("top_shows_each_window_of_the_lab_and_stops_on_ctrl_c") {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let lab = Killed(
+        Command::new(workspace_bin("workload"))
+            .args(["--gil", "new", "--spinners", "2", "--messages", "10000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut top = Killed(
+        gil_trace()
+            .args(["top", "--interval", "500ms", "-p"])
+            .arg(lab.0.id().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Not a terminal: each window is printed after the last.
+    let stdout = top.0.stdout.take().unwrap();
+    let (lines, text) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    poll(Duration::from_mins(1), || {
+        while let Ok(line) = text.try_recv() {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen.contains(", window 4:").then_some(())
+    })
+    .unwrap_or_else(|| panic!("fewer than 4 windows shown in a minute:\n{seen}"));
+    let status = Command::new("kill")
+        .args(["-INT", &top.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = poll(Duration::from_secs(30), || top.0.try_wait().ok().flatten())
+        .expect("top did not stop on SIGINT");
+    assert!(exit.success(), "top exited with {exit}");
+    // The lab's threads by name, the GIL-like lock and convoys, window after window.
+    let windows: Vec<&str> = seen.split("gil-trace top: ").skip(1).collect();
+    assert!(windows.len() >= 4, "{seen}");
+    for w in &windows[..4] {
+        assert!(w.contains("\n  echo ("), "{w}");
+        assert!(w.contains("lock used by "), "{w}");
+        assert!(w.contains("\ndatagrams "), "{w}");
+    }
+    let convoys: u64 = windows
+        .iter()
+        .filter_map(|w| {
+            w.split("convoy episodes: ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(convoys >= 1, "no convoy in any window:\n{seen}");
 }

@@ -67,6 +67,36 @@ pub enum Command {
     Export(ExportArgs),
     /// Watch a process and serve OpenMetrics for Prometheus, window after window. Needs root.
     Monitor(MonitorArgs),
+    /// Watch a process live: threads, locks, stalls and convoys, refreshed every window.
+    /// Needs root.
+    Top(TopArgs),
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  sudo gil-trace top -p 1234
+  sudo gil-trace top --comm my_server --interval 2s | tee top.log   # plain text when piped
+
+Each window (--interval) is recorded and analysed as `report` would, then shown; on a terminal
+the screen is redrawn, otherwise each window is printed after the last. Ctrl-C stops.")]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "comm"])))]
+pub struct TopArgs {
+    /// The process to watch.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Watch the process with this name (the kernel's; the newest one).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Length of a window: the view is redrawn when one ends.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse::duration)]
+    pub interval: Duration,
+    /// Python sampling rate for CPython processes (see `record --py-rate`).
+    #[arg(long, value_name = "HZ", default_value_t = DEFAULT_PY_RATE_HZ,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub py_rate: u32,
+    /// Do not sample Python stacks.
+    #[arg(long, conflicts_with = "py_rate")]
+    pub no_py: bool,
 }
 
 #[derive(clap::Args)]

@@ -8,6 +8,8 @@ mod out;
 pub mod parse;
 mod record;
 mod report;
+mod top;
+mod windows;
 
 use std::process::ExitCode;
 
@@ -53,6 +55,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dump(args) => dump::dump(&args),
         Command::Export(args) => export::export(&args, quiet),
         Command::Monitor(args) => monitor::monitor(&args, quiet),
+        Command::Top(args) => top::top(&args, quiet),
     }
 }
 

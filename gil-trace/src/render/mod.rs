@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod perfetto;
 pub mod svg;
 pub mod text;
+pub mod top;
