@@ -30,22 +30,30 @@ fn python() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The kernel's view alone (`--no-py`): the Python sampler's own CPU is not part of what
+/// this checks.
 fn record_python(spinners: u32, messages: u32) -> (Fixture, serde_json::Value) {
     record_with(
         &python().expect("python3 is required for this test"),
+        &["--no-py"],
         spinners,
         messages,
     )
 }
 
-fn record_with(py: &str, spinners: u32, messages: u32) -> (Fixture, serde_json::Value) {
+fn record_with(
+    py: &str,
+    extra: &[&str],
+    spinners: u32,
+    messages: u32,
+) -> (Fixture, serde_json::Value) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/py_echo.py");
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("py.trace");
-    let out = record_cmd(&trace, &[])
+    let out = record_cmd(&trace, extra)
         .arg(py)
         .arg(script)
         .args([spinners.to_string(), messages.to_string()])
@@ -163,10 +171,10 @@ fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
         .map(|c| c["end_ns"].as_u64().unwrap() - c["start_ns"].as_u64().unwrap())
         .sum();
     let coverage = covered as f64 / (last - first) as f64;
-    // ~90 % on an idle machine; with two foreign CPU hogs the spinner itself is often off a
-    // CPU, the GIL free, and some datagrams wait under the 1 ms threshold (76 % measured).
+    // ≥ 80 % on an idle machine; with two foreign CPU hogs a spinner is often off a CPU
+    // with the GIL free, and some datagrams wait under the 1 ms threshold (76-79 % measured).
     assert!(
-        coverage >= 0.65,
+        coverage >= 0.7,
         "convoy episodes cover {:.0}% of the serving time",
         coverage * 100.0
     );
@@ -188,10 +196,13 @@ fn python_threads_and_functions_tell_the_convoy_on_both_cpython_builds() {
         return;
     }
     for py in python_executables() {
-        let mut run = record_with(&py, 2, 300);
+        // 500 Hz: on a busy machine the convoy breaks into episodes of tens of ms, in which
+        // 100 Hz gives each holder too few samples (< 3) to be named, by design.
+        let rate = ["--py-rate", "500"];
+        let mut run = record_with(&py, &rate, 2, 300);
         if run.1["convoys"].as_array().is_none_or(Vec::is_empty) {
             eprintln!("{py}: no convoy on the first run (placement?); retrying once");
-            run = record_with(&py, 2, 300);
+            run = record_with(&py, &rate, 2, 300);
         }
         let (fx, report) = run;
         let thread = |tid: u32| {
