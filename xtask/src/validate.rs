@@ -201,8 +201,7 @@ fn python_agreement(
         md,
         "\nA sample is taken while the program runs (never stopped), so its flag and the \
          kernel's acquisition can be microseconds apart: around a handoff the two can name \
-         different threads, and those samples are the disagreement. pyenv's build, which hands \
-         the GIL over more often in this run, disagrees more."
+         different threads, and those samples are the disagreement."
     )?;
     Ok(())
 }
