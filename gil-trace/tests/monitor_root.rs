@@ -292,3 +292,33 @@ fn top_shows_each_window_of_the_lab_and_stops_on_ctrl_c() {
         .sum();
     assert!(convoys >= 1, "no convoy in any window:\n{seen}");
 }
+
+#[test]
+fn monitor_waiting_for_a_process_by_name_stops_on_sigterm() {
+    if skip_without_privilege("monitor_waiting_for_a_process_by_name_stops_on_sigterm") {
+        return;
+    }
+    let port = free_port();
+    let mut monitor = Killed(
+        gil_trace()
+            .args(["monitor", "-q", "--comm", "no-such-program"])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .spawn()
+            .unwrap(),
+    );
+    // Serving (no window yet: nothing of that name runs).
+    let metrics = poll(Duration::from_secs(30), || http_get(port, "/metrics"))
+        .expect("the monitor never served /metrics");
+    assert!(metrics.contains("gil_trace_windows_total 0"), "{metrics}");
+    let status = Command::new("kill")
+        .args(["-TERM", &monitor.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = poll(Duration::from_secs(30), || {
+        monitor.0.try_wait().ok().flatten()
+    })
+    .expect("the monitor did not stop on SIGTERM while waiting for a process");
+    assert!(exit.success(), "{exit}");
+}

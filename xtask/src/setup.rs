@@ -78,7 +78,15 @@ fn ensure_python_packages() -> Result<()> {
     }
     eprintln!("[setup] python3 -m pip install perfetto protobuf");
     let status = Command::new("python3")
-        .args(["-m", "pip", "install", "-q", "perfetto", "protobuf"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--break-system-packages",
+            "perfetto",
+            "protobuf",
+        ])
         .status()
         .context("python3 -m pip")?;
     if !status.success() || !have(probe) {

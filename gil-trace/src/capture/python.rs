@@ -143,12 +143,22 @@ impl PySampler {
     }
 
     /// Stops sampling; what it saw, if it sampled any Python (or tried to).
-    pub fn finish(self) -> Option<PythonCode> {
-        let running = self.running?;
+    pub fn finish(mut self) -> Option<PythonCode> {
+        let running = self.running.take()?;
         running.stop.store(true, Ordering::Relaxed);
         let mut code = running.thread.join().ok()?;
         code.late_samples = self.late;
         (!code.processes.is_empty() || !code.errors.is_empty()).then_some(code)
+    }
+}
+
+impl Drop for PySampler {
+    /// A recording that failed (no [`PySampler::finish`]): the sampler thread stops too.
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop.store(true, Ordering::Relaxed);
+            let _ = running.thread.join();
+        }
     }
 }
 
@@ -172,7 +182,8 @@ struct Sampler {
     code: PythonCode,
     frames: FxHashMap<PyFrame, u32>,
     stacks: FxHashMap<Vec<u32>, u32>,
-    names: FxHashMap<u32, usize>,
+    /// (process, thread) → its entry in the code block's thread names.
+    names: FxHashMap<(u32, u32), usize>,
 }
 
 impl Sampler {
@@ -343,10 +354,10 @@ impl Sampler {
     }
 
     fn name(&mut self, tgid: u32, tid: u32, name: String) {
-        if let Some(&i) = self.names.get(&tid) {
+        if let Some(&i) = self.names.get(&(tgid, tid)) {
             self.code.threads[i].name = name;
         } else {
-            self.names.insert(tid, self.code.threads.len());
+            self.names.insert((tgid, tid), self.code.threads.len());
             self.code.threads.push(PyThread { tgid, tid, name });
         }
     }

@@ -52,23 +52,44 @@ pub(crate) fn monitor(args: &MonitorArgs, quiet: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A request's bytes read at most (request line and headers).
+const MAX_REQUEST: u64 = 16 * 1024;
+/// Each socket read and write may take this long, and a whole request [`REQUEST_DEADLINE`]:
+/// one slow client holds the server (one connection at a time) for no longer.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Answers `GET /metrics` with the OpenMetrics text, anything else with 404.
 fn serve(listener: &TcpListener, metrics: &Mutex<Metrics>) {
-    for stream in listener.incoming().flatten() {
-        if let Err(e) = answer(stream, metrics) {
-            log::debug!("a metrics request failed: {e}");
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                if let Err(e) = answer(stream, metrics) {
+                    log::debug!("a metrics request failed: {e}");
+                }
+            }
+            // E.g. out of file descriptors: not a busy loop.
+            Err(e) => {
+                log::warn!("accepting a metrics connection: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
 
 fn answer(stream: TcpStream, metrics: &Mutex<Metrics>) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut reader = BufReader::new(std::io::Read::take(stream.try_clone()?, MAX_REQUEST));
     let mut request = String::new();
     reader.read_line(&mut request)?;
     // The headers are read and ignored.
     let mut line = String::new();
     while reader.read_line(&mut line)? > 2 {
+        if std::time::Instant::now() > deadline {
+            bail!("request too slow");
+        }
         line.clear();
     }
     let mut stream = stream;

@@ -6,7 +6,14 @@
 //! traffic before its pass, so each window is a complete trace, and memory stays flat however
 //! long the watch runs. Between two windows the programs are reloaded and the window is
 //! analysed (a fraction of a second not recorded; each window says what it covered).
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use gil_trace_common::UserStacks;
@@ -26,8 +33,6 @@ use crate::{
 const COMM_POLL: Duration = Duration::from_millis(250);
 /// `record`'s default ring buffer.
 const BUFFER_SIZE: u32 = 16 << 20;
-/// The convoy threshold of `report`'s default.
-const CONVOY_THRESHOLD_NS: u64 = 1_000_000;
 
 /// What to watch, and how.
 pub struct WatchOptions {
@@ -54,6 +59,17 @@ pub fn watch(
     quiet: bool,
     mut each: impl FnMut(Window) -> Result<()>,
 ) -> Result<()> {
+    // Ctrl-C/SIGTERM/SIGHUP while no window records (waiting for a process, analysing): the
+    // recorder's handlers take a signal inside a window, and stay installed after it.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing a signal handler")?;
+    }
     let identity = Identity::from_sudo()?;
     let dir = as_user(identity.as_ref(), || {
         tempfile::Builder::new()
@@ -63,10 +79,13 @@ pub fn watch(
     .context("creating a directory for the windows")?;
     let window_trace = dir.path().join("window.trace");
     let mut pid = opts.pid;
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         let target = match (pid, &opts.comm) {
             (Some(pid), _) => pid,
-            (None, Some(comm)) => wait_for_comm(comm),
+            (None, Some(comm)) => match wait_for_comm(comm, &stop) {
+                Some(pid) => pid,
+                None => break,
+            },
             (None, None) => unreachable!("clap requires -p or --comm"),
         };
         let outcome = capture::record(&RecordOptions {
@@ -96,7 +115,11 @@ pub fn watch(
             let _ = std::fs::remove_file(&outcome.path);
             let _ = std::fs::remove_file(outcome.path.with_extension("trace.old"));
         })?;
-        each(window?)?;
+        // A window that cannot be analysed is skipped, not the end of a watch meant for hours.
+        match window {
+            Ok(window) => each(window)?,
+            Err(e) => eprintln!("gil-trace: a window of pid {target} was skipped: {e:#}"),
+        }
         match outcome.stop_reason {
             StopReason::Signal(_) => break,
             // Gone: with --comm, wait for the next one.
@@ -127,7 +150,7 @@ fn analyse(trace: &Path, pid: u32) -> Result<Window> {
         trace,
         reader,
         ReportOptions {
-            convoy_threshold_ns: CONVOY_THRESHOLD_NS,
+            convoy_threshold_ns: crate::analysis::contention::DEFAULT_CONVOY_THRESHOLD_NS,
             ..ReportOptions::default()
         },
         Decoding::for_machine(),
@@ -142,22 +165,31 @@ fn analyse(trace: &Path, pid: u32) -> Result<Window> {
     })
 }
 
-/// The newest process whose kernel name is `comm`, once there is one.
-fn wait_for_comm(comm: &str) -> u32 {
-    loop {
+/// The newest live process whose kernel name is `comm`, once there is one; None on a
+/// signal to stop.
+fn wait_for_comm(comm: &str, stop: &AtomicBool) -> Option<u32> {
+    while !stop.load(Ordering::Relaxed) {
         let newest = std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim_end() == comm)
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // "PID (COMM) STATE … STARTTIME (field 22) …"; COMM may hold spaces and
+                // parentheses, so fields count from the last ')'.
+                let (head, rest) = stat.rsplit_once(')')?;
+                let name = head.split_once('(')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let zombie = fields.first() == Some(&"Z");
+                let start: u64 = fields.get(19)?.parse().ok()?;
+                (name == comm && !zombie).then_some((start, pid))
             })
             .max();
-        if let Some(pid) = newest {
-            return pid;
+        if let Some((_, pid)) = newest {
+            return Some(pid);
         }
         std::thread::sleep(COMM_POLL);
     }
+    None
 }

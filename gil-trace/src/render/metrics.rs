@@ -1,24 +1,26 @@
 //! OpenMetrics for `gil-trace monitor` (prometheus-client): counters and histograms that
 //! accumulate over the monitor's windows, each window's analysis added as it completes.
 //!
-//! Labels are bounded: per window, the [`MAX_THREADS`] threads with the most lock wait keep
-//! their names (a Python thread's `threading` name, without its tid, so a restarted service
-//! keeps its series) and the rest count as `other`; locks beyond [`MAX_LOCKS`] likewise.
+//! Labels are bounded over the whole run, so memory and scrapes stay flat for hours: the
+//! first [`MAX_THREADS`] thread names (a Python thread's `threading` name, without its tid, so
+//! a restarted service keeps its series), taken from each window's threads with the most lock
+//! wait, keep their own label and every other thread counts as `other`; the first
+//! [`MAX_LOCKS`] lock names likewise.
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::analysis::{
     contention::{HandoffEvent, IoOp, RowSink},
     Report,
 };
 
-/// Threads with a label of their own, per window; others are `other`.
+/// Thread names with a label of their own, over the run; others are `other`.
 pub const MAX_THREADS: usize = 20;
-/// Locks with a label of their own, per window; others are `other`.
+/// Lock names with a label of their own, over the run; others are `other`.
 pub const MAX_LOCKS: usize = 5;
 
 type Labels = Vec<(String, String)>;
@@ -47,6 +49,20 @@ pub struct Metrics {
     convoy_lost_seconds: Family<Labels, Seconds>,
     /// The window being added: the process label and its threads' labels.
     window: Window,
+    /// The thread and lock names that have a label of their own.
+    thread_names: FxHashSet<String>,
+    lock_names: FxHashSet<String>,
+}
+
+/// `name` if it has (or, while there is room, gets) a label of its own in `known`, else
+/// `other`.
+fn bounded(known: &mut FxHashSet<String>, name: &str, room: usize) -> String {
+    if known.contains(name) || known.len() < room {
+        known.insert(name.to_string());
+        name.to_string()
+    } else {
+        "other".into()
+    }
 }
 
 #[derive(Default)]
@@ -87,6 +103,8 @@ impl Metrics {
             convoys: Family::default(),
             convoy_lost_seconds: Family::default(),
             window: Window::default(),
+            thread_names: FxHashSet::default(),
+            lock_names: FxHashSet::default(),
             registry: Registry::default(),
         };
         registry.register("windows", "Recording windows analysed", m.windows.clone());
@@ -173,11 +191,10 @@ impl Metrics {
         // The threads with most lock wait keep their (report) names; the rest are `other`.
         let mut threads: Vec<_> = report.summary.threads.iter().collect();
         threads.sort_by_key(|t| std::cmp::Reverse(t.states.unwrap_or_default().lock_wait));
-        self.window.threads = threads
-            .iter()
-            .take(MAX_THREADS)
-            .map(|t| (t.tid, t.name.clone()))
-            .collect();
+        for t in threads.iter().take(MAX_THREADS) {
+            let label = bounded(&mut self.thread_names, &t.name, MAX_THREADS);
+            self.window.threads.insert(t.tid, label);
+        }
         for t in &report.summary.threads {
             let Some(states) = t.states else { continue };
             let labels = self.thread_labels(t.tid);
@@ -195,15 +212,18 @@ impl Metrics {
                     .inc_by(ns as f64 / 1e9);
             }
         }
+        let names: Vec<String> = report
+            .locks
+            .iter()
+            .map(|l| bounded(&mut self.lock_names, l.name(), MAX_LOCKS))
+            .collect();
         let lock_labels = |rank: usize| -> Labels {
-            let name = report
-                .locks
-                .get(rank)
-                .filter(|_| rank < MAX_LOCKS)
-                .map_or_else(|| "other".to_string(), |l| l.name().to_string());
             vec![
                 ("process".into(), self.window.process.clone()),
-                ("lock".into(), name),
+                (
+                    "lock".into(),
+                    names.get(rank).cloned().unwrap_or_else(|| "other".into()),
+                ),
             ]
         };
         for (rank, lock) in report.locks.iter().enumerate() {
@@ -247,5 +267,22 @@ impl RowSink for WindowRows {
 
     fn datagram(&mut self, op: IoOp) {
         self.stalls.push((op.tid, op.stall_ns as f64 / 1e9));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_are_bounded_over_the_run_and_the_rest_is_other() {
+        let mut known = FxHashSet::default();
+        assert_eq!(bounded(&mut known, "Thread-1 (echo)", 2), "Thread-1 (echo)");
+        assert_eq!(bounded(&mut known, "Thread-2 (spin)", 2), "Thread-2 (spin)");
+        // A third name, however much it waits, has no room left...
+        assert_eq!(bounded(&mut known, "Thread-3 (spin)", 2), "other");
+        // ...and the first ones keep theirs in later windows.
+        assert_eq!(bounded(&mut known, "Thread-1 (echo)", 2), "Thread-1 (echo)");
+        assert_eq!(known.len(), 2);
     }
 }

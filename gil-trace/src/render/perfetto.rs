@@ -385,12 +385,13 @@ fn string_annotation(name: &str, value: &str) -> DebugAnnotation {
 
 impl<W: Write> RowSink for PerfettoTrace<W> {
     fn handoff(&mut self, h: HandoffEvent) {
-        if !self.wanted(h.to_tid) {
-            return;
-        }
+        // Every acquisition, whoever's: a holding ends at the next one (with --tid too).
         if h.lock.id == 0 {
             self.holders.insert((h.acquire_ns, h.to_tid));
             self.flush_holders(HOLDER_REORDER);
+        }
+        if !self.wanted(h.to_tid) {
+            return;
         }
         let Some(from) = h.from_tid else { return };
         self.counts.flows += 1;

@@ -157,7 +157,11 @@ impl PySamples {
 
     /// A contended acquisition of GIL `lock` (recorded when its take closed).
     pub fn acquired(&mut self, lock: usize, at: u64, tid: u32) {
-        self.bands.entry(lock).or_default().acquired(at, tid);
+        let band = self.bands.entry(lock).or_default();
+        // Settled here too, so the band stays short when no more samples come (the process
+        // exec'd, or its reads fail).
+        band.settle(at.saturating_sub(BAND_SETTLES_NS), &mut self.agreement);
+        band.acquired(at, tid);
     }
 
     /// Compares the samples left with the holder bands (at the end of the pass).
