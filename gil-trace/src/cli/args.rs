@@ -79,24 +79,12 @@ pub enum Command {
 
 Each window (--interval) is recorded and analysed as `report` would, then shown; on a terminal
 the screen is redrawn, otherwise each window is printed after the last. Ctrl-C stops.")]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "comm"])))]
 pub struct TopArgs {
-    /// The process to watch.
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
-    pub pid: Option<u32>,
-    /// Watch the process with this name (the kernel's; the newest one).
-    #[arg(long, value_name = "NAME")]
-    pub comm: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Length of a window: the view is redrawn when one ends.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse::duration)]
     pub interval: Duration,
-    /// Python sampling rate for CPython processes (see `record --py-rate`).
-    #[arg(long, value_name = "HZ", default_value_t = DEFAULT_PY_RATE_HZ,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub py_rate: u32,
-    /// Do not sample Python stacks.
-    #[arg(long, conflicts_with = "py_rate")]
-    pub no_py: bool,
 }
 
 #[derive(clap::Args)]
@@ -107,20 +95,27 @@ pub struct TopArgs {
 It records the process in windows of --interval, analyses each as it ends (into counters and
 histograms that only grow) and serves them on --listen until Ctrl-C. With --comm it waits for
 a process of that name, follows it until it exits, then waits for the next.")]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "comm"])))]
 pub struct MonitorArgs {
-    /// The process to watch.
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
-    pub pid: Option<u32>,
-    /// Watch the process with this name (the kernel's, as in `ps -o comm`; the newest one).
-    #[arg(long, value_name = "NAME")]
-    pub comm: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Address to serve /metrics on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub listen: std::net::SocketAddr,
     /// Length of a recording window; metrics move on when one ends.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse::duration)]
     pub interval: Duration,
+}
+
+/// What `monitor` and `top` watch, and how.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "comm"])))]
+pub struct WatchArgs {
+    /// The process to watch.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Watch the process with this name (the kernel's, as in `ps -o comm`; the newest one).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
     /// Python sampling rate for CPython processes (see `record --py-rate`).
     #[arg(long, value_name = "HZ", default_value_t = DEFAULT_PY_RATE_HZ,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]

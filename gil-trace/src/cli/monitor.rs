@@ -33,10 +33,8 @@ pub(crate) fn monitor(args: &MonitorArgs, quiet: bool) -> Result<ExitCode> {
     let mut windows = 0u64;
     super::windows::watch(
         &super::windows::WatchOptions {
-            pid: args.pid,
-            comm: args.comm.clone(),
+            args: &args.watch,
             interval: args.interval,
-            python_rate_hz: (!args.no_py).then_some(args.py_rate),
         },
         quiet,
         |window| {

@@ -27,10 +27,8 @@ pub(crate) fn top(args: &TopArgs, quiet: bool) -> Result<ExitCode> {
     let mut index = 0;
     watch(
         &WatchOptions {
-            pid: args.pid,
-            comm: args.comm.clone(),
+            args: &args.watch,
             interval: args.interval,
-            python_rate_hz: (!args.no_py).then_some(args.py_rate),
         },
         quiet,
         |window| {

@@ -18,6 +18,7 @@ use std::{
 use anyhow::{Context, Result};
 use gil_trace_common::UserStacks;
 
+use super::args::WatchArgs;
 use crate::{
     analysis::{Analysis, ReportOptions},
     capture::{
@@ -34,12 +35,10 @@ const COMM_POLL: Duration = Duration::from_millis(250);
 /// `record`'s default ring buffer.
 const BUFFER_SIZE: u32 = 16 << 20;
 
-/// What to watch, and how.
-pub struct WatchOptions {
-    pub pid: Option<u32>,
-    pub comm: Option<String>,
+/// What to watch (`-p`/`--comm`, the Python sampling), in windows of `interval`.
+pub struct WatchOptions<'a> {
+    pub args: &'a WatchArgs,
     pub interval: Duration,
-    pub python_rate_hz: Option<u32>,
 }
 
 /// One analysed window.
@@ -78,9 +77,9 @@ pub fn watch(
     })?
     .context("creating a directory for the windows")?;
     let window_trace = dir.path().join("window.trace");
-    let mut pid = opts.pid;
+    let mut pid = opts.args.pid;
     while !stop.load(Ordering::Relaxed) {
-        let target = match (pid, &opts.comm) {
+        let target = match (pid, &opts.args.comm) {
             (Some(pid), _) => pid,
             (None, Some(comm)) => match wait_for_comm(comm, &stop) {
                 Some(pid) => pid,
@@ -99,12 +98,12 @@ pub fn watch(
                 dispatch_only: false,
                 user_stacks: UserStacks::Locks,
             },
-            python_rate_hz: opts.python_rate_hz,
+            python_rate_hz: (!opts.args.no_py).then_some(opts.args.py_rate),
         });
         let outcome = match outcome {
             Ok(outcome) => outcome,
             // It exited between two windows.
-            Err(capture::CaptureError::ProcessNotFound { .. }) if opts.comm.is_some() => {
+            Err(capture::CaptureError::ProcessNotFound { .. }) if opts.args.comm.is_some() => {
                 pid = None;
                 continue;
             }
@@ -123,7 +122,7 @@ pub fn watch(
         match outcome.stop_reason {
             StopReason::Signal(_) => break,
             // Gone: with --comm, wait for the next one.
-            StopReason::Exit if opts.comm.is_some() => pid = None,
+            StopReason::Exit if opts.args.comm.is_some() => pid = None,
             StopReason::Exit => {
                 if !quiet {
                     eprintln!("gil-trace: pid {target} exited");

@@ -13,7 +13,6 @@
 //! Timestamps are µs since the trace start (fractional, so ns precision is kept).
 use std::{collections::BTreeMap, io::Write};
 
-use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 
 use crate::{
@@ -22,6 +21,7 @@ use crate::{
         Report,
     },
     model::timeline::StateSpan,
+    render::thread_table::ThreadTable,
     trace::ThreadInfo,
 };
 
@@ -37,7 +37,7 @@ pub struct ChromeJson<W: Write> {
     out: W,
     start_ns: u64,
     /// Thread → process and name, from the trace's thread table.
-    threads: FxHashMap<u32, (u32, String)>,
+    threads: ThreadTable,
     /// Only this thread's slices and rows (`--tid`).
     only_tid: Option<u32>,
     /// Acquisitions of the primary lock not yet drawn: acquire time → (acquirer, its pid).
@@ -62,10 +62,7 @@ impl<W: Write> ChromeJson<W> {
         let mut w = ChromeJson {
             out,
             start_ns,
-            threads: threads
-                .iter()
-                .map(|t| (t.tid, (t.tgid, t.name.clone())))
-                .collect(),
+            threads: ThreadTable::new(threads),
             only_tid,
             holders: BTreeMap::new(),
             last_holder: None,
@@ -99,19 +96,13 @@ impl<W: Write> ChromeJson<W> {
     }
 
     fn pid_of(&self, tid: u32) -> u32 {
-        self.threads
-            .get(&tid)
-            .map(|t| t.0)
-            .filter(|&p| p != 0)
-            .unwrap_or(tid)
+        self.threads.pid_of(tid)
     }
 
     fn name_of(&self, tid: u32) -> String {
         self.threads
-            .get(&tid)
-            .map(|t| t.1.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| tid.to_string())
+            .name(tid)
+            .map_or_else(|| tid.to_string(), str::to_string)
     }
 
     fn wanted(&self, tid: u32) -> bool {
@@ -175,11 +166,7 @@ impl<W: Write> ChromeJson<W> {
         }
         // Threads by the report's names (a Python thread's `threading` name); processes kept
         // the kernel's, above.
-        for t in &report.summary.threads {
-            if let Some(entry) = self.threads.get_mut(&t.tid).filter(|_| !t.name.is_empty()) {
-                entry.1.clone_from(&t.name);
-            }
-        }
+        self.threads.rename_as(report);
         for t in &report.summary.threads {
             let ev = json!({"ph": "M", "name": "thread_name", "pid": self.pid_of(t.tid), "tid": t.tid, "args": {"name": self.name_of(t.tid)}});
             self.event(&ev);

@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod perfetto;
 pub mod svg;
 pub mod text;
+pub mod thread_table;
 pub mod top;

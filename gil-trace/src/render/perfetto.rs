@@ -30,13 +30,14 @@ use perfetto_protos::{
     track_event::{track_event::Type as EventType, TrackEvent},
 };
 use protobuf::Message;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use crate::{
     analysis::{
         contention::{HandoffEvent, IoOp, RowSink},
         Report,
     },
+    render::thread_table::ThreadTable,
     trace::{Event, EventData, ThreadInfo},
 };
 
@@ -69,7 +70,7 @@ pub struct PerfettoCounts {
 pub struct PerfettoTrace<W: Write> {
     out: W,
     /// Thread → process and kernel name (ftrace's `comm`), from the trace's thread table.
-    threads: FxHashMap<u32, (u32, String)>,
+    threads: ThreadTable,
     /// Only this thread's rows (`--tid`); the scheduler's events are all kept.
     only_tid: Option<u32>,
     /// Thread tracks described so far.
@@ -91,10 +92,7 @@ impl<W: Write> PerfettoTrace<W> {
     pub fn new(out: W, threads: &[ThreadInfo], only_tid: Option<u32>) -> PerfettoTrace<W> {
         PerfettoTrace {
             out,
-            threads: threads
-                .iter()
-                .map(|t| (t.tid, (t.tgid, t.name.clone())))
-                .collect(),
+            threads: ThreadTable::new(threads),
             only_tid,
             described: FxHashSet::default(),
             bundles: BTreeMap::new(),
@@ -141,18 +139,11 @@ impl<W: Write> PerfettoTrace<W> {
     }
 
     fn pid_of(&self, tid: u32) -> u32 {
-        self.threads
-            .get(&tid)
-            .map(|t| t.0)
-            .filter(|&p| p != 0)
-            .unwrap_or(tid)
+        self.threads.pid_of(tid)
     }
 
     fn comm_of(&self, tid: u32) -> String {
-        self.threads
-            .get(&tid)
-            .map(|t| t.1.clone())
-            .unwrap_or_default()
+        self.threads.name(tid).unwrap_or_default().to_string()
     }
 
     fn wanted(&self, tid: u32) -> bool {
@@ -277,11 +268,7 @@ impl<W: Write> PerfettoTrace<W> {
     /// scheduler's events ([`Self::sched`]) may follow.
     pub fn analysed(&mut self, report: &Report) {
         // Thread names by the report's (a Python thread's `threading` name).
-        for t in &report.summary.threads {
-            if let Some(entry) = self.threads.get_mut(&t.tid).filter(|_| !t.name.is_empty()) {
-                entry.1.clone_from(&t.name);
-            }
-        }
+        self.threads.rename_as(report);
         let lock_name = report.locks.first().map(|l| format!("{} holder", l.name()));
         if let Some(name) = &lock_name {
             self.named_track(HOLDER_TRACK, name);
