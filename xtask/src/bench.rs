@@ -178,8 +178,20 @@ fn perf_event_count(data: &Path) -> Result<u64> {
         })
 }
 
+/// Runs `cmd` (stderr discarded) and parses its stdout as JSON; fails if it failed.
+pub(crate) fn run_json(cmd: &mut Command) -> Result<serde_json::Value> {
+    let out = cmd
+        .stderr(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("output of {cmd:?}"))
+}
+
 /// `gil-trace record --quiet EXTRA… -o OUT --` (the command comes next).
-fn gil_trace_record(out: &Path, extra: &[&str]) -> Command {
+pub(crate) fn gil_trace_record(out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(release_bin("gil-trace"));
     c.args(["record", "--quiet"])
         .args(extra)
@@ -244,16 +256,7 @@ fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -
         }
         Mode::Perf => under(perf_record(&perf_data, PERF_EVENTS)),
     };
-    let out = cmd
-        .args(&lab_args)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("{cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({})", out.status);
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).with_context(|| format!("lab output of {cmd:?}"))?;
+    let v = run_json(cmd.args(&lab_args))?;
     let mut run = LabRun {
         bytes_per_sec: v["bytes_per_sec"].as_f64().unwrap_or(f64::NAN),
         spinner_iters_per_sec: v["spinner_iters_per_sec"].as_f64().unwrap_or(f64::NAN),

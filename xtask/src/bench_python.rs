@@ -5,9 +5,13 @@
 //! of the same round (these machines are noisy).
 use std::{fmt::Write as _, path::Path, process::Command};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use crate::{bench::median, build::release_bin, workspace_root};
+use crate::{
+    bench::{gil_trace_record, median, run_json},
+    build::release_bin,
+    workspace_root,
+};
 
 /// Sampling rates measured (the first is the default, `DEFAULT_PY_RATE_HZ`).
 pub const RATES_HZ: [u32; 3] = [100, 1000, 5000];
@@ -31,16 +35,6 @@ pub struct PyRow {
     pub rates: Vec<(u32, f64, u64)>,
 }
 
-/// The real interpreter behind `python3` (a pyenv shim is a shell script that would be
-/// traced too).
-fn python() -> Result<String> {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .context("python3")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// One run: the echo's bytes/s and, when sampled, the samples the report counts.
 fn run_once(
     mode: Mode,
@@ -52,12 +46,8 @@ fn run_once(
     let fixture = workspace_root().join("gil-trace/tests/fixtures/py_echo.py");
     let trace = dir.join("py-bench.trace");
     let recorder = |extra: &[&str]| {
-        let mut c = Command::new(release_bin("gil-trace"));
-        c.args(["record", "--quiet", "-o"])
-            .arg(&trace)
-            .args(extra)
-            .arg("--")
-            .arg(python);
+        let mut c = gil_trace_record(&trace, extra);
+        c.arg(python);
         c
     };
     let mut cmd = match mode {
@@ -65,23 +55,16 @@ fn run_once(
         Mode::NoPy => recorder(&["--no-py"]),
         Mode::Rate(hz) => recorder(&["--py-rate", &hz.to_string()]),
     };
-    let out = cmd
-        .arg(&fixture)
-        .args([spinners.to_string(), messages.to_string()])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("{cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({})", out.status);
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).with_context(|| format!("output of {cmd:?}"))?;
+    let v = run_json(
+        cmd.arg(&fixture)
+            .args([spinners.to_string(), messages.to_string()]),
+    )?;
     let samples = if let Mode::Rate(_) = mode {
-        let report = Command::new(release_bin("gil-trace"))
-            .args(["report", "--json"])
-            .arg(&trace)
-            .output()?;
-        let report: serde_json::Value = serde_json::from_slice(&report.stdout)?;
+        let report = run_json(
+            Command::new(release_bin("gil-trace"))
+                .args(["report", "--json"])
+                .arg(&trace),
+        )?;
         report["python"]["samples"].as_u64().unwrap_or(0)
     } else {
         0
@@ -90,7 +73,11 @@ fn run_once(
 }
 
 pub fn measure(rounds: usize, dir: &Path) -> Result<Vec<PyRow>> {
-    let python = python()?;
+    // pyenv's, the one users' `python3` is here.
+    let python = crate::validate::pythons()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no python3 to measure"))?;
     let mut modes = vec![Mode::Untraced, Mode::NoPy];
     modes.extend(RATES_HZ.map(Mode::Rate));
     let mut rows = Vec::new();

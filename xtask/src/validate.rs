@@ -114,7 +114,7 @@ const PYTHON_AGREEMENT_TARGET: f64 = 0.75;
 
 /// The two CPythons of the test machine: pyenv's `python3` (its real executable: the shim is
 /// a shell script) and Debian's static, stripped `/usr/bin/python3.11`.
-fn pythons() -> Vec<String> {
+pub fn pythons() -> Vec<String> {
     let mut all = Vec::new();
     if let Ok(out) = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])

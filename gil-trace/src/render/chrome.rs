@@ -152,15 +152,7 @@ impl<W: Write> ChromeJson<W> {
             let ev = json!({"ph": "M", "name": "thread_name", "pid": lock_pid, "tid": HOLDER_TRACK_TID, "args": {"name": format!("{} holder", lock.name())}});
             self.event(&ev);
         }
-        let mut pids: Vec<u32> = report
-            .summary
-            .threads
-            .iter()
-            .map(|t| self.pid_of(t.tid))
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        for pid in pids {
+        for pid in self.threads.pids(report) {
             let ev = json!({"ph": "M", "name": "process_name", "pid": pid, "tid": pid, "args": {"name": format!("{} ({pid})", self.name_of(pid))}});
             self.event(&ev);
         }

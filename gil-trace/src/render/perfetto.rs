@@ -248,16 +248,15 @@ impl<W: Write> PerfettoTrace<W> {
                 break;
             };
             if std::mem::take(&mut self.holder_open) {
-                let mut end = TrackEvent::new();
-                end.set_type(EventType::TYPE_SLICE_END);
-                self.track_event(at, HOLDER_TRACK, end);
+                self.track_event(
+                    at,
+                    HOLDER_TRACK,
+                    track_event_of(EventType::TYPE_SLICE_END, None),
+                );
             }
-            let mut begin = TrackEvent::new();
-            begin.set_type(EventType::TYPE_SLICE_BEGIN);
-            begin.set_name(format!("held by {}", self.comm_of(tid)));
-            begin
-                .debug_annotations
-                .push(uint_annotation("holder_tid", tid.into()));
+            let name = format!("held by {}", self.comm_of(tid));
+            let mut begin = track_event_of(EventType::TYPE_SLICE_BEGIN, Some(name));
+            annotate(&mut begin, &[("holder_tid", tid.into())]);
             self.track_event(at, HOLDER_TRACK, begin);
             self.holder_open = true;
             self.counts.holder_slices += 1;
@@ -276,20 +275,11 @@ impl<W: Write> PerfettoTrace<W> {
         // Held-back slices are named by the report's thread names too.
         self.flush_holders(0);
         if std::mem::take(&mut self.holder_open) {
-            let mut end = TrackEvent::new();
-            end.set_type(EventType::TYPE_SLICE_END);
+            let end = track_event_of(EventType::TYPE_SLICE_END, None);
             self.track_event(report.summary.meta.end_ns, HOLDER_TRACK, end);
         }
         let mut tree = ProcessTree::new();
-        let mut pids: Vec<u32> = report
-            .summary
-            .threads
-            .iter()
-            .map(|t| self.pid_of(t.tid))
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        for pid in pids {
+        for pid in self.threads.pids(report) {
             let mut p = process_tree::Process::new();
             p.set_pid(pid as i32);
             p.cmdline = if pid == report.summary.meta.root_pid {
@@ -321,21 +311,17 @@ impl<W: Write> PerfettoTrace<W> {
             self.named_track(CONVOY_TRACK, "convoys");
         }
         for (c, v) in report.convoys.iter().zip(&report.verdicts) {
-            let mut begin = TrackEvent::new();
-            begin.set_type(EventType::TYPE_SLICE_BEGIN);
-            begin.set_name(format!("convoy: {}", self.comm_of(c.tid)));
+            let name = format!("convoy: {}", self.comm_of(c.tid));
+            let mut begin = track_event_of(EventType::TYPE_SLICE_BEGIN, Some(name));
             begin
                 .debug_annotations
                 .push(string_annotation("verdict", &v.text));
-            begin
-                .debug_annotations
-                .push(uint_annotation("datagrams", c.ops));
-            begin
-                .debug_annotations
-                .push(uint_annotation("lock_wait_ns", c.lock_wait_ns));
+            annotate(
+                &mut begin,
+                &[("datagrams", c.ops), ("lock_wait_ns", c.lock_wait_ns)],
+            );
             self.track_event(c.start_ns, CONVOY_TRACK, begin);
-            let mut end = TrackEvent::new();
-            end.set_type(EventType::TYPE_SLICE_END);
+            let end = track_event_of(EventType::TYPE_SLICE_END, None);
             self.track_event(c.end_ns, CONVOY_TRACK, end);
             self.counts.convoys += 1;
         }
@@ -353,6 +339,23 @@ impl<W: Write> PerfettoTrace<W> {
         }
         self.out.flush()?;
         Ok((self.out, self.counts))
+    }
+}
+
+/// A track event of `kind` named `name` (a slice's end has no name).
+fn track_event_of(kind: EventType, name: Option<String>) -> TrackEvent {
+    let mut event = TrackEvent::new();
+    event.set_type(kind);
+    if let Some(name) = name {
+        event.set_name(name);
+    }
+    event
+}
+
+/// Adds integer debug annotations (arguments, in Perfetto's UI) to `event`.
+fn annotate(event: &mut TrackEvent, values: &[(&str, u64)]) {
+    for &(name, value) in values {
+        event.debug_annotations.push(uint_annotation(name, value));
     }
 }
 
@@ -385,20 +388,18 @@ impl<W: Write> RowSink for PerfettoTrace<W> {
         let id = self.counts.flows;
         let from_ts = h.release_ns.or(h.wake_ns).unwrap_or(h.wait_start_ns);
         let track = self.thread_track(from);
-        let mut start = TrackEvent::new();
-        start.set_type(EventType::TYPE_INSTANT);
-        start.set_name(format!("hands {} over", h.lock.name));
+        let name = format!("hands {} over", h.lock.name);
+        let mut start = track_event_of(EventType::TYPE_INSTANT, Some(name));
         start.flow_ids.push(id);
         self.track_event(from_ts, track, start);
         let track = self.thread_track(h.to_tid);
-        let mut end = TrackEvent::new();
-        end.set_type(EventType::TYPE_INSTANT);
-        end.set_name(format!("acquires {}", h.lock.name));
+        let name = format!("acquires {}", h.lock.name);
+        let mut end = track_event_of(EventType::TYPE_INSTANT, Some(name));
         end.terminating_flow_ids.push(id);
-        end.debug_annotations.push(uint_annotation(
-            "wait_ns",
-            h.acquire_ns - h.wait_start_ns.min(h.acquire_ns),
-        ));
+        annotate(
+            &mut end,
+            &[("wait_ns", h.acquire_ns.saturating_sub(h.wait_start_ns))],
+        );
         self.track_event(h.acquire_ns, track, end);
     }
 
@@ -408,18 +409,15 @@ impl<W: Write> RowSink for PerfettoTrace<W> {
         }
         let Some(arrival) = op.arrival_ns else { return };
         let track = self.thread_track(op.tid);
-        let mut event = TrackEvent::new();
-        event.set_type(EventType::TYPE_INSTANT);
-        event.set_name("datagram arrival".into());
-        event
-            .debug_annotations
-            .push(uint_annotation("bytes", op.bytes.into()));
-        event
-            .debug_annotations
-            .push(uint_annotation("stall_ns", op.stall_ns));
-        event
-            .debug_annotations
-            .push(uint_annotation("lock_wait_ns", op.lock_wait_ns));
+        let mut event = track_event_of(EventType::TYPE_INSTANT, Some("datagram arrival".into()));
+        annotate(
+            &mut event,
+            &[
+                ("bytes", op.bytes.into()),
+                ("stall_ns", op.stall_ns),
+                ("lock_wait_ns", op.lock_wait_ns),
+            ],
+        );
         self.track_event(arrival, track, event);
         self.counts.arrivals += 1;
     }

@@ -25,6 +25,19 @@ impl ThreadTable {
             .unwrap_or(tid)
     }
 
+    /// The processes of the report's threads, each once, in order.
+    pub fn pids(&self, report: &Report) -> Vec<u32> {
+        let mut pids: Vec<u32> = report
+            .summary
+            .threads
+            .iter()
+            .map(|t| self.pid_of(t.tid))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Its name, if it has one.
     pub fn name(&self, tid: u32) -> Option<&str> {
         self.0
