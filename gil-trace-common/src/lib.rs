@@ -375,16 +375,40 @@ impl RawEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
+
+/// A syscall a traced thread made without leaving its CPU: its entry and exit, written as one
+/// ring record at the exit (half the ring writes of two records). The entry waits in a per-CPU
+/// slot meanwhile; when the thread switches out inside the call (it blocked or was
+/// preempted), the entry is written alone at that switch and the exit later on its own, so a
+/// blocked call still shows when it began, even when the trace ends before it returns.
+/// Userspace reads every ring record as a whole number of `RawEvent`s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CallPair {
+    /// The entry event (`tid` 0: the slot is empty).
+    pub enter: RawEvent,
+    /// The exit event, filled just before the pair is written.
+    pub exit: RawEvent,
+}
+
+const _: () = assert!(core::mem::size_of::<CallPair>() == 2 * core::mem::size_of::<RawEvent>());
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
-/// The hot tracepoint programs (sched_switch, sched_waking, the sock events) take the first
-/// this-many bytes of their tracepoint record at once and pick fields out of the copy:
-/// sched_switch, whose record is exactly this long, with plain loads from its context (no
-/// helper call; a tracepoint program may not load the first 8 bytes, the common header, nor
-/// past its record), the others with one `bpf_probe_read`. Userspace checks that every field
-/// they use lies in bytes `RECORD_HEADER_LEN..RECORD_PREFIX_LEN`, aligned to its size, and
-/// that sched_switch's record is this long.
+/// The hot tracepoint programs (sched_switch, sched_waking, the sock events) load the start of
+/// their tracepoint record straight from their context (no helper call) and pick fields out of
+/// it: this many bytes at most. A tracepoint program may not load the first 8 bytes (the
+/// common header) nor past its record, so each loads exactly its own `*_LOAD_LEN`; userspace
+/// checks that every field they use lies after the header and inside that length, aligned to
+/// its size, and that the record is at least that long on this kernel.
 pub const RECORD_PREFIX_LEN: usize = 64;
+/// Bytes `sched_switch` loads (its record since Linux 4.x: comms, pids, prios, prev_state).
+pub const SCHED_SWITCH_LOAD_LEN: usize = 64;
+/// Bytes `sched_waking` loads (comm, pid, prio, target_cpu).
+pub const SCHED_WAKING_LOAD_LEN: usize = 36;
+/// Bytes `sk_data_ready` loads (skaddr, family, protocol, ip).
+pub const SK_DATA_READY_LOAD_LEN: usize = 32;
+/// Bytes `sock_recv_length` loads (sk, family, protocol, ret, flags).
+pub const SOCK_RECV_LENGTH_LOAD_LEN: usize = 28;
 /// The common header every tracepoint record starts with.
 pub const RECORD_HEADER_LEN: usize = 8;
 
@@ -417,9 +441,12 @@ pub struct ProbeConfig {
     pub dispatch_only: u32,
     /// Which events carry the user stack ([`UserStacks`]).
     pub user_stacks: u32,
+    /// Non-zero: each syscall's entry and exit are written as they happen, one record each,
+    /// instead of as one `CallPair` (`GIL_TRACE_SPLIT_CALLS`: the A/B of tests and benchmarks).
+    pub split_calls: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 76);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 80);
 
 #[cfg(feature = "user")]
 mod user {

@@ -29,10 +29,11 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, stack_ref, ArrivalQueue, CommSource, EventKind, ProbeConfig, RawEvent,
+    comm_to_args, stack_ref, ArrivalQueue, CallPair, CommSource, EventKind, ProbeConfig, RawEvent,
     SyscallClass, UserStacks, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
     DROP_SLOT_STACKS, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
-    RECORD_PREFIX_LEN, STACK_MAP_ENTRIES, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
+    RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
+    SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -57,6 +58,7 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     recv_length_flags: 0,
     dispatch_only: 0,
     user_stacks: 0,
+    split_calls: 0,
 };
 
 /// Event stream to userspace; its size is set at load time (`--buffer-size`).
@@ -83,9 +85,21 @@ static SYSCALL_CLASS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_LEN, 0);
 static SOCKET_ARRIVALS: LruHashMap<u64, ArrivalQueue> =
     LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
 
-/// The traced thread inside a futex call on each CPU (0: none), for `UserStacks::Locks`.
+/// The syscall a traced thread is inside, on one CPU.
+#[repr(C)]
+struct CallInFlight {
+    /// `pair.enter.tid` 0: no call. The entry waits here to be written with its exit as one
+    /// record (`CallPair`).
+    pair: CallPair,
+    /// Non-zero when the entry was already written (`split_calls`): the slot then only notes
+    /// which call the thread is in.
+    entry_written: u64,
+}
+
+/// Per CPU, because a task leaves its CPU only through a switch, where `sched_switch` writes a
+/// waiting entry out alone.
 #[map]
-static IN_FUTEX: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static CALL_IN_FLIGHT: PerCpuArray<CallInFlight> = PerCpuArray::with_max_entries(1, 0);
 
 /// User stacks, deduplicated by the kernel; events carry their ids (`stack_ref`).
 #[map]
@@ -138,6 +152,13 @@ fn is_traced(tid: u32) -> bool {
     TRACED_FLAGS.get(tid).is_some_and(|flag| *flag != 0)
 }
 
+/// Whether syscalls are written as two records (see `ProbeConfig::split_calls`): a constant of
+/// the frozen read-only data, so the verifier drops the path not taken.
+#[inline(always)]
+fn split_calls() -> bool {
+    config(&PROBE_CONFIG.split_calls) != 0
+}
+
 /// Which events carry user stacks: a constant of the frozen read-only data, so the verifier
 /// drops the code of the modes not chosen.
 #[inline(always)]
@@ -145,40 +166,26 @@ fn user_stacks_mode() -> u32 {
     config(&PROBE_CONFIG.user_stacks) as u32
 }
 
-/// Notes on this CPU that traced thread `tid` is inside a futex call, or no longer (only the
-/// `Locks` stack mode asks). Per CPU: a thread that blocks in the call switches out on the
-/// CPU it entered it on, and no cache line is shared between CPUs.
+/// This CPU's in-flight call slot.
 #[inline(always)]
-fn set_in_futex(tid: u32, inside: bool) {
-    if user_stacks_mode() != UserStacks::Locks as u32 {
-        return;
-    }
-    if let Some(slot) = IN_FUTEX.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
-        unsafe {
-            if inside {
-                *slot = tid;
-            } else if *slot == tid {
-                *slot = 0;
-            }
-        }
-    }
+fn call_in_flight() -> Option<&'static mut CallInFlight> {
+    // SAFETY: this CPU's slot; programs on one CPU do not run concurrently (tracepoint
+    // programs run with migration and preemption off and do not nest on a CPU).
+    CALL_IN_FLIGHT
+        .get_ptr_mut(0)
+        .map(|slot| unsafe { &mut *slot })
 }
 
-/// Was `tid`, switching out on this CPU, inside a futex call? (Forgets it: it blocked.)
+/// Writes a waiting entry out alone (unless written already) and empties the slot; returns
+/// whether it was a futex call.
 #[inline(always)]
-fn blocked_in_futex(tid: u32) -> bool {
-    let Some(slot) = IN_FUTEX.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
-    unsafe {
-        if *slot == tid {
-            *slot = 0;
-            return true;
-        }
+fn flush_entry(slot: &mut CallInFlight) -> bool {
+    let futex = slot.pair.enter.kind == EventKind::FutexEnter as u32;
+    if slot.entry_written == 0 {
+        write(&slot.pair.enter);
     }
-    false
+    slot.pair.enter.tid = 0;
+    futex
 }
 
 /// Adds or removes a thread in both the bookkeeping map and the fast flags.
@@ -198,36 +205,47 @@ fn set_traced(tid: u32, traced: bool) -> bool {
 
 const PREFIX_WORDS: usize = RECORD_PREFIX_LEN / 8;
 
-/// The first `RECORD_PREFIX_LEN` bytes of a tracepoint record, from which the programs pick
-/// their fields (each `read_at` was a `bpf_probe_read`, and those dominated the run time).
+/// The start of a tracepoint record (up to `RECORD_PREFIX_LEN` bytes), from which the programs
+/// pick their fields: one load per word instead of a `bpf_probe_read` per field (helper calls
+/// dominated the run time).
 struct Record([u64; PREFIX_WORDS]);
 
 impl Record {
-    /// Copied with one `bpf_probe_read` (for records that may be shorter than the prefix).
+    /// Loads the first `LEN` bytes straight from the context at constant offsets, no helper
+    /// call. `LEN` is the program's `*_LOAD_LEN`: the kernel refuses to attach a program that
+    /// loads past its tracepoint's record, and userspace checks the record is that long. Word
+    /// 0, the common header, may not be loaded and stays 0: no field read lies there. A
+    /// length ending mid-word loads its last 4 bytes as a u32.
     #[inline(always)]
-    fn read(ctx: &TracePointContext) -> Result<Record, i64> {
-        Ok(Record(record_field::<[u64; PREFIX_WORDS]>(ctx, 0)?))
-    }
-
-    /// Loaded straight from the context at constant offsets, no helper call: only for a
-    /// record at least `RECORD_PREFIX_LEN` long (the kernel refuses to attach a program that
-    /// loads past its tracepoint's record; userspace checks the length). Word 0, the common
-    /// header, may not be loaded and stays 0: no field read lies there.
-    #[inline(always)]
-    fn load(ctx: &TracePointContext) -> Record {
-        let base = ctx.as_ptr() as *const u64;
-        // SAFETY: the verifier checks each load against the tracepoint context's bounds.
-        let word = |i: usize| unsafe { core::ptr::read_volatile(base.add(i)) };
+    fn load<const LEN: usize>(ctx: &TracePointContext) -> Record {
+        let base = ctx.as_ptr() as *const u8;
         Record([
             0,
-            word(1),
-            word(2),
-            word(3),
-            word(4),
-            word(5),
-            word(6),
-            word(7),
+            Self::word::<LEN>(base, 1),
+            Self::word::<LEN>(base, 2),
+            Self::word::<LEN>(base, 3),
+            Self::word::<LEN>(base, 4),
+            Self::word::<LEN>(base, 5),
+            Self::word::<LEN>(base, 6),
+            Self::word::<LEN>(base, 7),
         ])
+    }
+
+    /// Word `i` of a record loaded `LEN` bytes long (`i` and `LEN` constants: every branch
+    /// folds, and each load has the constant offset the verifier requires of context loads).
+    #[inline(always)]
+    fn word<const LEN: usize>(base: *const u8, i: usize) -> u64 {
+        // SAFETY: inside the first LEN bytes of the record, which the verifier checks against
+        // the context's bounds.
+        unsafe {
+            if (i + 1) * 8 <= LEN {
+                core::ptr::read_volatile(base.add(i * 8) as *const u64)
+            } else if i * 8 + 4 <= LEN {
+                u64::from(core::ptr::read_volatile(base.add(i * 8) as *const u32))
+            } else {
+                0
+            }
+        }
     }
 
     /// The naturally aligned `bytes`-wide field at `offset` (userspace checked it fits).
@@ -266,12 +284,10 @@ fn count_drop(slot: u32) {
     }
 }
 
-/// Writes one event; counts it as dropped when the ring buffer is full. One helper call
-/// (`bpf_ringbuf_output`) instead of reserve + query + submit: on kernels with return-thunk
-/// mitigations every helper call is expensive. No wakeup: the reader drains on a 10 ms timer.
+/// An event stamped now on this CPU.
 #[inline(always)]
-fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
-    let event = RawEvent {
+fn event(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) -> RawEvent {
+    RawEvent {
         ts_ns: now_ns(),
         kind: kind as u32,
         tid,
@@ -279,13 +295,34 @@ fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
         // SAFETY: a helper without arguments (unsafe only by its binding's signature).
         cpu: unsafe { bpf_get_smp_processor_id() },
         args,
-    };
-    if EVENTS
-        .output::<RawEvent>(&event, BPF_RB_NO_WAKEUP as u64)
-        .is_err()
-    {
-        count_drop(kind as u32);
     }
+}
+
+/// Writes one record (one event or a `CallPair`); counts its events as dropped when the ring
+/// buffer is full. One helper call (`bpf_ringbuf_output`) instead of reserve + query +
+/// submit: on kernels with return-thunk mitigations every helper call is expensive. No
+/// wakeup: the reader drains on a 10 ms timer.
+#[inline(always)]
+fn write<T>(record: &T) {
+    if EVENTS.output::<T>(record, BPF_RB_NO_WAKEUP as u64).is_err() {
+        // SAFETY: T is RawEvent or CallPair, both starting with a RawEvent.
+        let first = unsafe { &*(record as *const T as *const RawEvent) };
+        count_drop(first.kind);
+        if core::mem::size_of::<T>() == core::mem::size_of::<CallPair>() {
+            // SAFETY: T is CallPair (checked by its size).
+            count_drop(
+                unsafe { &*(record as *const T as *const CallPair) }
+                    .exit
+                    .kind,
+            );
+        }
+    }
+}
+
+/// Writes one event stamped now.
+#[inline(always)]
+fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
+    write(&event(kind, tid, tgid, args));
 }
 
 /// The current task's user stack as an event's reference (`stack_ref`; 0 when off or not
@@ -335,13 +372,22 @@ pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
 fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
     // The hottest program (every context switch on the machine): no helper call to read.
-    let record = Record::load(ctx);
+    let record = Record::load::<SCHED_SWITCH_LOAD_LEN>(ctx);
     let prev = record.i32(&c.sched_switch_prev_pid)? as u32;
     let next = record.i32(&c.sched_switch_next_pid)? as u32;
     let prev_traced = is_traced(prev);
     let next_traced = is_traced(next);
     if !prev_traced && !next_traced {
         return Ok(0);
+    }
+    // A traced task leaving inside a syscall: its entry is written now, before the switch.
+    let mut in_futex = false;
+    if prev_traced {
+        if let Some(slot) = call_in_flight() {
+            if slot.pair.enter.tid == prev {
+                in_futex = flush_entry(slot);
+            }
+        }
     }
     // prev_state is a long on some kernels and an unsigned int on others: userspace gives
     // its width in the config.
@@ -355,7 +401,7 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     // kernel's preempted marker above the state bits): the code it blocked in.
     let wanted = match user_stacks_mode() {
         m if m == UserStacks::All as u32 => prev_traced,
-        m if m == UserStacks::Locks as u32 => prev_traced && blocked_in_futex(prev),
+        m if m == UserStacks::Locks as u32 => in_futex,
         _ => false,
     };
     let stack = if wanted && prev_state & 0xff != 0 {
@@ -390,7 +436,8 @@ pub fn sched_sched_waking(ctx: TracePointContext) -> u32 {
 
 fn try_sched_sched_waking(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let record = Record::read(ctx)?;
+    // Every wakeup on the machine comes here: no helper call before the filter.
+    let record = Record::load::<SCHED_WAKING_LOAD_LEN>(ctx);
     let wakee = record.i32(&c.sched_waking_pid)? as u32;
     if !is_traced(wakee) {
         return Ok(0);
@@ -651,7 +698,8 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
     sys_exit(ctx, tid, tgid, nr, ctx.arg(1))
 }
 
-/// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument.
+/// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument. The
+/// entry waits in this CPU's slot for the exit (or a switch) to write it.
 #[inline(always)]
 fn sys_enter(
     tid: u32,
@@ -660,17 +708,40 @@ fn sys_enter(
     class: SyscallClass,
     arg: impl Fn(usize) -> Result<u64, i64>,
 ) -> Result<u32, i64> {
-    match class {
+    let Some(slot) = call_in_flight() else {
+        return Ok(0);
+    };
+    if slot.pair.enter.tid != 0 {
+        // Left by a task that stopped being traced inside its call (it exited): kept.
+        flush_entry(slot);
+    }
+    slot.pair.enter = entry(tid, tgid, nr, class, arg)?;
+    slot.entry_written = split_calls() as u64;
+    if split_calls() {
+        write(&slot.pair.enter);
+    }
+    Ok(0)
+}
+
+/// The entry event of syscall `nr` (of `class`).
+#[inline(always)]
+fn entry(
+    tid: u32,
+    tgid: u32,
+    nr: i64,
+    class: SyscallClass,
+    arg: impl Fn(usize) -> Result<u64, i64>,
+) -> Result<RawEvent, i64> {
+    Ok(match class {
         SyscallClass::Recv | SyscallClass::Send | SyscallClass::Poll => {
             let kind = match class {
                 SyscallClass::Recv => EventKind::RecvEnter,
                 SyscallClass::Send => EventKind::SendEnter,
                 _ => EventKind::PollEnter,
             };
-            emit(kind, tid, tgid, [nr as u64, arg(0)?, arg(2)?, 0]);
+            event(kind, tid, tgid, [nr as u64, arg(0)?, arg(2)?, 0])
         }
         _ => {
-            set_in_futex(tid, true);
             // futex(uaddr, op, val, timeout|val2, uaddr2, val3) and the 6.7+ family;
             // for futex_wait/futex_wake the word size flags sit where op is.
             let uaddr = arg(0)?;
@@ -686,7 +757,7 @@ fn sys_enter(
                 _ => (arg(1)?, arg(2)?, 0, uaddr, arg(3)?),
             };
             let has_timeout = (timeout != 0) as u64;
-            emit(
+            event(
                 EventKind::FutexEnter,
                 tid,
                 tgid,
@@ -696,10 +767,9 @@ fn sys_enter(
                     uaddr2,
                     (val3 & 0xffff_ffff) | (has_timeout << 32) | ((class as u64) << 40),
                 ],
-            );
+            )
         }
-    }
-    Ok(0)
+    })
 }
 
 /// A traced thread returns `ret` from syscall `nr`.
@@ -721,15 +791,24 @@ fn sys_exit<C: StackIdContext>(
         // A futex call that woke (or requeued) someone: the releasing side of a handoff.
         // (Waits return 0; futex_waitv returns the index of the word that woke it.)
         SyscallClass::Futex | SyscallClass::FutexWake | SyscallClass::FutexRequeue if ret > 0 => {
-            set_in_futex(tid, false);
             (EventKind::FutexExit, class as u64, user_stack(ctx))
         }
-        _ => {
-            set_in_futex(tid, false);
-            (EventKind::FutexExit, class as u64, 0)
-        }
+        _ => (EventKind::FutexExit, class as u64, 0),
     };
-    emit(kind, tid, tgid, [ret as u64, detail, stack, 0]);
+    let exit = event(kind, tid, tgid, [ret as u64, detail, stack, 0]);
+    match call_in_flight() {
+        // Entered on this CPU and never left it: one record for both.
+        Some(slot) if slot.pair.enter.tid == tid && slot.entry_written == 0 => {
+            slot.pair.exit = exit;
+            write(&slot.pair);
+            slot.pair.enter.tid = 0;
+        }
+        Some(slot) if slot.pair.enter.tid == tid => {
+            write(&exit);
+            slot.pair.enter.tid = 0;
+        }
+        _ => write(&exit),
+    }
     Ok(0)
 }
 
@@ -751,7 +830,7 @@ pub fn sock_sk_data_ready(ctx: TracePointContext) -> u32 {
 
 fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let record = Record::read(ctx)?;
+    let record = Record::load::<SK_DATA_READY_LOAD_LEN>(ctx);
     if record.u16(&c.sk_data_ready_protocol)? != IPPROTO_UDP {
         return Ok(0);
     }
@@ -802,7 +881,7 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let c = probe_config();
-    let record = Record::read(ctx)?;
+    let record = Record::load::<SOCK_RECV_LENGTH_LOAD_LEN>(ctx);
     let protocol = record.u16(&c.recv_length_protocol)?;
     let ret = record.i32(&c.recv_length_ret)?;
     let flags = record.i32(&c.recv_length_flags)?;

@@ -1002,6 +1002,161 @@ fn every_futex_call_is_recorded_by_the_typed_and_the_plain_syscall_programs() {
     }
 }
 
+/// Checks that every traced thread's syscalls nest properly in `events` (time order): each
+/// exit closes an entry of the same family (futex, or the same I/O class) by the same thread,
+/// no earlier than it, and no thread enters a call while inside one. Returns the calls
+/// closed per thread.
+fn assert_calls_pair_up(variant: &str, events: &[Event]) -> HashMap<u32, u64> {
+    let mut open: HashMap<u32, (&'static str, u64)> = HashMap::new();
+    let mut closed: HashMap<u32, u64> = HashMap::new();
+    for e in events {
+        let family = |class: IoClass| match class {
+            IoClass::Recv => "recv",
+            IoClass::Send => "send",
+            IoClass::Poll => "poll",
+        };
+        match e.data {
+            EventData::FutexEnter(_) | EventData::IoEnter { .. } => {
+                let what = match e.data {
+                    EventData::IoEnter { class, .. } => family(class),
+                    _ => "futex",
+                };
+                let before = open.insert(e.tid, (what, e.ts_ns));
+                assert!(
+                    before.is_none(),
+                    "{variant}: thread {} entered {what} at {} inside {before:?}",
+                    e.tid,
+                    e.ts_ns
+                );
+            }
+            EventData::FutexExit { .. } | EventData::IoExit { .. } => {
+                let what = match e.data {
+                    EventData::IoExit { class, .. } => family(class),
+                    _ => "futex",
+                };
+                let entered = open.remove(&e.tid);
+                match entered {
+                    Some((family, at)) if family == what && at <= e.ts_ns => {}
+                    other => panic!(
+                        "{variant}: thread {} left {what} at {} after {other:?}",
+                        e.tid, e.ts_ns
+                    ),
+                }
+                *closed.entry(e.tid).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    closed
+}
+
+#[test]
+fn syscalls_written_as_one_record_or_two_give_the_same_events() {
+    // A syscall that does not leave its CPU is written as one ring record at its exit (entry
+    // and exit together); GIL_TRACE_SPLIT_CALLS=1 writes the two as they happen. The trace
+    // must not tell them apart: every entry and exit, in order, with the same meaning.
+    if skip_without_privilege("syscalls_written_as_one_record_or_two_give_the_same_events") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut futex_calls = Vec::new();
+    for (variant, split) in [("one record", false), ("two records", true)] {
+        let trace = dir.path().join(format!("{split}.trace"));
+        let mut cmd = record_cmd(&trace, &[]);
+        if split {
+            cmd.env("GIL_TRACE_SPLIT_CALLS", "1");
+        }
+        let out = cmd
+            .arg(workspace_bin("workload"))
+            .args([
+                "pingpong",
+                "--lockers",
+                "4",
+                "--rounds",
+                "200",
+                "--datagrams",
+                "100",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{variant}: {}", stderr(&out));
+        let truth: PingPong = serde_json::from_str(stdout(&out).trim()).expect("pingpong report");
+        let (reader, events) = read_events(&trace);
+        assert_eq!(reader.trailer().lost.total, 0, "{variant}");
+        let closed = assert_calls_pair_up(variant, &events);
+        let tid_of = |name: &str| truth.threads.iter().find(|t| t.name == name).unwrap().tid;
+        // The datagram threads' calls, exactly: one send and one recv per datagram each way.
+        for name in ["udp-server", "udp-client"] {
+            let tid = tid_of(name);
+            let count = |want: fn(&EventData) -> bool| {
+                events
+                    .iter()
+                    .filter(|e| e.tid == tid && want(&e.data))
+                    .count() as u64
+            };
+            let recv_enter = count(|d| {
+                matches!(
+                    d,
+                    EventData::IoEnter {
+                        class: IoClass::Recv,
+                        ..
+                    }
+                )
+            });
+            let recv_exit = count(
+                |d| matches!(d, EventData::IoExit { class: IoClass::Recv, ret, .. } if *ret == 512),
+            );
+            let sends = count(
+                |d| matches!(d, EventData::IoExit { class: IoClass::Send, ret, .. } if *ret == 512),
+            );
+            let arrivals = count(|d| {
+                matches!(
+                    d,
+                    EventData::NetRecv {
+                        arrival_ns: Some(_),
+                        ..
+                    }
+                )
+            });
+            assert_eq!(
+                recv_enter, truth.datagrams,
+                "{variant}: {name} recv entries"
+            );
+            assert_eq!(recv_exit, truth.datagrams, "{variant}: {name} recv exits");
+            assert_eq!(sends, truth.datagrams, "{variant}: {name} sends");
+            assert_eq!(
+                arrivals, truth.datagrams,
+                "{variant}: {name} timed arrivals"
+            );
+        }
+        // The lockers' futex calls on the contended word all return.
+        let lockers: Vec<u32> = truth
+            .threads
+            .iter()
+            .filter(|t| t.name.starts_with("locker"))
+            .map(|t| t.tid)
+            .collect();
+        let on_word = events
+            .iter()
+            .filter(|e| matches!(e.data, EventData::FutexEnter(c) if c.uaddr == truth.futex_addr))
+            .count() as u64;
+        let closed_by_lockers: u64 = lockers
+            .iter()
+            .map(|t| closed.get(t).copied().unwrap_or(0))
+            .sum();
+        assert!(on_word > 10, "{variant}: {on_word} calls on the word");
+        assert!(
+            closed_by_lockers >= on_word,
+            "{variant}: {closed_by_lockers} calls closed by the lockers, {on_word} on the word"
+        );
+        futex_calls.push(on_word);
+    }
+    // The same run type makes the same order of calls either way (the lockers' contention
+    // varies run to run, not tenfold).
+    let (one, two) = (futex_calls[0] as f64, futex_calls[1] as f64);
+    assert!(one / two < 3.0 && two / one < 3.0, "{futex_calls:?}");
+}
+
 #[test]
 fn dispatch_only_runs_every_program_and_records_nothing() {
     // The benchmark's "tracepoints alone" column: the same attachments as a recording, with

@@ -8,7 +8,8 @@ use aya::{
 };
 use gil_trace_common::{
     EventKind, ProbeConfig, SyscallClass, UserStacks, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
-    DROP_SLOT_STACKS, RECORD_HEADER_LEN, RECORD_PREFIX_LEN,
+    DROP_SLOT_STACKS, RECORD_HEADER_LEN, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN,
+    SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN,
 };
 
 use super::{tracefs, CaptureError};
@@ -169,8 +170,9 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
             missing.push("sched:sched_process_exit.group_dead".into());
             0
         });
-    // Fields the hot programs pick out of their record prefix: (tracepoint, field, bytes
-    // read). Each must be aligned to that width and lie inside the prefix, after the header.
+    // Fields the hot programs pick out of the record start they load: (tracepoint, field,
+    // bytes read). Each must be aligned to that width and lie inside what the program loads
+    // (after the header).
     let prefix_fields: [(&str, &str, u32); 11] = [
         ("sched_switch", "prev_pid", 4),
         ("sched_switch", "next_pid", 4),
@@ -196,30 +198,40 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
         let Some(offset) = formats.get(tp).and_then(|f| f.offset(name)) else {
             continue; // absent optional tracepoint, or reported as missing below
         };
+        let limit = load_len(tp);
         let align = size.min(8);
-        let fits = offset as usize >= RECORD_HEADER_LEN
-            && offset as usize + size as usize <= RECORD_PREFIX_LEN;
+        let fits = offset as usize >= RECORD_HEADER_LEN && offset as usize + size as usize <= limit;
         if !fits || offset % align != 0 || ![1, 2, 4, 8, 48].contains(&size) {
             return Err(CaptureError::FieldLayout {
                 tracepoint: tp.to_string(),
                 field: name.to_string(),
                 offset,
                 size,
-                limit: RECORD_PREFIX_LEN,
+                limit,
             });
         }
     }
-    // sched_switch loads its whole record prefix directly, which the kernel allows only
+    // The hot programs load their record's start directly, which the kernel allows only
     // inside the record.
-    if let Some(len) = formats
-        .get("sched_switch")
-        .map(super::tracefs::Format::record_len)
-    {
-        if (len as usize) < RECORD_PREFIX_LEN {
+    for tp in [
+        "sched_switch",
+        "sched_waking",
+        "sk_data_ready",
+        "sock_recv_length",
+    ] {
+        let Some(len) = formats.get(tp).map(super::tracefs::Format::record_len) else {
+            continue;
+        };
+        let needed = load_len(tp);
+        if (len as usize) < needed {
+            let category = PROBES
+                .iter()
+                .find(|p| p.name == tp)
+                .map_or("", |p| p.category);
             return Err(CaptureError::RecordTooShort {
-                tracepoint: "sched:sched_switch".into(),
+                tracepoint: format!("{category}:{tp}"),
                 len,
-                needed: RECORD_PREFIX_LEN,
+                needed,
             });
         }
     }
@@ -243,8 +255,20 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
         recv_length_flags: field("sock_recv_length", "flags")?,
         dispatch_only: 0,
         user_stacks: 0,
+        split_calls: 0,
     };
     Ok((config, missing))
+}
+
+/// Bytes of its record a hot program loads (`gil_trace_common::*_LOAD_LEN`).
+fn load_len(tracepoint: &str) -> usize {
+    match tracepoint {
+        "sched_switch" => SCHED_SWITCH_LOAD_LEN,
+        "sched_waking" => SCHED_WAKING_LOAD_LEN,
+        "sk_data_ready" => SK_DATA_READY_LOAD_LEN,
+        "sock_recv_length" => SOCK_RECV_LENGTH_LOAD_LEN,
+        _ => RECORD_PREFIX_LEN,
+    }
 }
 
 /// The kernel's highest pid + 1 (the fast filter's length); the largest possible value when
@@ -343,6 +367,9 @@ pub struct ProbeOptions {
     pub dispatch_only: bool,
     /// Which events carry the user stack (`record --stacks`).
     pub user_stacks: UserStacks,
+    /// Write each syscall's entry and exit as two ring records, as they happen, instead of
+    /// one at the exit (`ProbeConfig::split_calls`): the A/B of tests and benchmarks.
+    pub split_calls: bool,
 }
 
 impl Probes {
@@ -354,12 +381,14 @@ impl Probes {
             measure_cost,
             dispatch_only,
             user_stacks,
+            split_calls,
         } = options;
         let object = ebpf_object().ok_or(CaptureError::NoEbpfObject)?;
         let root = tracefs::root()?;
         let (mut config, missing) = probe_config(&root)?;
         config.dispatch_only = u32::from(dispatch_only);
         config.user_stacks = user_stacks as u32;
+        config.split_calls = u32::from(split_calls);
         // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
         let _ = nix::sys::resource::setrlimit(
             nix::sys::resource::Resource::RLIMIT_MEMLOCK,

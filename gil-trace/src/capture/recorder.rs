@@ -403,20 +403,29 @@ fn drain(
     }
     let mut n = 0;
     while let Some(item) = ring.next() {
-        if item.len() < std::mem::size_of::<RawEvent>() {
-            continue;
+        // One event, or a syscall's entry and exit together (`CallPair`).
+        let mut events = [RawEvent::default(); 2];
+        let mut count = 0;
+        for (slot, bytes) in events
+            .iter_mut()
+            .zip(item.chunks_exact(std::mem::size_of::<RawEvent>()))
+        {
+            // SAFETY: the programs write whole RawEvents; read_unaligned copes with any
+            // alignment.
+            *slot = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            count += 1;
         }
-        // SAFETY: the programs write whole RawEvents; read_unaligned copes with any alignment.
-        let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         drop(item);
-        code.observe(&raw);
-        if let Some(py) = python.as_deref_mut() {
-            py.observe(&raw);
-            let floor = writer.holdback_floor();
-            py.write_until(raw.ts_ns, floor, |sample| writer.push(sample))?;
+        for raw in &events[..count] {
+            code.observe(raw);
+            if let Some(py) = python.as_deref_mut() {
+                py.observe(raw);
+                let floor = writer.holdback_floor();
+                py.write_until(raw.ts_ns, floor, |sample| writer.push(sample))?;
+            }
+            writer.push(raw)?;
+            n += 1;
         }
-        writer.push(&raw)?;
-        n += 1;
     }
     code.after_drain(|id| probes.user_stack(id));
     if let Some(py) = python {

@@ -28,6 +28,8 @@ pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
             buffer_size: args.buffer_size,
             measure_cost: args.cost,
             dispatch_only,
+            // A test and benchmark aid: the same events, written as two records per syscall.
+            split_calls: std::env::var_os("GIL_TRACE_SPLIT_CALLS").is_some(),
             user_stacks: match (args.no_stacks, args.stacks) {
                 (true, _) | (_, StackChoice::None) => UserStacks::None,
                 (false, StackChoice::Locks) => UserStacks::Locks,

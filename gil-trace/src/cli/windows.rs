@@ -97,6 +97,7 @@ pub fn watch(
                 measure_cost: false,
                 dispatch_only: false,
                 user_stacks: UserStacks::Locks,
+                split_calls: false,
             },
             python_rate_hz: (!opts.args.no_py).then_some(opts.args.py_rate),
         });
