@@ -110,13 +110,41 @@ pub fn replicate(base: &Path, out: &Path, target: u64) -> Result<u64> {
     Ok(n)
 }
 
-/// One lab configuration of the overhead benchmark: (policy, spinners, datagrams). The
-/// datagram counts keep each run near a second (the convoyed one moves ~50 datagrams/s).
-const OVERHEAD_CONFIGS: [(&str, u32, u32); 4] = [
-    ("new", 0, 20_000),
-    ("new", 2, 50),
-    ("priority", 0, 20_000),
-    ("priority", 2, 8_000),
+/// What the overhead benchmark traces.
+#[derive(Clone, Copy)]
+enum Subject {
+    /// The GIL lab: (policy, spinners, datagrams). The datagram counts keep each run near a
+    /// second (the convoyed one moves ~50 datagrams/s).
+    Lab(&'static str, u32, u32),
+    /// The pure-Python echo fixture on pyenv's CPython (what users trace): (CPU-bound
+    /// threads, datagrams), recorded with the defaults (the Python sampler at 100 Hz too).
+    CPython(u32, u32),
+}
+
+impl Subject {
+    /// Spinners whose throughput the run reports (the Python fixture reports none).
+    fn spinners(self) -> u32 {
+        match self {
+            Subject::Lab(_, spinners, _) => spinners,
+            Subject::CPython(..) => 0,
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Subject::Lab(policy, spinners, _) => format!("{policy} ×{spinners}"),
+            Subject::CPython(threads, _) => format!("CPython ×{threads}"),
+        }
+    }
+}
+
+const OVERHEAD_CONFIGS: [Subject; 6] = [
+    Subject::Lab("new", 0, 20_000),
+    Subject::Lab("new", 2, 50),
+    Subject::Lab("priority", 0, 20_000),
+    Subject::Lab("priority", 2, 8_000),
+    Subject::CPython(0, 4_000),
+    Subject::CPython(1, 400),
 ];
 const PERF_EVENTS: &str =
     "sched:sched_switch,sched:sched_wakeup,syscalls:sys_enter_futex,syscalls:sys_exit_futex";
@@ -230,33 +258,51 @@ fn record_quietly(recorder: Command, workload_args: &[&str], what: &str) -> Resu
     Ok(())
 }
 
-fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -> Result<LabRun> {
-    let workload = release_bin("workload");
-    let lab_args = [
-        "--gil".to_string(),
-        policy.to_string(),
-        "--spinners".into(),
-        spinners.to_string(),
-        "--messages".into(),
-        messages.to_string(),
-        "--timeout-ms".into(),
-        "250".into(),
-        "--json".into(),
-    ];
+fn lab_run(mode: Mode, subject: Subject, python: &str, dir: &Path) -> Result<LabRun> {
+    let (program, args) = match subject {
+        Subject::Lab(policy, spinners, messages) => (
+            release_bin("workload").into_os_string(),
+            vec![
+                "--gil".to_string(),
+                policy.to_string(),
+                "--spinners".into(),
+                spinners.to_string(),
+                "--messages".into(),
+                messages.to_string(),
+                "--timeout-ms".into(),
+                "250".into(),
+                "--json".into(),
+            ],
+        ),
+        Subject::CPython(threads, messages) => (
+            python.into(),
+            vec![
+                workspace_root()
+                    .join("gil-trace/tests/fixtures/py_echo.py")
+                    .display()
+                    .to_string(),
+                threads.to_string(),
+                messages.to_string(),
+            ],
+        ),
+    };
     let trace = dir.join("overhead.trace");
     let perf_data = dir.join("overhead.perf.data");
     let mut cmd = match mode {
-        Mode::Untraced => Command::new(&workload),
-        Mode::GilTrace => under(gil_trace_record(&trace, &[])),
-        Mode::NoStacks => under(gil_trace_record(&trace, &["--no-stacks"])),
+        Mode::Untraced => Command::new(&program),
+        Mode::GilTrace => gil_trace_record(&trace, &[]),
+        Mode::NoStacks => gil_trace_record(&trace, &["--no-stacks"]),
         Mode::DispatchOnly => {
-            let mut c = under(gil_trace_record(&trace, &[]));
+            let mut c = gil_trace_record(&trace, &[]);
             c.env("GIL_TRACE_DISPATCH_ONLY", "1");
             c
         }
-        Mode::Perf => under(perf_record(&perf_data, PERF_EVENTS)),
+        Mode::Perf => perf_record(&perf_data, PERF_EVENTS),
     };
-    let v = run_json(cmd.args(&lab_args))?;
+    if mode != Mode::Untraced {
+        cmd.arg(&program);
+    }
+    let v = run_json(cmd.args(&args))?;
     let mut run = LabRun {
         bytes_per_sec: v["bytes_per_sec"].as_f64().unwrap_or(f64::NAN),
         spinner_iters_per_sec: v["spinner_iters_per_sec"].as_f64().unwrap_or(f64::NAN),
@@ -277,8 +323,7 @@ fn lab_run(mode: Mode, policy: &str, spinners: u32, messages: u32, dir: &Path) -
 }
 
 struct OverheadRow {
-    policy: &'static str,
-    spinners: u32,
+    subject: Subject,
     untraced: LabRun,
     /// Median of per-round traced/untraced ratios: (echo bytes/s, spinner iterations/s).
     gil_trace: (f64, f64),
@@ -294,8 +339,13 @@ struct OverheadRow {
 }
 
 fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRow>> {
+    // pyenv's, the one users' `python3` is here.
+    let python = crate::validate::pythons()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no python3 for the CPython rows"))?;
     let mut rows = Vec::new();
-    for (policy, spinners, messages) in OVERHEAD_CONFIGS {
+    for subject in OVERHEAD_CONFIGS {
         let mut modes = vec![
             Mode::Untraced,
             Mode::GilTrace,
@@ -312,7 +362,7 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             order.rotate_left(round % modes.len());
             let mut this_round = Vec::new();
             for mode in order {
-                this_round.push((mode, lab_run(mode, policy, spinners, messages, dir)?));
+                this_round.push((mode, lab_run(mode, subject, &python, dir)?));
             }
             runs.push(this_round);
         }
@@ -360,8 +410,7 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             ..Default::default()
         };
         let row = OverheadRow {
-            policy,
-            spinners,
+            subject,
             untraced,
             gil_trace: (ratio(Mode::GilTrace, bytes), ratio(Mode::GilTrace, iters)),
             no_stacks: (ratio(Mode::NoStacks, bytes), ratio(Mode::NoStacks, iters)),
@@ -376,7 +425,8 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
             perf_events: with_perf.then(|| events(Mode::Perf)),
         };
         eprintln!(
-            "[bench] overhead {policy} x{spinners}: gil-trace {:.3}/{:.3}, without stacks {:.3}/{:.3}, tracepoints alone {:.3}/{:.3}, perf {}",
+            "[bench] overhead {}: gil-trace {:.3}/{:.3}, without stacks {:.3}/{:.3}, tracepoints alone {:.3}/{:.3}, perf {}",
+            subject.label(),
             row.gil_trace.0,
             row.gil_trace.1,
             row.no_stacks.0,
@@ -399,7 +449,9 @@ struct CapacityRow {
     events: u64,
     seconds: f64,
     lost: u64,
+    /// Medians over the rounds: with the default user stacks, and without.
     bpf_ns_per_event: f64,
+    bpf_ns_per_event_no_stacks: f64,
     recorder_ns_per_event: f64,
 }
 
@@ -447,39 +499,68 @@ fn capacity_loads() -> Vec<(String, Option<f64>, Vec<String>)> {
     loads
 }
 
+/// Rounds of each capacity load (with and without user stacks, in alternating order).
+const CAPACITY_ROUNDS: usize = 3;
+
+/// One recording of a capacity load: (events, seconds, lost, eBPF ns/event, recorder ns/event).
+fn capacity_run(trace: &Path, extra: &[&str], args: &[&str], load: &str) -> Result<[f64; 5]> {
+    let mut flags = vec!["--cost"];
+    flags.extend_from_slice(extra);
+    record_quietly(
+        gil_trace_record(trace, &flags),
+        args,
+        &format!("recording the {load}"),
+    )?;
+    let reader = TraceReader::open(trace)?;
+    let (meta, trailer) = (reader.meta(), reader.trailer());
+    let seconds = trailer
+        .end_monotonic_ns
+        .saturating_sub(meta.start_monotonic_ns) as f64
+        / 1e9;
+    let cost = trailer.capture_cost.clone().unwrap_or_default();
+    let n = trailer.events.max(1) as f64;
+    Ok([
+        trailer.events as f64,
+        seconds,
+        trailer.lost.total as f64,
+        cost.bpf_run_ns.unwrap_or(0) as f64 / n,
+        cost.recorder_cpu_ns as f64 / n,
+    ])
+}
+
 fn capacity(dir: &Path) -> Result<Vec<CapacityRow>> {
     let trace = dir.join("storm.trace");
     let mut rows = Vec::new();
     for (load, offered_calls, args) in capacity_loads() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        record_quietly(
-            gil_trace_record(&trace, &["--cost"]),
-            &args,
-            &format!("recording the {load}"),
-        )?;
-        let reader = TraceReader::open(&trace)?;
-        let (meta, trailer) = (reader.meta(), reader.trailer());
-        let seconds = trailer
-            .end_monotonic_ns
-            .saturating_sub(meta.start_monotonic_ns) as f64
-            / 1e9;
-        let cost = trailer.capture_cost.clone().unwrap_or_default();
-        let n = trailer.events.max(1) as f64;
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for round in 0..CAPACITY_ROUNDS {
+            for stacks in [round % 2 == 0, round % 2 == 1] {
+                if stacks {
+                    with.push(capacity_run(&trace, &[], &args, &load)?);
+                } else {
+                    without.push(capacity_run(&trace, &["--no-stacks"], &args, &load)?);
+                }
+            }
+        }
+        let med = |runs: &[[f64; 5]], i: usize| median(runs.iter().map(|r| r[i]).collect());
         let row = CapacityRow {
             load,
             offered_calls,
-            events: trailer.events,
-            seconds,
-            lost: trailer.lost.total,
-            bpf_ns_per_event: cost.bpf_run_ns.unwrap_or(0) as f64 / n,
-            recorder_ns_per_event: cost.recorder_cpu_ns as f64 / n,
+            events: med(&with, 0) as u64,
+            seconds: med(&with, 1),
+            lost: with.iter().map(|r| r[2] as u64).max().unwrap_or(0),
+            bpf_ns_per_event: med(&with, 3),
+            bpf_ns_per_event_no_stacks: med(&without, 3),
+            recorder_ns_per_event: med(&with, 4),
         };
         eprintln!(
-            "[bench] {}: {:.2} M events/s, {} lost, eBPF {:.0} + recorder {:.0} ns/event",
+            "[bench] {}: {:.2} M events/s, {} lost, eBPF {:.0} (no stacks {:.0}) + recorder {:.0} ns/event",
             row.load,
             row.events as f64 / row.seconds / 1e6,
             row.lost,
             row.bpf_ns_per_event,
+            row.bpf_ns_per_event_no_stacks,
             row.recorder_ns_per_event
         );
         rows.push(row);
@@ -669,7 +750,7 @@ fn markdown(
         }
     };
     writeln!(md, "## 1. Recording overhead\n")?;
-    writeln!(md, "The GIL lab (`workload --gil P --spinners N --messages M`) untraced, under `gil-trace record` (user stacks on, the default), under `gil-trace record --no-stacks`, under `gil-trace record` with every eBPF program returning at once (`GIL_TRACE_DISPATCH_ONLY=1`: the same tracepoints attached, nothing recorded — what the kernel's tracepoint dispatch alone costs, the floor under any tracer using them), and under `perf record -e {PERF_EVENTS}`; the five run in rotating order, {rounds} rounds; each cell is the median of the per-round ratios traced/untraced (1.000 = no slowdown). Echo throughput is the I/O thread's bytes/s; spinner throughput is pi-digit iterations/s (with the GIL, spinners gain when the echo thread is slowed: it takes the lock less often). Target: ≥ 0.98 and better than perf. Why the 0-spinner echo cannot reach it: docs/performance.md.\n")?;
+    writeln!(md, "The GIL lab (`workload --gil P --spinners N --messages M`) and a real CPython echo server (`py_echo.py N M`: the pure-Python UDP echo fixture with N CPU-bound threads on pyenv's CPython 3.11; recorded with the defaults, so with the Python sampler at 100 Hz too) untraced, under `gil-trace record` (user stacks on, the default), under `gil-trace record --no-stacks`, under `gil-trace record` with every eBPF program returning at once (`GIL_TRACE_DISPATCH_ONLY=1`: the same tracepoints attached, nothing recorded — what the kernel's tracepoint dispatch alone costs, the floor under any tracer using them), and under `perf record -e {PERF_EVENTS}`; the five run in rotating order, {rounds} rounds; each cell is the median of the per-round ratios traced/untraced (1.000 = no slowdown). Echo throughput is the I/O thread's bytes/s; spinner throughput is pi-digit iterations/s (with the GIL, spinners gain when the echo thread is slowed: it takes the lock less often). Target: ≥ 0.98 and better than perf. Why the 0-spinner echo cannot reach it: docs/performance.md.\n")?;
     writeln!(md, "| lab | untraced echo MB/s | gil-trace echo | no stacks | tracepoints alone | perf echo | untraced spinner it/s | gil-trace spinners | no stacks | tracepoints alone | perf spinners |")?;
     writeln!(
         md,
@@ -678,7 +759,7 @@ fn markdown(
     for r in overhead {
         let (pb, pi) = r.perf.unwrap_or((f64::NAN, f64::NAN));
         let spin = |v: f64| {
-            if r.spinners == 0 {
+            if r.subject.spinners() == 0 {
                 "–".to_string()
             } else {
                 ratio(v)
@@ -686,15 +767,14 @@ fn markdown(
         };
         writeln!(
             md,
-            "| {} ×{} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.policy,
-            r.spinners,
+            "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.subject.label(),
             r.untraced.bytes_per_sec / 1e6,
             ratio(r.gil_trace.0),
             ratio(r.no_stacks.0),
             ratio(r.dispatch_only.0),
             ratio(pb),
-            if r.spinners == 0 {
+            if r.subject.spinners() == 0 {
                 "–".to_string()
             } else {
                 format!("{:.0}", r.untraced.spinner_iters_per_sec)
@@ -706,16 +786,16 @@ fn markdown(
         )?;
     }
     writeln!(md, "\n## 2. Capture capacity\n")?;
-    writeln!(md, "Two loads, each recorded for 1 s with `gil-trace record --cost` and the default 16 MiB ring buffer. `workload storm --pairs P`: P thread pairs hand a token through a futex-based condvar as fast as they can (futex waits and wakes, wakeups, context switches; the scheduler's handoff speed limits the rate). `workload futex-storm --threads T --rate R`: T threads make non-blocking futex calls (FUTEX_WAKE, nobody waiting; two events per call) paced to R calls/s in all, at rising rates up to as fast as they can. CPU per event: the eBPF programs as timed by the kernel (BPF_ENABLE_STATS, over every run, including runs filtered out; the timing itself adds two clock reads per run) and the recorder's own user+system CPU. Target: ≥ 1 M events/s with 0 drops.\n")?;
+    writeln!(md, "Two loads, each recorded for 1 s with `gil-trace record --cost` and the default 16 MiB ring buffer, {CAPACITY_ROUNDS} times with the default user stacks and {CAPACITY_ROUNDS} times with `--no-stacks`, alternating; each figure is the median of its runs (lost: the most of any run with stacks). `workload storm --pairs P`: P thread pairs hand a token through a futex-based condvar as fast as they can (futex waits and wakes, wakeups, context switches; the scheduler's handoff speed limits the rate). `workload futex-storm --threads T --rate R`: T threads make non-blocking futex calls (FUTEX_WAKE, nobody waiting; two events per call) paced to R calls/s in all, at rising rates up to as fast as they can. CPU per event: the eBPF programs as timed by the kernel (BPF_ENABLE_STATS, over every run, including runs filtered out; the timing itself adds two clock reads per run) and the recorder's own user+system CPU. A syscall that does not leave its CPU is written as one ring record (entry and exit) but counts as its two events. Targets: ≥ 2 M events/s with 0 drops; eBPF ≤ 150 ns/event.\n")?;
     writeln!(
         md,
-        "| load | events | events/s (offered) | events/s | lost | eBPF ns/event | recorder ns/event |"
+        "| load | events | events/s (offered) | events/s | lost | eBPF ns/event | eBPF ns/event, no stacks | recorder ns/event |"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
     for r in capacity {
         writeln!(
             md,
-            "| {} | {} | {} | {:.2} M | {} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {:.2} M | {} | {:.0} | {:.0} | {:.0} |",
             r.load,
             r.events,
             r.offered_calls
@@ -723,6 +803,7 @@ fn markdown(
             r.events as f64 / r.seconds / 1e6,
             r.lost,
             r.bpf_ns_per_event,
+            r.bpf_ns_per_event_no_stacks,
             r.recorder_ns_per_event
         )?;
     }
@@ -743,9 +824,8 @@ fn markdown(
         let pb = r.perf_bytes_per_event.unwrap_or(f64::NAN);
         writeln!(
             md,
-            "| {} ×{} | {} | {:.1} | {} | {:.1} | {} |",
-            r.policy,
-            r.spinners,
+            "| {} | {} | {:.1} | {} | {:.1} | {} |",
+            r.subject.label(),
             r.gil_trace_events,
             r.gil_trace_bytes_per_event,
             r.perf_events.map_or("–".into(), |e| e.to_string()),
