@@ -612,17 +612,19 @@ pub fn btf_syscalls_sys_enter(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
-    let (tid, tgid) = current();
-    if !is_traced(tid) {
-        return Ok(0);
-    }
     // sys_enter(struct pt_regs *regs, long id): `regs` is trusted (PTR_TO_BTF_ID), so each
     // argument is one load, checked by the verifier against the kernel's pt_regs.
     let regs: *const u64 = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
+    // Classified first: most syscalls of the machine are none of ours, and the number costs
+    // no helper call (asking who is current does).
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
     sys_enter(tid, tgid, nr, class, |i| {
         // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
         Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
@@ -639,15 +641,19 @@ pub fn btf_syscalls_sys_exit(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_btf_syscalls_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, i64> {
-    let (tid, tgid) = current();
-    if !is_traced(tid) {
-        return Ok(0);
-    }
     // sys_exit(struct pt_regs *regs, long ret)
     let regs: *const u64 = ctx.arg(0);
     // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
     let nr = unsafe { core::ptr::read_volatile(regs.add(regs::NR)) } as i64;
-    sys_exit(ctx, tid, tgid, nr, ctx.arg(1))
+    // Classified first, as at entry.
+    let Some(class) = syscall_class(nr) else {
+        return Ok(0);
+    };
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
+    sys_exit(ctx, tid, tgid, nr, class, ctx.arg(1))
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -660,16 +666,16 @@ pub fn raw_syscalls_sys_enter(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
+    // sys_enter(struct pt_regs *regs, long id)
+    let nr: i64 = ctx.arg(1);
+    // Classified first: other syscalls cost no helper call.
+    let Some(class) = syscall_class(nr) else {
+        return Ok(0);
+    };
     let (tid, tgid) = current();
     if !is_traced(tid) {
         return Ok(0);
     }
-    // sys_enter(struct pt_regs *regs, long id)
-    let nr: i64 = ctx.arg(1);
-    // Classified before the registers are copied: other syscalls cost no helper call.
-    let Some(class) = syscall_class(nr) else {
-        return Ok(0);
-    };
     let regs_ptr: u64 = ctx.arg(0);
     // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
@@ -695,7 +701,10 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let nr_ptr = (regs_ptr as *const u64).wrapping_add(regs::NR);
     // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let nr = unsafe { bpf_probe_read_kernel(nr_ptr)? } as i64;
-    sys_exit(ctx, tid, tgid, nr, ctx.arg(1))
+    let Some(class) = syscall_class(nr) else {
+        return Ok(0);
+    };
+    sys_exit(ctx, tid, tgid, nr, class, ctx.arg(1))
 }
 
 /// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument. The
@@ -772,18 +781,16 @@ fn entry(
     })
 }
 
-/// A traced thread returns `ret` from syscall `nr`.
+/// A traced thread returns `ret` from syscall `nr` (of `class`).
 #[inline(always)]
 fn sys_exit<C: StackIdContext>(
     ctx: &C,
     tid: u32,
     tgid: u32,
     nr: i64,
+    class: SyscallClass,
     ret: i64,
 ) -> Result<u32, i64> {
-    let Some(class) = syscall_class(nr) else {
-        return Ok(0);
-    };
     let (kind, detail, stack) = match class {
         SyscallClass::Recv => (EventKind::RecvExit, nr as u64, 0),
         SyscallClass::Send => (EventKind::SendExit, nr as u64, 0),
