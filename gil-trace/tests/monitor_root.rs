@@ -322,3 +322,98 @@ fn monitor_waiting_for_a_process_by_name_stops_on_sigterm() {
     .expect("the monitor did not stop on SIGTERM while waiting for a process");
     assert!(exit.success(), "{exit}");
 }
+
+/// Reads a child's stdout on a thread, all of it, into the returned receiver.
+fn read_all(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let mut stdout = child.stdout.take().unwrap();
+    let (send, text) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stdout.read_to_string(&mut all);
+        let _ = send.send(all);
+    });
+    text
+}
+
+#[test]
+fn top_with_a_command_follows_its_whole_tree_and_exits_with_its_status() {
+    // `top -- sh -c 'workload …; exit 3'`: the first window starts the command, the next
+    // ones attach to it and to the lab it started (a child of sh); when it ends, top exits
+    // with its status.
+    if skip_without_privilege("top_with_a_command_follows_its_whole_tree_and_exits_with_its_status")
+    {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let script = format!(
+        "{} --gil new --spinners 1 --messages 1500 > /dev/null; exit 3",
+        workspace_bin("workload").display()
+    );
+    let mut top = Killed(
+        gil_trace()
+            .args(["top", "--interval", "400ms", "--", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let text = read_all(&mut top.0);
+    let exit = poll(Duration::from_mins(3), || top.0.try_wait().ok().flatten())
+        .expect("top did not end with its command");
+    let seen = text.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(exit.code(), Some(3), "top's exit: {exit}\n{seen}");
+    let windows: Vec<&str> = seen.split("gil-trace top: ").skip(1).collect();
+    assert!(windows.len() >= 3, "{seen}");
+    // The lab's echo thread and its lock, in windows after the first: sh's child followed.
+    let later_with_lab = windows[1..]
+        .iter()
+        .filter(|w| w.contains("\n  echo (") && w.contains("lock used by "))
+        .count();
+    assert!(
+        later_with_lab >= 1,
+        "no later window shows the lab:\n{seen}"
+    );
+}
+
+#[test]
+fn monitor_with_a_command_serves_while_it_runs_and_exits_with_its_status() {
+    if skip_without_privilege(
+        "monitor_with_a_command_serves_while_it_runs_and_exits_with_its_status",
+    ) {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let port = free_port();
+    let script = format!(
+        "{} --gil new --spinners 1 --messages 1500 > /dev/null; exit 5",
+        workspace_bin("workload").display()
+    );
+    let mut monitor = Killed(
+        gil_trace()
+            .args(["monitor", "-q", "--interval", "400ms", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--", "sh", "-c", &script])
+            .spawn()
+            .unwrap(),
+    );
+    // Windows are counted while the lab runs, with the echo thread's lock waits.
+    let metrics = poll(Duration::from_mins(1), || {
+        let m = http_get(port, "/metrics")?;
+        m.lines()
+            .any(|l| {
+                l.starts_with("gil_trace_thread_state_seconds_total{")
+                    && l.contains("thread=\"echo\"")
+                    && l.contains("state=\"lock_wait\"")
+                    && l.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|v| v > 0.0)
+            })
+            .then_some(m)
+    });
+    assert!(metrics.is_some(), "no lock wait of the echo thread served");
+    let exit = poll(Duration::from_mins(3), || {
+        monitor.0.try_wait().ok().flatten()
+    })
+    .expect("the monitor did not end with its command");
+    assert_eq!(exit.code(), Some(5), "{exit}");
+}

@@ -379,6 +379,41 @@ fn attaches_to_a_running_process_and_refuses_a_missing_pid() {
 }
 
 #[test]
+fn attaching_to_a_process_that_exited_but_is_not_reaped_is_refused() {
+    // A zombie still has /proc/PID/task: traced, it would never exit, and the recording (or
+    // a `monitor`/`top` window) would wait for it forever.
+    if skip_without_privilege("attaching_to_a_process_that_exited_but_is_not_reaped_is_refused") {
+        return;
+    }
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    let pid = zombie.id();
+    let exited = poll_until(std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    });
+    assert!(exited, "pid {pid} never became a zombie");
+    let dir = tempfile::tempdir().unwrap();
+    let out = gil_trace()
+        // Bounded, so that a regression fails here instead of hanging.
+        .args([
+            "record",
+            "--quiet",
+            "--duration",
+            "10s",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(dir.path().join("z.trace"))
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &format!("no process with pid {pid}"));
+    zombie.wait().unwrap();
+}
+
+#[test]
 fn sigterm_stops_recording_forwards_to_the_command_and_keeps_a_valid_trace() {
     if skip_without_privilege(
         "sigterm_stops_recording_forwards_to_the_command_and_keeps_a_valid_trace",

@@ -11,4 +11,6 @@ pub mod recorder;
 pub mod tracefs;
 
 pub use error::CaptureError;
-pub use recorder::{record, RecordOptions, RecordOutcome, StopReason, Target};
+pub use recorder::{
+    reap_command, record, RecordOptions, RecordOutcome, StopReason, Target, STOP_GRACE,
+};

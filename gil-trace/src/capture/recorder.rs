@@ -54,6 +54,14 @@ pub struct RecordOptions {
     pub probes: ProbeOptions,
     /// Sample the Python stacks of CPython processes at this rate (None: not at all).
     pub python_rate_hz: Option<u32>,
+    /// When `duration` ends, stop recording but leave a started command running (it is not
+    /// signalled nor reaped: `monitor`/`top -- CMD` record it window after window with
+    /// `Target::Pid`). `record` signals it (false).
+    pub command_outlives_duration: bool,
+    /// With `Target::Pid`, also trace the descendants the process already has (those it
+    /// forks while traced always are): how `monitor`/`top -- CMD` follow the whole tree of
+    /// the command they started, window after window.
+    pub with_descendants: bool,
 }
 
 /// Why recording stopped.
@@ -82,6 +90,8 @@ impl std::fmt::Display for StopReason {
 #[derive(Clone, Debug)]
 pub struct RecordOutcome {
     pub path: PathBuf,
+    /// The traced process: the started command's, or the attached one.
+    pub root_pid: u32,
     pub events: u64,
     pub lost: u64,
     pub stop_reason: StopReason,
@@ -91,7 +101,7 @@ pub struct RecordOutcome {
 }
 
 /// Grace period for the command to exit after a forwarded signal or `--duration`.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// The reader drains on this period; the programs never wake it (a wakeup costs the traced
 /// thread more than the event). The ring must hold one period of events: the default 16 MiB
 /// holds ~300 k events, i.e. 30 M events/s.
@@ -143,6 +153,7 @@ fn seed_process(
 ) -> Result<(), CaptureError> {
     let task_dir = PathBuf::from(format!("/proc/{pid}/task"));
     let mut seen = std::collections::BTreeSet::new();
+    let mut live = 0;
     loop {
         let entries =
             std::fs::read_dir(&task_dir).map_err(|_| CaptureError::ProcessNotFound { pid })?;
@@ -158,15 +169,52 @@ fn seed_process(
             if !seen.insert(tid) {
                 continue;
             }
+            // A thread that exited but is not yet reaped (a zombie) never exits again: traced,
+            // it would keep the recording waiting for it.
+            if is_dead(&entry.path()) {
+                continue;
+            }
             new += 1;
+            live += 1;
             probes.trace_thread(tid, pid)?;
             let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
             writer.push(&comm_event(tid, pid, name.trim_end(), monotonic_ns()))?;
         }
         if new == 0 {
-            return Ok(());
+            // Every thread dead: the process has exited (its parent has yet to reap it).
+            return if live == 0 {
+                Err(CaptureError::ProcessNotFound { pid })
+            } else {
+                Ok(())
+            };
         }
     }
+}
+
+/// Whether the task at `/proc/…/task/TID` has exited (a zombie, or being reaped).
+fn is_dead(task: &std::path::Path) -> bool {
+    std::fs::read_to_string(task.join("stat")).is_ok_and(|stat| {
+        // "TID (COMM) STATE …": COMM may hold spaces and parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X" | "x"))
+    })
+}
+
+/// The children of every thread of `pid` (`/proc/PID/task/TID/children`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 fn read_host() -> (String, String) {
@@ -300,6 +348,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         opts.output.display()
     );
     let mut writer = TraceWriter::to_temp(output, &meta)?;
+    // The processes attached to (with -p: the one, and maybe its descendants).
+    let mut attached = Vec::new();
     let mut child = if let Some(paused) = child {
         probes.trace_thread(root_pid, root_pid)?;
         Some(TracedChild {
@@ -307,7 +357,20 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
             exit: None,
         })
     } else {
-        seed_process(&mut probes, &mut writer, root_pid)?;
+        let mut next = vec![root_pid];
+        while let Some(pid) = next.pop() {
+            // Seeded before its children are listed: a child forked after this is traced
+            // by the fork handler, one forked before is in the list.
+            match seed_process(&mut probes, &mut writer, pid) {
+                Ok(()) => attached.push(pid),
+                // A descendant that exited meanwhile.
+                Err(CaptureError::ProcessNotFound { .. }) if pid != root_pid => continue,
+                Err(e) => return Err(e),
+            }
+            if opts.with_descendants {
+                next.extend(children_of(pid));
+            }
+        }
         None
     };
 
@@ -321,13 +384,13 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     let ring = probes.ring.take().expect("ring buffer present");
     let mut code = CodeCollector::default();
     let mut python = opts.python_rate_hz.map(PySampler::new);
-    if let (Some(py), Target::Pid(pid)) = (&mut python, &opts.target) {
-        py.consider(*pid);
-    }
-    // The process's first mappings (a command's are read as its addresses show up: it has
+    // The processes' first mappings (a command's are read as its addresses show up: it has
     // not even loaded its libraries yet).
-    if matches!(opts.target, Target::Pid(_)) {
-        code.read_maps(root_pid);
+    for &pid in &attached {
+        if let Some(py) = &mut python {
+            py.consider(pid);
+        }
+        code.read_maps(pid);
     }
     let result = runtime.block_on(event_loop(
         &mut probes,
@@ -379,6 +442,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     let path = as_user(identity.as_ref(), || finished.persist(true))??;
     Ok(RecordOutcome {
         path,
+        root_pid,
         events,
         lost: lost_total,
         stop_reason,
@@ -474,6 +538,26 @@ fn exit_info(status: WaitStatus) -> Option<ExitInfo> {
     }
 }
 
+/// Reaps a command an earlier recording started and left running
+/// (`RecordOptions::command_outlives_duration`), once it has ended: first sending it `stop`
+/// if given, then waiting up to `grace`. Its exit, or None if it still runs.
+pub fn reap_command(pid: u32, stop: Option<Signal>, grace: Duration) -> Option<ExitInfo> {
+    let pid = Pid::from_raw(pid as i32);
+    if let Some(sig) = stop {
+        let _ = kill(pid, sig);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(status) => return exit_info(status),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The command the recorder started. Once reaped, its pid may be another process's: it is
 /// never signalled again.
 struct TracedChild {
@@ -561,7 +645,7 @@ async fn event_loop(
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop_reason.is_none() => {
                 stop_reason = Some(StopReason::Duration);
                 match child.as_deref() {
-                    Some(c) if c.exit.is_none() => {
+                    Some(c) if c.exit.is_none() && !opts.command_outlives_duration => {
                         c.signal(Signal::SIGTERM);
                         stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
                     }

@@ -75,10 +75,13 @@ pub enum Command {
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   sudo gil-trace top -p 1234
+  sudo gil-trace top -- python3 server.py
   sudo gil-trace top --comm my_server --interval 2s | tee top.log   # plain text when piped
 
 Each window (--interval) is recorded and analysed as `report` would, then shown; on a terminal
-the screen is redrawn, otherwise each window is printed after the last. Ctrl-C stops.")]
+the screen is redrawn, otherwise each window is printed after the last. `q` (on a terminal)
+or Ctrl-C stops. With `-- COMMAND`, the command runs as the invoking user, its start is
+recorded from its first instruction, and gil-trace exits with its status when it ends.")]
 pub struct TopArgs {
     #[command(flatten)]
     pub watch: WatchArgs,
@@ -90,11 +93,14 @@ pub struct TopArgs {
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   sudo gil-trace monitor -p 1234                          # http://127.0.0.1:9464/metrics
+  sudo gil-trace monitor -- python3 server.py
   sudo gil-trace monitor --comm my_server --listen 0.0.0.0:9464 --interval 10s
 
 It records the process in windows of --interval, analyses each as it ends (into counters and
 histograms that only grow) and serves them on --listen until Ctrl-C. With --comm it waits for
-a process of that name, follows it until it exits, then waits for the next.")]
+a process of that name, follows it until it exits, then waits for the next. With `-- COMMAND`
+it starts the command (as the invoking user) and serves until it exits, then exits with its
+status.")]
 pub struct MonitorArgs {
     #[command(flatten)]
     pub watch: WatchArgs,
@@ -108,7 +114,7 @@ pub struct MonitorArgs {
 
 /// What `monitor` and `top` watch, and how.
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "comm"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "comm", "command"])))]
 pub struct WatchArgs {
     /// The process to watch.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
@@ -123,6 +129,10 @@ pub struct WatchArgs {
     /// Do not sample Python stacks.
     #[arg(long, conflicts_with = "py_rate")]
     pub no_py: bool,
+    /// A command to start (as the invoking user under sudo) and watch until it exits, after
+    /// `--`; gil-trace then exits with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
 /// `record --py-rate`'s default: see docs/performance.md for what sampling costs.

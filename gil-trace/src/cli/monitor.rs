@@ -31,7 +31,7 @@ pub(crate) fn monitor(args: &MonitorArgs, quiet: bool) -> Result<ExitCode> {
         );
     }
     let mut windows = 0u64;
-    super::windows::watch(
+    let end = super::windows::watch(
         &super::windows::WatchOptions {
             args: &args.watch,
             interval: args.interval,
@@ -47,7 +47,11 @@ pub(crate) fn monitor(args: &MonitorArgs, quiet: bool) -> Result<ExitCode> {
         },
     )?;
     log::info!("{windows} windows analysed");
-    Ok(ExitCode::SUCCESS)
+    Ok(super::record::command_status(
+        end.exit,
+        end.signal,
+        !args.watch.command.is_empty(),
+    ))
 }
 
 /// A request's bytes read at most (request line and headers).

@@ -4,9 +4,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 
 use gil_trace_common::UserStacks;
+use nix::sys::signal::Signal;
 
 use super::args::{RecordArgs, StackChoice};
-use crate::capture::{self, probes::ProbeOptions, RecordOptions, StopReason, Target};
+use crate::{
+    capture::{self, probes::ProbeOptions, RecordOptions, StopReason, Target},
+    trace::format::ExitInfo,
+};
 
 pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
     let attached = args.pid.is_some();
@@ -38,6 +42,8 @@ pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
         },
         live_status: !quiet,
         python_rate_hz: (!args.no_py).then_some(args.py_rate),
+        command_outlives_duration: false,
+        with_descendants: false,
     })?;
     if !quiet {
         eprintln!(
@@ -68,19 +74,28 @@ pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
             );
         }
     }
-    // Pass the command's exit status through, like `time`. Stopped by a signal while the
-    // command still ran (a second Ctrl-C): 128 + that signal, as a shell would report it.
     let by_signal = match outcome.stop_reason {
-        StopReason::Signal(sig) => Some(sig as i32),
+        StopReason::Signal(sig) => Some(sig),
         _ => None,
     };
-    Ok(match (outcome.exit, by_signal) {
+    Ok(command_status(outcome.exit, by_signal, !attached))
+}
+
+/// The command's exit status passed through, like `time`. Stopped by a signal while a
+/// command gil-trace started still ran (a second Ctrl-C): 128 + that signal, as a shell would
+/// report it. 0 when watching a process gil-trace did not start.
+pub(super) fn command_status(
+    exit: Option<ExitInfo>,
+    by_signal: Option<Signal>,
+    started: bool,
+) -> ExitCode {
+    match (exit, by_signal) {
         (Some(exit), _) => match (exit.code, exit.signal) {
             (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
             (_, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
             _ => ExitCode::SUCCESS,
         },
-        (None, Some(sig)) if !attached => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+        (None, Some(sig)) if started => ExitCode::from((128 + sig as i32).clamp(0, 255) as u8),
         _ => ExitCode::SUCCESS,
-    })
+    }
 }

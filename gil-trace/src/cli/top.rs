@@ -18,6 +18,10 @@ const CLEAR: &str = "\x1b[H\x1b[2J";
 pub(crate) fn top(args: &TopArgs, quiet: bool) -> Result<ExitCode> {
     capture::privileges::check()?;
     let terminal = std::io::stdout().is_terminal();
+    // `q` quits, read from the terminal; not with a command, whose input the terminal is.
+    let _keys = (terminal && args.watch.command.is_empty())
+        .then(QuitKey::listen)
+        .flatten();
     if !quiet && terminal {
         eprintln!(
             "gil-trace: recording the first window ({:?})…",
@@ -25,7 +29,7 @@ pub(crate) fn top(args: &TopArgs, quiet: bool) -> Result<ExitCode> {
         );
     }
     let mut index = 0;
-    watch(
+    let end = watch(
         &WatchOptions {
             args: &args.watch,
             interval: args.interval,
@@ -44,5 +48,56 @@ pub(crate) fn top(args: &TopArgs, quiet: bool) -> Result<ExitCode> {
             .context("writing to stdout")
         },
     )?;
-    Ok(ExitCode::SUCCESS)
+    Ok(super::record::command_status(
+        end.exit,
+        end.signal,
+        !args.watch.command.is_empty(),
+    ))
+}
+
+/// Reads keys from the terminal (no line buffering, no echo; Ctrl-C still signals) and
+/// quits on `q`: with SIGTERM to this process, which ends the window being recorded as
+/// Ctrl-C would. Restores the terminal when dropped.
+struct QuitKey {
+    saved: nix::sys::termios::Termios,
+}
+
+impl QuitKey {
+    /// None when stdin is not a terminal (or cannot be set up): Ctrl-C still works.
+    fn listen() -> Option<QuitKey> {
+        use nix::sys::termios::{self, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return None;
+        }
+        let saved = termios::tcgetattr(&stdin).ok()?;
+        let mut keys = saved.clone();
+        keys.local_flags
+            .remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        termios::tcsetattr(&stdin, SetArg::TCSANOW, &keys).ok()?;
+        let reader = std::thread::Builder::new()
+            .name("gil-trace-keys".into())
+            .spawn(|| {
+                use std::io::Read;
+                let mut byte = [0u8; 1];
+                while let Ok(1) = std::io::stdin().lock().read(&mut byte) {
+                    if byte[0].eq_ignore_ascii_case(&b'q') {
+                        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+                        return;
+                    }
+                }
+            });
+        let key = QuitKey { saved };
+        reader.ok().map(|_| key)
+    }
+}
+
+impl Drop for QuitKey {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
 }

@@ -17,6 +17,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use gil_trace_common::UserStacks;
+use nix::sys::signal::Signal;
+use std::io::IsTerminal;
 
 use super::args::WatchArgs;
 use crate::{
@@ -27,7 +29,7 @@ use crate::{
     },
     pipeline,
     render::metrics::WindowRows,
-    trace::{Decoding, TraceReader},
+    trace::{format::ExitInfo, Decoding, TraceReader},
 };
 
 /// A process named `--comm` is looked for this often.
@@ -51,13 +53,22 @@ pub struct Window {
     pub rows: WindowRows,
 }
 
+/// How a watch ended.
+#[derive(Debug, Default)]
+pub struct WatchEnd {
+    /// The started command's exit (`-- COMMAND`), once reaped.
+    pub exit: Option<ExitInfo>,
+    /// The signal that stopped the watch, if one did.
+    pub signal: Option<Signal>,
+}
+
 /// Records and analyses windows of the target, handing each to `each`, until Ctrl-C (or the
-/// process exits, with `-p`).
+/// process exits, with `-p` or `-- COMMAND`).
 pub fn watch(
     opts: &WatchOptions,
     quiet: bool,
     mut each: impl FnMut(Window) -> Result<()>,
-) -> Result<()> {
+) -> Result<WatchEnd> {
     // Ctrl-C/SIGTERM/SIGHUP while no window records (waiting for a process, analysing): the
     // recorder's handlers take a signal inside a window, and stay installed after it.
     let stop = Arc::new(AtomicBool::new(false));
@@ -78,18 +89,29 @@ pub fn watch(
     .context("creating a directory for the windows")?;
     let window_trace = dir.path().join("window.trace");
     let mut pid = opts.args.pid;
+    // The command this watch started (`-- COMMAND`), once running, until reaped.
+    let mut started: Option<u32> = None;
+    let mut end = WatchEnd::default();
+    // The recorder forwards a signal to a command it started itself (the first window).
+    let mut forwarded = false;
     while !stop.load(Ordering::Relaxed) {
         let target = match (pid, &opts.args.comm) {
-            (Some(pid), _) => pid,
+            (Some(pid), _) => Target::Pid(pid),
             (None, Some(comm)) => match wait_for_comm(comm, &stop) {
-                Some(pid) => pid,
+                Some(pid) => Target::Pid(pid),
                 None => break,
             },
-            (None, None) => unreachable!("clap requires -p or --comm"),
+            // The first window starts the command (paused until it is traced, as `record`
+            // does); the next ones follow its pid.
+            (None, None) if !opts.args.command.is_empty() => {
+                Target::Command(opts.args.command.clone())
+            }
+            (None, None) => unreachable!("clap requires -p, --comm or a command"),
         };
+        let starts_command = matches!(target, Target::Command(_));
         let outcome = capture::record(&RecordOptions {
             output: window_trace.clone(),
-            target: Target::Pid(target),
+            target,
             duration: Some(opts.interval),
             live_status: false,
             probes: ProbeOptions {
@@ -100,6 +122,9 @@ pub fn watch(
                 split_calls: false,
             },
             python_rate_hz: (!opts.args.no_py).then_some(opts.args.py_rate),
+            command_outlives_duration: true,
+            // The started command's whole tree (a wrapper script's children too).
+            with_descendants: started.is_some(),
         });
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -108,8 +133,28 @@ pub fn watch(
                 pid = None;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            // The command exited between two windows: its status, and the end.
+            Err(capture::CaptureError::ProcessNotFound { .. }) if started.is_some() => {
+                if !quiet {
+                    eprintln!("gil-trace: pid {} exited", started.unwrap_or_default());
+                }
+                stop_started(started.take(), None, &mut end);
+                break;
+            }
+            Err(e) => {
+                stop_started(started, None, &mut end);
+                return Err(e.into());
+            }
         };
+        let target = outcome.root_pid;
+        if starts_command {
+            started = Some(target);
+            // Reaped by the recorder if it ended within this first window.
+            end.exit.clone_from(&outcome.exit);
+            if end.exit.is_some() {
+                started = None;
+            }
+        }
         let window = analyse(&outcome.path, target);
         as_user(identity.as_ref(), || {
             let _ = std::fs::remove_file(&outcome.path);
@@ -117,24 +162,54 @@ pub fn watch(
         })?;
         // A window that cannot be analysed is skipped, not the end of a watch meant for hours.
         match window {
-            Ok(window) => each(window)?,
+            Ok(window) => {
+                if let Err(e) = each(window) {
+                    stop_started(started, None, &mut end);
+                    return Err(e);
+                }
+            }
             Err(e) => eprintln!("gil-trace: a window of pid {target} was skipped: {e:#}"),
         }
         match outcome.stop_reason {
-            StopReason::Signal(_) => break,
+            StopReason::Signal(sig) => {
+                end.signal = Some(sig);
+                forwarded = starts_command;
+                break;
+            }
             // Gone: with --comm, wait for the next one.
             StopReason::Exit if opts.args.comm.is_some() => pid = None,
             StopReason::Exit => {
                 if !quiet {
                     eprintln!("gil-trace: pid {target} exited");
                 }
+                // Our own child: reaped, for its status.
+                stop_started(started.take(), None, &mut end);
                 break;
             }
             StopReason::Duration => pid = Some(target),
         }
     }
+    if end.signal.is_none() && stop.load(Ordering::Relaxed) {
+        // Stopped between two windows (the recorder's handlers took the signal's place in
+        // the flag): which signal is not known; SIGTERM is what the command gets.
+        end.signal = Some(Signal::SIGTERM);
+    }
+    let forward = end.signal.filter(|_| !forwarded);
+    stop_started(started, forward, &mut end);
     as_user(identity.as_ref(), move || dir.close())?.context("removing the window directory")?;
-    Ok(())
+    Ok(end)
+}
+
+/// Ends the watch of a command it started: the command exited (reaped now), or the watch
+/// stops (the command gets `forward`, as `record` forwards a signal, and a grace period);
+/// either way its exit goes into `end`, if it ended.
+fn stop_started(started: Option<u32>, forward: Option<Signal>, end: &mut WatchEnd) {
+    if let Some(pid) = started {
+        // A Ctrl-C on the terminal already reached the command (same process group).
+        let signal =
+            forward.filter(|&sig| sig != Signal::SIGINT || !std::io::stdin().is_terminal());
+        end.exit = capture::reap_command(pid, signal, capture::STOP_GRACE);
+    }
 }
 
 fn analyse(trace: &Path, pid: u32) -> Result<Window> {
