@@ -541,6 +541,41 @@ fn native_perfetto_export_decodes_with_perfettos_schema_and_agrees_with_the_repo
             "{fixture}: a fixture with a convoy"
         );
         assert_eq!(got["unclosed"], serde_json::json!({}), "{fixture}");
+        // Every user stack the kernel recorded as a sample whose callstack and frames are all
+        // named.
+        let out = gil_trace()
+            .args(["dump", "--json"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        let with_stack = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                // The kernel's stacks (a Python sample's is py-spy's, not exported as one).
+                serde_json::from_str::<serde_json::Value>(l).is_ok_and(|e| {
+                    e["stack"].is_u64()
+                        && (e["kind"] == "sched_switch" || e["kind"] == "futex_exit")
+                })
+            })
+            .count() as u64;
+        assert_eq!(got["stack_samples"].as_u64(), Some(with_stack), "{fixture}");
+        assert_eq!(
+            got["resolved_stack_samples"], got["stack_samples"],
+            "{fixture}"
+        );
+        if fixture == "lab-stacks.trace" {
+            assert!(with_stack > 10, "{fixture}: {with_stack} stacks");
+            // The futex call every blocking wait and handing-over wake ends in.
+            assert!(
+                got["innermost_frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f.as_str().is_some_and(|f| f.starts_with("syscall"))),
+                "{fixture}: {}",
+                got["innermost_frames"]
+            );
+        }
         // Threads by the report's names (a Python thread's `threading` name).
         for t in report["threads"].as_array().unwrap() {
             let tid = t["tid"].to_string();

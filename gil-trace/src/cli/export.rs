@@ -18,9 +18,10 @@ use crate::{
         contention::{HandoffEvent, IoOp, RowSink},
         ReportOptions,
     },
+    model::stack::StackKey,
     pipeline,
     render::{chrome::ChromeJson, perfetto::PerfettoTrace},
-    trace::{stream::KindMask, Decoding, TraceReader},
+    trace::{stream::KindMask, Decoding, EventData, TraceReader},
 };
 
 /// Rows to a writer that the span sink also writes to.
@@ -146,7 +147,7 @@ fn perfetto(
 ) -> Result<String> {
     let window = opts.window;
     let writer = RefCell::new(PerfettoTrace::new(sink, &reader.trailer().threads, tid));
-    let (analysis, _) = pipeline::analyse_into(
+    let (analysis, mut symbols) = pipeline::analyse_into(
         trace,
         reader,
         opts,
@@ -156,22 +157,41 @@ fn perfetto(
     )?;
     let mut writer = writer.into_inner();
     writer.analysed(&analysis.report);
-    let kinds = KindMask::of(&[EventKind::SchedSwitch, EventKind::SchedWaking]);
+    // The futex exits only for the stacks of holders waking their waiters.
+    let kinds = KindMask::of(&[
+        EventKind::SchedSwitch,
+        EventKind::SchedWaking,
+        EventKind::FutexExit,
+    ]);
     for event in TraceReader::open(trace)?.events_of(kinds) {
         let event = event?;
         if window.is_none_or(|(from, to)| (from..=to).contains(&event.ts_ns)) {
             writer.sched(&event);
+            let stack = match event.data {
+                EventData::Switch { stack, .. } | EventData::FutexExit { stack, .. } => stack,
+                _ => None,
+            };
+            if let Some(id) = stack {
+                let key = StackKey {
+                    tgid: event.tgid,
+                    id,
+                };
+                if let Some(named) = symbols.stack(key) {
+                    writer.stack_sample(&event, key, named);
+                }
+            }
         }
     }
     let (_, counts) = writer.finish().context("writing the export")?;
     Ok(format!(
-        "{} sched_switch, {} sched_waking, {} holder slices, {} handoff flows, {} arrivals, {} convoys",
+        "{} sched_switch, {} sched_waking, {} holder slices, {} handoff flows, {} arrivals, {} convoys, {} stack samples",
         counts.sched_switch,
         counts.sched_waking,
         counts.holder_slices,
         counts.flows,
         counts.arrivals,
-        counts.convoys
+        counts.convoys,
+        counts.stack_samples
     ))
 }
 

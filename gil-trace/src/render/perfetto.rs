@@ -9,7 +9,10 @@
 //!   acquires);
 //! - datagram arrivals as instants on the receiver's thread track;
 //! - at the end, process and thread names (a Python thread's `threading` name) and the convoy
-//!   episodes as slices on a `convoys` track, with their verdicts.
+//!   episodes as slices on a `convoys` track, with their verdicts;
+//! - the recorded user stacks (where a thread blocked waiting for a lock, where a holder woke
+//!   its waiter) as `PerfSample`s with interned, named callstacks: Perfetto shows them on the
+//!   thread's "Callstacks" track, a flamegraph for one or for a selected range.
 //!
 //! Timestamps are the trace's own CLOCK_MONOTONIC nanoseconds, on Perfetto's default clock
 //! (every packet uses the same one, so they line up).
@@ -22,7 +25,10 @@ use perfetto_protos::{
     debug_annotation::DebugAnnotation,
     ftrace_event::FtraceEvent,
     ftrace_event_bundle::FtraceEventBundle,
+    interned_data::InternedData,
     process_tree::{process_tree, ProcessTree},
+    profile_common::{Callstack, Frame as PerfettoFrame, InternedString, Mapping},
+    profile_packet::{profiling::CpuMode, PerfSample},
     sched::{SchedSwitchFtraceEvent, SchedWakingFtraceEvent},
     thread_descriptor::ThreadDescriptor,
     trace_packet::{trace_packet::SequenceFlags, TracePacket},
@@ -30,13 +36,14 @@ use perfetto_protos::{
     track_event::{track_event::Type as EventType, TrackEvent},
 };
 use protobuf::Message;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     analysis::{
         contention::{HandoffEvent, IoOp, RowSink},
         Report,
     },
+    model::stack::{Stack, StackKey},
     render::thread_table::ThreadTable,
     trace::{Event, EventData, ThreadInfo},
 };
@@ -64,7 +71,21 @@ pub struct PerfettoCounts {
     pub flows: u64,
     pub arrivals: u64,
     pub convoys: u64,
+    pub stack_samples: u64,
 }
+
+/// The names the stack samples' packets have interned on the sequence so far.
+#[derive(Default)]
+struct InternedStacks {
+    /// A frame's label → its iid (also its function name's, and its `rel_pc`: Perfetto keys
+    /// frames by address and name, so each label gets an address of its own).
+    frames: FxHashMap<String, u64>,
+    /// A stack → its callstack's iid.
+    callstacks: FxHashMap<StackKey, u64>,
+}
+
+/// The one mapping every frame belongs to (Perfetto wants one; the names are what matter).
+const MAPPING_IID: u64 = 1;
 
 /// A Perfetto trace being written to `out`.
 pub struct PerfettoTrace<W: Write> {
@@ -82,6 +103,7 @@ pub struct PerfettoTrace<W: Write> {
     /// The holding drawn last is open: it ends at the next acquisition.
     holder_open: bool,
     first_packet: bool,
+    interned: InternedStacks,
     counts: PerfettoCounts,
     /// The first write error; later writes are skipped and [`Self::finish`] returns it.
     error: Option<std::io::Error>,
@@ -99,6 +121,7 @@ impl<W: Write> PerfettoTrace<W> {
             holders: BTreeSet::new(),
             holder_open: false,
             first_packet: true,
+            interned: InternedStacks::default(),
             counts: PerfettoCounts::default(),
             error: None,
         }
@@ -224,6 +247,74 @@ impl<W: Write> PerfettoTrace<W> {
         if pending.len() >= BUNDLE_EVENTS {
             self.flush_cpu(e.cpu);
         }
+    }
+
+    /// The user stack `stack` (named, innermost frame first) that event `e` recorded (a
+    /// blocking switch, or a futex call that woke a waiter) as a sample on `e`'s thread.
+    pub fn stack_sample(&mut self, e: &Event, key: StackKey, stack: &Stack) {
+        if !self.wanted(e.tid) || stack.frames.is_empty() {
+            return;
+        }
+        let mut new = InternedData::new();
+        if self.interned.frames.is_empty() && self.interned.callstacks.is_empty() {
+            let mut mapping = Mapping::new();
+            mapping.set_iid(MAPPING_IID);
+            new.mappings.push(mapping);
+        }
+        let callstack = self.intern_callstack(key, stack, &mut new);
+        let mut sample = PerfSample::new();
+        sample.set_cpu(e.cpu);
+        sample.set_pid(self.pid_of(e.tid));
+        sample.set_tid(e.tid);
+        sample.set_cpu_mode(CpuMode::MODE_USER);
+        sample.set_callstack_iid(callstack);
+        let mut packet = TracePacket::new();
+        packet.set_timestamp(e.ts_ns);
+        packet.set_sequence_flags(SequenceFlags::SEQ_NEEDS_INCREMENTAL_STATE as u32);
+        if !new.callstacks.is_empty() || !new.mappings.is_empty() {
+            packet.interned_data = Some(new).into();
+        }
+        packet.set_perf_sample(sample);
+        self.packet(packet);
+        self.counts.stack_samples += 1;
+    }
+
+    /// The iid of `key`'s callstack, interning it (and frames not seen yet) into `new`.
+    fn intern_callstack(&mut self, key: StackKey, stack: &Stack, new: &mut InternedData) -> u64 {
+        if let Some(&iid) = self.interned.callstacks.get(&key) {
+            return iid;
+        }
+        let mut frame_ids = Vec::with_capacity(stack.frames.len());
+        // Perfetto's callstacks list the outermost frame first.
+        for frame in stack.frames.iter().rev() {
+            let label = frame.label();
+            let next = self.interned.frames.len() as u64 + 1;
+            let iid = *self
+                .interned
+                .frames
+                .entry(label.clone())
+                .or_insert_with(|| {
+                    let mut name = InternedString::new();
+                    name.set_iid(next);
+                    name.set_str(label.into_bytes());
+                    new.function_names.push(name);
+                    let mut f = PerfettoFrame::new();
+                    f.set_iid(next);
+                    f.set_function_name_id(next);
+                    f.set_mapping_id(MAPPING_IID);
+                    f.set_rel_pc(next);
+                    new.frames.push(f);
+                    next
+                });
+            frame_ids.push(iid);
+        }
+        let iid = self.interned.callstacks.len() as u64 + 1;
+        let mut c = Callstack::new();
+        c.set_iid(iid);
+        c.frame_ids = frame_ids;
+        new.callstacks.push(c);
+        self.interned.callstacks.insert(key, iid);
+        iid
     }
 
     fn flush_cpu(&mut self, cpu: u32) {

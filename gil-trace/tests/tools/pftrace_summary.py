@@ -26,9 +26,20 @@ def main():
     flow_starts, flow_ends = set(), set()
     threads = {}
     processes = {}
+    # The stack samples: interned names, frames and callstacks, and each sample's callstack.
+    function_names, frames, callstacks = {}, {}, {}
+    samples = []
     for packet in trace.packet:
         kind = packet.WhichOneof("data")
         kinds[kind] += 1
+        if packet.HasField("interned_data"):
+            d = packet.interned_data
+            function_names.update({n.iid: n.str.decode() for n in d.function_names})
+            frames.update({f.iid: f.function_name_id for f in d.frames})
+            callstacks.update({c.iid: list(c.frame_ids) for c in d.callstacks})
+        if kind == "perf_sample":
+            needs = packet.sequence_flags & pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
+            samples.append((packet.perf_sample.callstack_iid, bool(needs)))
         if kind == "ftrace_events":
             last = 0
             for event in packet.ftrace_events.event:
@@ -59,7 +70,17 @@ def main():
                 instants[e.name.split(" ")[0]] += 1
             flow_starts.update(e.flow_ids)
             flow_ends.update(e.terminating_flow_ids)
+    # A sample is resolved when its callstack and every frame's name were interned before it
+    # (checked at the end here; the writer interns before the first use).
+    resolved = [
+        [function_names[frames[f]] for f in callstacks[iid]]
+        for iid, needs in samples
+        if needs and iid in callstacks and all(frames.get(f) in function_names for f in callstacks[iid])
+    ]
     print(json.dumps({
+        "stack_samples": len(samples),
+        "resolved_stack_samples": len(resolved),
+        "innermost_frames": sorted({stack[-1] for stack in resolved if stack}),
         "packets": dict(kinds),
         "ftrace": dict(ftrace),
         "per_cpu_sorted": per_cpu_sorted,
