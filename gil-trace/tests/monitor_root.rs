@@ -337,16 +337,17 @@ fn read_all(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
 
 #[test]
 fn top_with_a_command_follows_its_whole_tree_and_exits_with_its_status() {
-    // `top -- sh -c 'workload …; exit 3'`: the first window starts the command, the next
-    // ones attach to it and to the lab it started (a child of sh); when it ends, top exits
-    // with its status.
+    // `top -- sh -c 'timeout 3 workload …; exit 3'`: the first window starts the command,
+    // the next ones attach to it and to what it started (timeout, and the lab under it); when
+    // it ends, top exits with its status. Bounded by time: how fast the lab's datagrams go
+    // depends on the machine's load.
     if skip_without_privilege("top_with_a_command_follows_its_whole_tree_and_exits_with_its_status")
     {
         return;
     }
     let _one = one_lab_at_a_time();
     let script = format!(
-        "{} --gil new --spinners 1 --messages 1500 > /dev/null; exit 3",
+        "timeout 3 {} --gil new --spinners 1 --messages 100000000 > /dev/null; exit 3",
         workspace_bin("workload").display()
     );
     let mut top = Killed(
@@ -384,7 +385,7 @@ fn monitor_with_a_command_serves_while_it_runs_and_exits_with_its_status() {
     let _one = one_lab_at_a_time();
     let port = free_port();
     let script = format!(
-        "{} --gil new --spinners 1 --messages 1500 > /dev/null; exit 5",
+        "timeout 3 {} --gil new --spinners 1 --messages 100000000 > /dev/null; exit 5",
         workspace_bin("workload").display()
     );
     let mut monitor = Killed(
