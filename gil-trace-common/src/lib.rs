@@ -392,6 +392,22 @@ pub struct CallPair {
 }
 
 const _: () = assert!(core::mem::size_of::<CallPair>() == 2 * core::mem::size_of::<RawEvent>());
+
+/// The syscall a traced thread is inside, on one CPU (the programs' `CALL_IN_FLIGHT` slot).
+/// Userspace reads the slots once recording has stopped, for the entries of calls that had not
+/// returned (nor left their CPU) by then: a trace ending mid-call still shows the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CallInFlight {
+    /// `pair.enter.tid` 0: no call. The entry waits here to be written with its exit as one
+    /// record.
+    pub pair: CallPair,
+    /// Non-zero when the entry was already written (`split_calls`): the slot then only notes
+    /// which call the thread is in.
+    pub entry_written: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<CallInFlight>() == 120);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
 /// The hot tracepoint programs (sched_switch, sched_waking, the sock events) load the start of
@@ -452,6 +468,8 @@ const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 80);
 mod user {
     // SAFETY: plain-old-data, integer-only repr(C) struct without padding (size asserted).
     unsafe impl aya::Pod for super::RawEvent {}
+    // SAFETY: as RawEvent: two of them and a u64, without padding (size asserted).
+    unsafe impl aya::Pod for super::CallInFlight {}
     // SAFETY: as above: u32 fields only (size asserted).
     unsafe impl aya::Pod for super::ProbeConfig {}
     // SAFETY: as above: two u32 then u64s, no padding.

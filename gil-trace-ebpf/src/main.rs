@@ -29,11 +29,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, stack_ref, ArrivalQueue, CallPair, CommSource, EventKind, ProbeConfig, RawEvent,
-    SyscallClass, UserStacks, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
-    DROP_SLOT_STACKS, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
-    RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
-    SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
+    comm_to_args, stack_ref, ArrivalQueue, CallInFlight, CallPair, CommSource, EventKind,
+    ProbeConfig, RawEvent, SyscallClass, UserStacks, ARRIVAL_QUEUE_LEN, DROP_SLOTS,
+    DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS,
+    NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN,
+    SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, SYSCALL_TABLE_LEN,
+    TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -84,17 +85,6 @@ static SYSCALL_CLASS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_LEN, 0);
 #[map]
 static SOCKET_ARRIVALS: LruHashMap<u64, ArrivalQueue> =
     LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
-
-/// The syscall a traced thread is inside, on one CPU.
-#[repr(C)]
-struct CallInFlight {
-    /// `pair.enter.tid` 0: no call. The entry waits here to be written with its exit as one
-    /// record (`CallPair`).
-    pair: CallPair,
-    /// Non-zero when the entry was already written (`split_calls`): the slot then only notes
-    /// which call the thread is in.
-    entry_written: u64,
-}
 
 /// Per CPU, because a task leaves its CPU only through a switch, where `sched_switch` writes a
 /// waiting entry out alone.
@@ -805,18 +795,36 @@ fn sys_exit<C: StackIdContext>(
     let exit = event(kind, tid, tgid, [ret as u64, detail, stack, 0]);
     match call_in_flight() {
         // Entered on this CPU and never left it: one record for both.
-        Some(slot) if slot.pair.enter.tid == tid && slot.entry_written == 0 => {
-            slot.pair.exit = exit;
-            write(&slot.pair);
+        Some(slot) if slot.pair.enter.tid == tid && entry_of(&slot.pair.enter, &exit) => {
+            if slot.entry_written == 0 {
+                slot.pair.exit = exit;
+                write(&slot.pair);
+            } else {
+                write(&exit);
+            }
             slot.pair.enter.tid = 0;
         }
+        // This thread's entry of another call: its switch out was not seen (the kernel skips
+        // a tracepoint program while a BPF map syscall runs on that CPU). Written as it is.
         Some(slot) if slot.pair.enter.tid == tid => {
+            flush_entry(slot);
             write(&exit);
-            slot.pair.enter.tid = 0;
         }
         _ => write(&exit),
     }
     Ok(0)
+}
+
+/// Whether `enter` is the entry of the call `exit` returns from: the matching kind, and the
+/// same syscall number (I/O) or futex class.
+#[inline(always)]
+fn entry_of(enter: &RawEvent, exit: &RawEvent) -> bool {
+    enter.kind + 1 == exit.kind
+        && if exit.kind == EventKind::FutexExit as u32 {
+            (enter.args[3] >> 40) & 0xff == exit.args[1]
+        } else {
+            enter.args[0] == exit.args[1]
+        }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -418,3 +418,32 @@ fn monitor_with_a_command_serves_while_it_runs_and_exits_with_its_status() {
     .expect("the monitor did not end with its command");
     assert_eq!(exit.code(), Some(5), "{exit}");
 }
+
+#[test]
+fn top_with_a_command_that_exits_leaving_a_child_ends_with_its_status() {
+    // The command is reaped in the first window while its child still runs: the watch ends
+    // there, with the command's status (its pid is not followed: it may be reused).
+    if skip_without_privilege("top_with_a_command_that_exits_leaving_a_child_ends_with_its_status")
+    {
+        return;
+    }
+    let mut top = Killed(
+        gil_trace()
+            .args([
+                "top",
+                "-q",
+                "--interval",
+                "300ms",
+                "--",
+                "sh",
+                "-c",
+                "sleep 2 & exit 4",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let exit = poll(Duration::from_mins(1), || top.0.try_wait().ok().flatten())
+        .expect("top did not end with its command");
+    assert_eq!(exit.code(), Some(4), "{exit}");
+}

@@ -7,9 +7,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gil_trace_common::{
-    EventKind, ProbeConfig, SyscallClass, UserStacks, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
-    DROP_SLOT_STACKS, RECORD_HEADER_LEN, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN,
-    SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN,
+    CallInFlight, EventKind, ProbeConfig, RawEvent, SyscallClass, UserStacks, DROP_SLOTS,
+    DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, RECORD_HEADER_LEN, RECORD_PREFIX_LEN,
+    SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
+    SOCK_RECV_LENGTH_LOAD_LEN,
 };
 
 use super::{tracefs, CaptureError};
@@ -330,6 +331,8 @@ pub struct Probes {
     /// The same set as flags indexed by tid (the programs' fast filter).
     traced_flags: Array<MapData, u32>,
     drops: PerCpuArray<MapData, u64>,
+    /// Each CPU's syscall in flight (see [`Probes::entries_in_flight`]).
+    calls_in_flight: PerCpuArray<MapData, CallInFlight>,
     /// The user stacks events refer to (`stack_ref`).
     stacks: StackTraceMap<MapData>,
     pub attached: Vec<String>,
@@ -490,6 +493,9 @@ impl Probes {
                 .map_err(map_err("TRACED_FLAGS"))?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map"))
             .map_err(map_err("DROPS"))?;
+        let calls_in_flight =
+            PerCpuArray::try_from(ebpf.take_map("CALL_IN_FLIGHT").expect("CALL_IN_FLIGHT map"))
+                .map_err(map_err("CALL_IN_FLIGHT"))?;
         let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").expect("STACKS map"))
             .map_err(map_err("STACKS"))?;
         let run_time_stats = if measure_cost {
@@ -510,6 +516,7 @@ impl Probes {
             traced,
             traced_flags,
             drops,
+            calls_in_flight,
             stacks,
             attached,
             missing,
@@ -552,6 +559,20 @@ impl Probes {
         for tid in tids {
             self.untrace(tid);
         }
+    }
+
+    /// The entries of syscalls still in flight, unwritten (a call that neither returned nor
+    /// left its CPU): read once tracing has stopped ([`Self::stop_tracing`]), when no program
+    /// changes the slots any more, so a trace ending mid-call still shows the call.
+    pub fn entries_in_flight(&self) -> Vec<RawEvent> {
+        let Ok(slots) = self.calls_in_flight.get(&0, 0) else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .filter(|slot| slot.pair.enter.tid != 0 && slot.entry_written == 0)
+            .map(|slot| slot.pair.enter)
+            .collect()
     }
 
     /// Per program, its run time and runs as timed by the kernel, when loaded with

@@ -707,6 +707,11 @@ async fn event_loop(
     drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
     probes.stop_tracing();
     drain(ring.get_mut(), writer, code, python, probes)?;
+    // Calls entered and not yet returned on a CPU: their entries are still in its slot.
+    for entry in probes.entries_in_flight() {
+        code.observe(&entry);
+        writer.push(&entry)?;
+    }
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
     Ok(stop_reason.unwrap_or(StopReason::Exit))
 }

@@ -67,13 +67,19 @@ impl QuitKey {
     fn listen() -> Option<QuitKey> {
         use nix::sys::termios::{self, LocalFlags, SetArg};
         let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
+        // Only in the terminal's foreground (a background job touching it would be stopped).
+        let foreground =
+            nix::unistd::tcgetpgrp(&stdin).is_ok_and(|pg| pg == nix::unistd::getpgrp());
+        if !stdin.is_terminal() || !foreground {
             return None;
         }
         let saved = termios::tcgetattr(&stdin).ok()?;
         let mut keys = saved.clone();
         keys.local_flags
             .remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        // Each read waits for one key.
+        keys.control_chars[termios::SpecialCharacterIndices::VMIN as usize] = 1;
+        keys.control_chars[termios::SpecialCharacterIndices::VTIME as usize] = 0;
         termios::tcsetattr(&stdin, SetArg::TCSANOW, &keys).ok()?;
         let reader = std::thread::Builder::new()
             .name("gil-trace-keys".into())

@@ -9,7 +9,7 @@
 use std::{
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -71,13 +71,14 @@ pub fn watch(
 ) -> Result<WatchEnd> {
     // Ctrl-C/SIGTERM/SIGHUP while no window records (waiting for a process, analysing): the
     // recorder's handlers take a signal inside a window, and stay installed after it.
-    let stop = Arc::new(AtomicBool::new(false));
+    // The signal that said stop (0: none yet).
+    let stop = Arc::new(AtomicUsize::new(0));
     for signal in [
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
+        signal_hook::flag::register_usize(signal, Arc::clone(&stop), signal as usize)
             .context("installing a signal handler")?;
     }
     let identity = Identity::from_sudo()?;
@@ -94,7 +95,7 @@ pub fn watch(
     let mut end = WatchEnd::default();
     // The recorder forwards a signal to a command it started itself (the first window).
     let mut forwarded = false;
-    while !stop.load(Ordering::Relaxed) {
+    while stop.load(Ordering::Relaxed) == 0 {
         let target = match (pid, &opts.args.comm) {
             (Some(pid), _) => Target::Pid(pid),
             (None, Some(comm)) => match wait_for_comm(comm, &stop) {
@@ -142,7 +143,7 @@ pub fn watch(
                 break;
             }
             Err(e) => {
-                stop_started(started, None, &mut end);
+                stop_started(started, Some(Signal::SIGTERM), &mut end);
                 return Err(e.into());
             }
         };
@@ -156,15 +157,19 @@ pub fn watch(
             }
         }
         let window = analyse(&outcome.path, target);
-        as_user(identity.as_ref(), || {
+        let removed = as_user(identity.as_ref(), || {
             let _ = std::fs::remove_file(&outcome.path);
             let _ = std::fs::remove_file(outcome.path.with_extension("trace.old"));
-        })?;
+        });
+        if let Err(e) = removed {
+            stop_started(started, Some(Signal::SIGTERM), &mut end);
+            return Err(e.into());
+        }
         // A window that cannot be analysed is skipped, not the end of a watch meant for hours.
         match window {
             Ok(window) => {
                 if let Err(e) = each(window) {
-                    stop_started(started, None, &mut end);
+                    stop_started(started, Some(Signal::SIGTERM), &mut end);
                     return Err(e);
                 }
             }
@@ -186,13 +191,15 @@ pub fn watch(
                 stop_started(started.take(), None, &mut end);
                 break;
             }
+            // The command itself ended within the first window (what it left running is not
+            // followed: its pid may be another process's by now).
+            StopReason::Duration if starts_command && end.exit.is_some() => break,
             StopReason::Duration => pid = Some(target),
         }
     }
-    if end.signal.is_none() && stop.load(Ordering::Relaxed) {
-        // Stopped between two windows (the recorder's handlers took the signal's place in
-        // the flag): which signal is not known; SIGTERM is what the command gets.
-        end.signal = Some(Signal::SIGTERM);
+    if end.signal.is_none() {
+        // Stopped between two windows.
+        end.signal = Signal::try_from(stop.load(Ordering::Relaxed) as i32).ok();
     }
     let forward = end.signal.filter(|_| !forwarded);
     stop_started(started, forward, &mut end);
@@ -242,8 +249,8 @@ fn analyse(trace: &Path, pid: u32) -> Result<Window> {
 
 /// The newest live process whose kernel name is `comm`, once there is one; None on a
 /// signal to stop.
-fn wait_for_comm(comm: &str, stop: &AtomicBool) -> Option<u32> {
-    while !stop.load(Ordering::Relaxed) {
+fn wait_for_comm(comm: &str, stop: &AtomicUsize) -> Option<u32> {
+    while stop.load(Ordering::Relaxed) == 0 {
         let newest = std::fs::read_dir("/proc")
             .into_iter()
             .flatten()

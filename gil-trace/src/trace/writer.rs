@@ -169,8 +169,9 @@ pub struct TraceWriter {
 }
 
 /// The writer holds events this long (in trace time) before encoding them, sorted: the ring
-/// buffer delivers events in reservation order, which trails timestamp order by at most a few
-/// µs (an interrupt's program between another's clock read and its write). Files are then in
+/// buffer delivers events in reservation order, which trails timestamp order by a few µs (an
+/// interrupt's program between another's clock read and its write), and a syscall's entry
+/// comes with its exit (`CallPair`), as late as the call's time on its CPU. Files are then in
 /// timestamp order, and readers need no sort window. A straggler later than this is written
 /// out of order; readers clamp it (and count it).
 pub const ORDER_HOLDBACK_NS: u64 = 10_000_000;
