@@ -15,6 +15,7 @@ use std::{
 };
 
 use common::*;
+use std::os::unix::fs::MetadataExt;
 
 /// One lab at a time: two (4 CPU-bound threads on 2 CPUs) would measure each other.
 static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -33,6 +34,67 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The lab with `policy` and 2 CPU-bound threads, for as long as the test needs it.
+fn lab(policy: &str) -> Killed {
+    Killed(
+        Command::new(workspace_bin("workload"))
+            .args(["--gil", policy, "--spinners", "2", "--messages", "10000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A child's stdout, line by line, read on a thread (the receiver ends at its EOF).
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (lines, text) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    text
+}
+
+/// What `top` printed (each line of `text`) once it showed 4 windows and was then stopped
+/// with SIGINT, to its end; and how it exited.
+fn four_windows_then_ctrl_c(
+    top: &mut Killed,
+    text: &std::sync::mpsc::Receiver<String>,
+) -> (String, std::process::ExitStatus) {
+    let mut seen = String::new();
+    poll(Duration::from_mins(1), || {
+        while let Ok(line) = text.try_recv() {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen.contains(", window 4:").then_some(())
+    })
+    .unwrap_or_else(|| panic!("fewer than 4 windows shown in a minute:\n{seen}"));
+    let status = Command::new("kill")
+        .args(["-INT", &top.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = poll(Duration::from_secs(30), || top.0.try_wait().ok().flatten())
+        .expect("top did not stop on SIGINT");
+    // Every line it printed, the last window's included (the reader ends at its EOF).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(line) = text.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    (seen, exit)
 }
 
 fn free_port() -> u16 {
@@ -104,14 +166,7 @@ fn watched_by_prometheus<T>(policy: &str, check: impl Fn(u16) -> Option<T>) -> R
     let prometheus_bin = which("prometheus")
         .expect("Debian's prometheus is required for this test (cargo xtask setup installs it)");
     let dir = tempfile::tempdir().unwrap();
-    let lab = Killed(
-        Command::new(workspace_bin("workload"))
-            .args(["--gil", policy, "--spinners", "2", "--messages", "10000000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let lab = lab(policy);
     let metrics_port = free_port();
     let monitor = Killed(
         gil_trace()
@@ -223,14 +278,7 @@ fn top_shows_each_window_of_the_lab_and_stops_on_ctrl_c() {
         return;
     }
     let _one = one_lab_at_a_time();
-    let lab = Killed(
-        Command::new(workspace_bin("workload"))
-            .args(["--gil", "new", "--spinners", "2", "--messages", "10000000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let lab = lab("new");
     let mut top = Killed(
         gil_trace()
             .args(["top", "--interval", "500ms", "-p"])
@@ -241,35 +289,8 @@ fn top_shows_each_window_of_the_lab_and_stops_on_ctrl_c() {
             .unwrap(),
     );
     // Not a terminal: each window is printed after the last.
-    let stdout = top.0.stdout.take().unwrap();
-    let (lines, text) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    poll(Duration::from_mins(1), || {
-        while let Ok(line) = text.try_recv() {
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        seen.contains(", window 4:").then_some(())
-    })
-    .unwrap_or_else(|| panic!("fewer than 4 windows shown in a minute:\n{seen}"));
-    let status = Command::new("kill")
-        .args(["-INT", &top.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = poll(Duration::from_secs(30), || top.0.try_wait().ok().flatten())
-        .expect("top did not stop on SIGINT");
+    let text = lines_of(&mut top.0);
+    let (seen, exit) = four_windows_then_ctrl_c(&mut top, &text);
     assert!(exit.success(), "top exited with {exit}");
     // The lab's threads by name, the GIL-like lock and convoys, window after window.
     let windows: Vec<&str> = seen.split("gil-trace top: ").skip(1).collect();
@@ -291,6 +312,121 @@ fn top_shows_each_window_of_the_lab_and_stops_on_ctrl_c() {
         })
         .sum();
     assert!(convoys >= 1, "no convoy in any window:\n{seen}");
+}
+
+/// The number after `label` in each window of `top`'s text, summed.
+fn sum_after(windows: &[&str], label: &str) -> u64 {
+    windows
+        .iter()
+        .filter_map(|w| {
+            w.split(label)
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn top_keeps_every_window_in_one_trace_the_invoking_user_owns() {
+    // `sudo top -o FILE -p LAB`: each window is shown and appended; after Ctrl-C the file
+    // holds them all (the moments between marked as not recorded), owned by the user, and
+    // `report` on it counts exactly the datagrams the windows showed.
+    if skip_without_privilege("top_keeps_every_window_in_one_trace_the_invoking_user_owns") {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    let kept = dir.path().join("watched.trace");
+    let lab = lab("new");
+    let mut top = Killed(
+        gil_trace()
+            .args(["top", "--interval", "500ms", "-o"])
+            .arg(&kept)
+            .arg("-p")
+            .arg(lab.0.id().to_string())
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .env("SUDO_USER", "nobody")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let text = lines_of(&mut top.0);
+    let (seen, exit) = four_windows_then_ctrl_c(&mut top, &text);
+    let mut stderr = String::new();
+    top.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(exit.success(), "top exited with {exit}: {stderr}");
+    let windows: Vec<&str> = seen.split("gil-trace top: ").skip(1).collect();
+    assert!(windows.len() >= 4, "{seen}");
+    assert!(
+        stderr.contains(&format!("({} windows)", windows.len())),
+        "{stderr}\n{seen}"
+    );
+
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "not the user's");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let out = gil_trace()
+        .args(["report", "--json"])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Exactly the windows' datagrams: nothing measured across the gaps, nothing lost.
+    let datagrams = report["io_stalls"]["datagrams"].as_u64().unwrap();
+    assert_eq!(datagrams, sum_after(&windows, "\ndatagrams "), "{seen}");
+    assert!(datagrams > 0);
+    let gaps = report["lost_spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["events"] == 0 && l["end_ns"].as_u64() > l["start_ns"].as_u64())
+        .count();
+    assert_eq!(gaps, windows.len() - 1, "one gap between each two windows");
+    assert!(
+        report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("nothing was recorded in")),
+        "{}",
+        report["warnings"]
+    );
+    // The GIL by its code, its waits' stacks resolved (each window's stack ids renumbered).
+    let lock = report["locks"][0]["name"].as_str().unwrap();
+    assert!(lock.contains("::take"), "{lock}");
+    let stack = report["handoffs"][0]["wait_stacks"][0]["stack"]
+        .as_str()
+        .unwrap();
+    let frames = report["stacks"][stack]["frames"].as_array().unwrap();
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["function"].as_str().is_some_and(|f| f.contains("take"))),
+        "{frames:?}"
+    );
+    let echo = report["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "echo")
+        .expect("the echo thread by name");
+    assert!(echo["states"]["lock_wait"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -56,7 +56,8 @@ impl ReportOptions {
     }
 }
 
-/// A time span in which the kernel dropped events.
+/// A time span in which the kernel dropped events; `events` 0: nothing was recorded in it
+/// (between two windows of `top -o`).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct LostSpan {
     pub start_ns: u64,
@@ -459,10 +460,28 @@ where
             "{late} events came too far out of time order to be put back in place (later than the sort window or the writer's holdback); their times were raised"
         ));
     }
-    if !lost_spans.is_empty() {
+    // A span of 0 events is one nothing was recorded in (between two windows of `top -o`).
+    let (gaps, lost) = lost_spans.iter().fold((0, 0), |(gaps, lost), l| {
+        if l.events == 0 {
+            (gaps + 1, lost)
+        } else {
+            (gaps, lost + 1)
+        }
+    });
+    if lost > 0 {
         summary.warnings.push(format!(
-            "events were lost in {} span(s); convoy episodes overlapping them are marked incomplete",
-            lost_spans.len()
+            "events were lost in {lost} span(s); convoy episodes overlapping them are marked incomplete"
+        ));
+    }
+    if gaps > 0 {
+        let unrecorded: u64 = lost_spans
+            .iter()
+            .filter(|l| l.events == 0)
+            .map(|l| l.end_ns.saturating_sub(l.start_ns))
+            .sum();
+        summary.warnings.push(format!(
+            "nothing was recorded in {gaps} span(s) between windows ({}); thread states exclude them, and no wait or stall is measured across them",
+            crate::analysis::units::duration(unrecorded)
         ));
     }
     let report = Report {

@@ -232,7 +232,7 @@ fn read_host() -> (String, String) {
 
 /// The trace's file under a temporary name, created as the invoking user (see
 /// [`TempTrace`]): a directory they cannot write to is refused here, before anything is loaded.
-fn create_output(path: &Path, identity: Option<&Identity>) -> Result<TempTrace, CaptureError> {
+pub fn create_output(path: &Path, identity: Option<&Identity>) -> Result<TempTrace, CaptureError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

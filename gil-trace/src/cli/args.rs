@@ -77,6 +77,7 @@ pub enum Command {
   sudo gil-trace top -p 1234
   sudo gil-trace top -- python3 server.py
   sudo gil-trace top --comm my_server --interval 2s | tee top.log   # plain text when piped
+  sudo gil-trace top -o watched.trace -p 1234       # and keep it all: gil-trace report watched.trace
 
 Each window (--interval) is recorded and analysed as `report` would, then shown; on a terminal
 the screen is redrawn, otherwise each window is printed after the last. `q` (on a terminal)
@@ -88,6 +89,10 @@ pub struct TopArgs {
     /// Length of a window: the view is redrawn when one ends.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse::duration)]
     pub interval: Duration,
+    /// Also keep what was watched, every window in one trace file (the moments between two
+    /// windows are marked as not recorded; a previous file is kept as <FILE>.old).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

@@ -35,6 +35,7 @@ pub(crate) fn monitor(args: &MonitorArgs, quiet: bool) -> Result<ExitCode> {
         &super::windows::WatchOptions {
             args: &args.watch,
             interval: args.interval,
+            keep: None,
         },
         quiet,
         |window| {

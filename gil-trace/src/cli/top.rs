@@ -33,6 +33,7 @@ pub(crate) fn top(args: &TopArgs, quiet: bool) -> Result<ExitCode> {
         &WatchOptions {
             args: &args.watch,
             interval: args.interval,
+            keep: args.output.as_deref(),
         },
         quiet,
         |window| {

@@ -29,7 +29,7 @@ use crate::{
     },
     pipeline,
     render::metrics::WindowRows,
-    trace::{format::ExitInfo, Decoding, TraceReader},
+    trace::{format::ExitInfo, Decoding, TraceConcat, TraceReader},
 };
 
 /// A process named `--comm` is looked for this often.
@@ -41,6 +41,8 @@ const BUFFER_SIZE: u32 = 16 << 20;
 pub struct WatchOptions<'a> {
     pub args: &'a WatchArgs,
     pub interval: Duration,
+    /// Keep every window in this one trace (`top -o`).
+    pub keep: Option<&'a Path>,
 }
 
 /// One analysed window.
@@ -63,10 +65,76 @@ pub struct WatchEnd {
 }
 
 /// Records and analyses windows of the target, handing each to `each`, until Ctrl-C (or the
-/// process exits, with `-p` or `-- COMMAND`).
+/// process exits, with `-p` or `-- COMMAND`). With [`WatchOptions::keep`], every window is
+/// also appended to that trace, which is put in place however the watch ends.
 pub fn watch(
     opts: &WatchOptions,
     quiet: bool,
+    each: impl FnMut(Window) -> Result<()>,
+) -> Result<WatchEnd> {
+    let identity = Identity::from_sudo()?;
+    // Created before anything is loaded: an unwritable place fails at once.
+    let mut kept = match opts.keep {
+        Some(path) => Some(TraceConcat::new(capture::recorder::create_output(
+            path,
+            identity.as_ref(),
+        )?)),
+        None => None,
+    };
+    let watched = watch_windows(opts, quiet, identity.as_ref(), kept.as_mut(), each);
+    let Some((kept, path)) = kept.zip(opts.keep) else {
+        return watched;
+    };
+    // What was recorded is kept even when the watch failed.
+    let exit = watched.as_ref().ok().and_then(|end| end.exit.clone());
+    let windows = kept.windows();
+    let finished = kept
+        .finish(exit)
+        .map_err(anyhow::Error::from)
+        .and_then(|temp| match temp {
+            Some(temp) => Ok(Some(as_user(identity.as_ref(), || temp.persist(true))??)),
+            None => Ok(None),
+        });
+    match (watched, finished) {
+        (Ok(end), Ok(written)) => {
+            if !quiet {
+                match written {
+                    Some(written) => {
+                        eprintln!("gil-trace: wrote {} ({windows} windows)", written.display());
+                    }
+                    None => eprintln!(
+                        "gil-trace: no window was recorded: {} not written",
+                        path.display()
+                    ),
+                }
+            }
+            Ok(end)
+        }
+        (Ok(_), Err(e)) => Err(e.context(format!("keeping the watch in {}", path.display()))),
+        (Err(e), Ok(written)) => {
+            if let Some(written) = written {
+                eprintln!(
+                    "gil-trace: what was recorded is in {} ({windows} whole windows)",
+                    written.display()
+                );
+            }
+            Err(e)
+        }
+        (Err(e), Err(keep)) => {
+            eprintln!(
+                "gil-trace: {}: the watch could not be kept either: {keep:#}",
+                path.display()
+            );
+            Err(e)
+        }
+    }
+}
+
+fn watch_windows(
+    opts: &WatchOptions,
+    quiet: bool,
+    identity: Option<&Identity>,
+    mut kept: Option<&mut TraceConcat>,
     mut each: impl FnMut(Window) -> Result<()>,
 ) -> Result<WatchEnd> {
     // Ctrl-C/SIGTERM/SIGHUP while no window records (waiting for a process, analysing): the
@@ -81,8 +149,7 @@ pub fn watch(
         signal_hook::flag::register_usize(signal, Arc::clone(&stop), signal as usize)
             .context("installing a signal handler")?;
     }
-    let identity = Identity::from_sudo()?;
-    let dir = as_user(identity.as_ref(), || {
+    let dir = as_user(identity, || {
         tempfile::Builder::new()
             .prefix("gil-trace-watch-")
             .tempdir()
@@ -156,8 +223,14 @@ pub fn watch(
                 started = None;
             }
         }
+        if let Some(kept) = kept.as_deref_mut() {
+            if let Err(e) = kept.append(&outcome.path) {
+                stop_started(started, Some(Signal::SIGTERM), &mut end);
+                return Err(anyhow::Error::from(e).context("appending a window to the kept trace"));
+            }
+        }
         let window = analyse(&outcome.path, target);
-        let removed = as_user(identity.as_ref(), || {
+        let removed = as_user(identity, || {
             let _ = std::fs::remove_file(&outcome.path);
             let _ = std::fs::remove_file(outcome.path.with_extension("trace.old"));
         });
@@ -203,7 +276,7 @@ pub fn watch(
     }
     let forward = end.signal.filter(|_| !forwarded);
     stop_started(started, forward, &mut end);
-    as_user(identity.as_ref(), move || dir.close())?.context("removing the window directory")?;
+    as_user(identity, move || dir.close())?.context("removing the window directory")?;
     Ok(end)
 }
 

@@ -174,6 +174,17 @@ impl ThreadTracker {
                 self.thread(ev.tid, ts);
             }
             EventData::Unknown { .. } => self.unknown_kinds += 1,
+            // Nothing was recorded since `since_ns` (between two windows of `top -o`): a
+            // thread on a CPU then ran until it, and runs again from here, as far as anyone
+            // knows.
+            EventData::Lost { count: 0, since_ns } => {
+                for (_, t) in self.threads.iter_mut() {
+                    if let Some(since) = t.running_since.as_mut() {
+                        t.stats.on_cpu_ns += since_ns.saturating_sub(*since);
+                        *since = (*since).max(ts);
+                    }
+                }
+            }
             EventData::Lost { .. } | EventData::Comm { .. } => {}
             _ => {
                 self.thread(ev.tid, ts);

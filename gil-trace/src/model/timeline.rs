@@ -95,6 +95,22 @@ struct Tracked {
     totals: StateTotals,
 }
 
+impl Tracked {
+    /// Counts the span the thread is in up to `end` and hands it to `sink` (nothing when it
+    /// began at or after `end`).
+    fn close_span(&mut self, tid: u32, end: u64, sink: &mut impl FnMut(StateSpan)) {
+        if end > self.since {
+            self.totals.add(self.state, end - self.since);
+            sink(StateSpan {
+                tid,
+                state: self.state,
+                start_ns: self.since,
+                end_ns: end,
+            });
+        }
+    }
+}
+
 /// Builds the timeline; spans are handed to a sink as they close (charts collect them,
 /// reports only need the totals).
 pub struct TimelineTracker<'a> {
@@ -253,11 +269,26 @@ impl<'a> TimelineTracker<'a> {
             EventData::Fork { .. } | EventData::NetRecv { .. } => {
                 self.touch_running(ev.tid, ts, sink);
             }
+            // Nothing was recorded since `since_ns` (between two windows of `top -o`): that
+            // time is in no state; each thread resumes in the state it was last seen in.
+            EventData::Lost { count: 0, since_ns } => self.not_recorded(since_ns, ts, sink),
             // A Python sample is read from outside the thread: it says nothing of its state.
             EventData::Comm { .. }
             | EventData::Lost { .. }
             | EventData::PySample { .. }
             | EventData::Unknown { .. } => {}
+        }
+    }
+
+    /// Closes every live thread's span at `since_ns` and reopens it at `until_ns`.
+    fn not_recorded(&mut self, since_ns: u64, until_ns: u64, sink: &mut impl FnMut(StateSpan)) {
+        for (tid, t) in self.threads.iter_mut() {
+            if t.exited {
+                continue;
+            }
+            t.close_span(tid, since_ns, sink);
+            t.since = t.since.max(until_ns);
+            t.last_ns = t.last_ns.max(until_ns);
         }
     }
 
@@ -283,15 +314,7 @@ impl<'a> TimelineTracker<'a> {
             } else {
                 t.last_ns.max(end_ns)
             };
-            if end > t.since {
-                t.totals.add(t.state, end - t.since);
-                sink(StateSpan {
-                    tid,
-                    state: t.state,
-                    start_ns: t.since,
-                    end_ns: end,
-                });
-            }
+            t.close_span(tid, end, sink);
             out.insert(tid, t.totals);
         }
         out

@@ -89,7 +89,7 @@ pub struct PyProcess {
 }
 
 /// A mapped file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Module {
     /// Its path in the traced process's view (`/proc/PID/maps`).
     pub path: String,

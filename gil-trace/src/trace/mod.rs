@@ -4,6 +4,7 @@
 pub mod ahead;
 pub mod batches;
 pub mod code;
+pub mod concat;
 pub mod error;
 pub mod event;
 pub mod format;
@@ -17,6 +18,7 @@ pub mod writer;
 pub use ahead::{AnalysisBatches, DecodedAhead, Decoding};
 pub use batches::{EventBatches, Events, FileOrder, RawEvents};
 pub use code::CodeMap;
+pub use concat::TraceConcat;
 pub use error::TraceError;
 pub use event::{Event, EventData, FutexCall, IoClass};
 pub use format::{CaptureCost, LostCounts, ThreadInfo, TraceMeta, TraceTrailer};

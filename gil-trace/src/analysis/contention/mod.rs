@@ -325,6 +325,8 @@ impl<'a> ContentionTracker<'a> {
         EventKind::RecvEnter,
         EventKind::RecvExit,
         EventKind::ProcessExit,
+        // A span not recorded (`top -o`) ends every recv in flight.
+        EventKind::Lost,
     ]);
 
     /// After the charts' pass stopped its trackers: only the events that decide which
@@ -460,6 +462,22 @@ impl<'a> ContentionTracker<'a> {
                 self.finish_ops(ev.tid);
                 self.close_convoy(ev.tid);
                 self.threads.remove(ev.tid);
+            }
+            // Nothing was recorded for a while (between two windows of `top -o`): what each
+            // thread was in the middle of is closed as at the end of a trace, and the threads
+            // start afresh after it, as in a trace of their own. A wait or a stall is never
+            // measured across time nobody saw.
+            EventData::Lost { count: 0, .. } => {
+                let tids: Vec<u32> = self.threads.tids().collect();
+                for tid in tids {
+                    self.close_take(tid);
+                    self.finish_ops(tid);
+                    self.close_convoy(tid);
+                    self.threads.remove(tid);
+                }
+                self.backlog.clear();
+                self.backlog_from = u64::MAX;
+                self.acquisitions.forget_holders();
             }
             _ => {}
         }

@@ -179,6 +179,11 @@ pub(super) struct Acquisitions {
 }
 
 impl Acquisitions {
+    /// After a span nothing was recorded in: who holds each lock is not known.
+    pub fn forget_holders(&mut self) {
+        self.holder.fill(None);
+    }
+
     pub fn new(locks: &LockSet) -> Self {
         Acquisitions {
             per_lock: (0..locks.locks.len()).map(|_| LockAcc::default()).collect(),

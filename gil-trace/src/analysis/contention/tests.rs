@@ -242,3 +242,55 @@ fn no_competitor_means_no_convoy() {
     assert!(r.convoys.is_empty());
     assert_eq!(r.io_stalls.causes[StallCause::LockWait].max_ns, 0);
 }
+
+/// `top -o` keeps windows in one trace; between two, nothing was recorded.
+fn not_recorded(since_ns: u64, until_ns: u64) -> Event {
+    testing::ev(until_ns, 0, EventData::Lost { count: 0, since_ns })
+}
+
+#[test]
+fn no_wait_stall_or_state_is_measured_across_time_not_recorded() {
+    let mut events = Vec::new();
+    lock_users(&mut events);
+    // A contended take that ends inside its window: measured.
+    reacquire(MS, 2 * MS, &mut events);
+    // B is in a lock wait and in a recv when the window ends at 10 ms…
+    events.push(wait(5 * MS, B));
+    events.push(switch(5 * MS + 500, B, A, 1));
+    // …and the next window, from 60 ms, sees the end of a wait and of a recv (other calls:
+    // a lot happens in 50 ms nobody saw).
+    events.push(not_recorded(10 * MS, 60 * MS));
+    events.push(waking(61 * MS, A, B));
+    events.push(switch(61 * MS + 1_000, A, B, 0));
+    events.push(exit(61 * MS + 2_000, B, 0));
+    events.push(net_recv(61 * MS + 3_000, B, Some(61 * MS - 5_000), 512));
+    events.push(io_exit(61 * MS + 4_000, B, IoClass::Recv, 512));
+    events.push(io_enter(62 * MS, B, IoClass::Send, 512));
+    events.push(io_exit(62 * MS + 1_000, B, IoClass::Send, 512));
+    events.push(switch(63 * MS, B, A, 1));
+    let r = run(&events, true);
+    // The takes of the first window only: none from 5 ms to after 60 ms.
+    let wait = &r.handoffs[0].wait;
+    assert!(wait.max_ns < 5 * MS, "{wait:?}");
+    for op in r.io_ops.as_ref().unwrap() {
+        assert!(op.stall_ns < 5 * MS, "{op:?}");
+    }
+    // B: recorded 0–10 ms and 60–63 ms; none of the 50 ms between is in a state.
+    let b = r.summary.threads.iter().find(|t| t.tid == B).unwrap();
+    let states = b.states.unwrap();
+    assert!(states.total() <= 13 * MS, "{states:?}");
+    assert!(states.lock_wait < 10 * MS, "{states:?}");
+    assert!(
+        r.summary
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("nothing was recorded in 1 span(s) between windows (50")),
+        "{:?}",
+        r.summary.warnings
+    );
+    assert!(r.lost_spans.iter().all(|l| l.events == 0));
+    // A was on a CPU when the window ended (from 5.5 ms) and when the next began (to 61 ms):
+    // about 5.5 ms of it, not the 50 between.
+    let a = r.summary.threads.iter().find(|t| t.tid == A).unwrap();
+    assert!(a.on_cpu_ns < 10 * MS, "{}", a.on_cpu_ns);
+}
