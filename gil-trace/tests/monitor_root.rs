@@ -2,9 +2,10 @@
 //! `prometheus`, started here on a loopback port with a temporary config and data directory;
 //! `cargo xtask setup` installs it). Asserted through Prometheus' HTTP query API: with the new
 //! GIL and 2 CPU-bound threads the convoy counter rises and the echo thread's lock-wait rate is
-//! non-zero; with the priority GIL the time lost in convoys is a small fraction of that (not
-//! zero: with 2 spinners, the echo thread, the lab's client and the recorder on 2 CPUs, a
-//! holder preempted while it holds the lock keeps even a priority request waiting).
+//! non-zero; with the priority GIL the time lost in convoys is a small fraction of that (3–4 %
+//! of the time against 93–96 %; not zero: with 2 spinners, the echo thread and the lab's client
+//! on 2 CPUs, a holder preempted while it holds the lock keeps even a priority request waiting
+//! over 1 ms now and then). The lab runs at nice -10, above foreign load.
 mod common;
 
 use std::{
@@ -40,6 +41,21 @@ impl Drop for Killed {
 fn lab(policy: &str) -> Killed {
     Killed(
         Command::new(workspace_bin("workload"))
+            .args(["--gil", policy, "--spinners", "2", "--messages", "10000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// [`lab`] at nice -10: the machine's other work (a busy CI host, this test's own Prometheus)
+/// then seldom preempts a lock holder, which would keep even a priority request waiting.
+fn lab_above_foreign_load(policy: &str) -> Killed {
+    Killed(
+        Command::new("nice")
+            .args(["-n", "-10"])
+            .arg(workspace_bin("workload"))
             .args(["--gil", policy, "--spinners", "2", "--messages", "10000000"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -166,7 +182,7 @@ fn watched_by_prometheus<T>(policy: &str, check: impl Fn(u16) -> Option<T>) -> R
     let prometheus_bin = which("prometheus")
         .expect("Debian's prometheus is required for this test (cargo xtask setup installs it)");
     let dir = tempfile::tempdir().unwrap();
-    let lab = lab(policy);
+    let lab = lab_above_foreign_load(policy);
     let metrics_port = free_port();
     let monitor = Killed(
         gil_trace()
@@ -265,7 +281,7 @@ fn prometheus_sees_the_convoy_of_the_new_gil_and_little_with_the_priority_gil() 
     })
     .unwrap();
     assert!(
-        priority_lost < new_lost / 3.0,
+        priority_lost < new_lost / 8.0,
         "convoys lose {:.1}% of the time under the priority GIL, {:.1}% under the new",
         priority_lost * 100.0,
         new_lost * 100.0

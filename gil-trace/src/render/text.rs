@@ -462,7 +462,7 @@ pub fn report(r: &Report, opts: &TextOptions) -> String {
 
     let _ = writeln!(
         out,
-        "\nconvoy episodes (≥ 2 datagrams in a row, each with a lock wait > {} from its arrival to its reply): {}",
+        "\nconvoy episodes (≥ 2 datagrams in a row, each held up between its arrival and its reply by a lock re-acquisition > {}): {}",
         duration(r.convoy_threshold_ns),
         r.convoys.len()
     );

@@ -2,8 +2,10 @@
 //! operation — recv, send, poll — is followed by a re-acquisition; in a convoy the I/O thread
 //! loses those to CPU-bound holders, and every datagram it serves waits for the lock: after
 //! its recv, and (arriving early) after the previous reply's send. An episode is a run of
-//! consecutive datagrams of one thread whose stall held more lock wait than the threshold; it
-//! reports all the thread's lock wait in that time and every re-acquisition after I/O in it.
+//! consecutive datagrams of one thread whose stall held a re-acquisition longer than the
+//! threshold (one take, not the sum of many short ones: behind a queue, a datagram's stall
+//! spans the re-acquisitions made for the datagrams before it, however quickly each is won);
+//! it reports all the thread's lock wait in that time and every re-acquisition after I/O in it.
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
@@ -17,7 +19,8 @@ use super::{
 };
 use crate::trace::IoClass;
 
-/// Default `--convoy-threshold`: lock wait in a datagram's stall above which it is convoyed.
+/// Default `--convoy-threshold`: a datagram whose stall holds one lock take (a re-acquisition,
+/// from its first wait to the lock held) longer than this is convoyed.
 pub const DEFAULT_CONVOY_THRESHOLD_NS: u64 = 1_000_000;
 /// Consecutive convoyed datagrams needed for an episode.
 pub const CONVOY_MIN_OPS: usize = 2;
@@ -156,7 +159,8 @@ impl Convoys {
 
     /// `tid`'s next datagram, with where the thread's time went from the open episode's end
     /// (see [`Self::open_until`]; else the datagram's arrival) to the datagram's reply
-    /// (`new_part`): extends the episode, or closes it. The episode is contiguous: the
+    /// (`new_part`, when one re-acquisition in its stall was over the threshold): extends the
+    /// episode, or (None) closes it. The episode is contiguous: the
     /// thread's time between two datagrams, e.g. its wait for the lock after a reply's send,
     /// is in it.
     pub fn datagram(
@@ -165,17 +169,17 @@ impl Convoys {
         open: &mut Option<OpenConvoy>,
         recent: &mut RecentWaits,
         op: &IoOp,
-        new_part: &Attribution,
+        new_part: Option<&Attribution>,
         lock: Option<&LockRef>,
     ) {
         let end = op.stall_end_ns();
-        if op.lock_wait_ns <= self.threshold_ns {
+        let Some(new_part) = new_part else {
             self.close(tid, open, lock);
             while recent.0.front().is_some_and(|&(at, _)| at <= end) {
                 recent.0.pop_front();
             }
             return;
-        }
+        };
         let c = open.get_or_insert_with(|| OpenConvoy {
             start_ns: op.stall_start_ns(),
             end_ns: op.stall_start_ns(),

@@ -47,6 +47,9 @@ pub struct Attribution {
     pub holders: Vec<(u32, u64)>,
     /// The lock it waited for longest, if any.
     pub lock: Option<usize>,
+    /// Its longest single lock take in the span (from the take's first wait to the lock
+    /// held, the part in the span): one long re-acquisition, not many short ones summed.
+    pub longest_take_ns: u64,
     /// Its lock wait by the stack it waited in, and by its holders' stacks.
     pub wait_stacks: StackTally,
     pub holder_stacks: StackTally,
@@ -182,6 +185,7 @@ impl ThreadHistory {
         for t in &takes {
             let (a, b) = (t.start_ns.max(from), t.acquire_ns.min(to));
             let waited = b.saturating_sub(a);
+            out.longest_take_ns = out.longest_take_ns.max(waited);
             *by_lock.entry(t.lock).or_default() += waited;
             if let Some(stack) = t.wait_stack {
                 out.wait_stacks.add(None, stack, waited);

@@ -845,22 +845,24 @@ impl<'a> ContentionTracker<'a> {
             op.holders = stall.holders;
             op.lock = stall.lock.map(|id| LockRef::of(self.locks, id));
             self.datagrams.record(&op);
-            // Convoy episodes: consecutive datagrams of one thread with a long lock wait.
-            let new_part = if op.lock_wait_ns > self.opts.convoy_threshold_ns {
+            // Convoy episodes: consecutive datagrams of one thread each held up by a long
+            // re-acquisition of a lock. Not by the sum of its waits: behind a queue, a
+            // datagram's stall spans many short re-acquisitions made for the datagrams before
+            // it, which a lock that hands over at once (a priority GIL) also makes.
+            let convoyed = stall.longest_take_ns > self.opts.convoy_threshold_ns;
+            let new_part = convoyed.then(|| {
                 let from = Convoys::open_until(t.convoy.as_ref()).unwrap_or(op.stall_start_ns());
                 let from = from.min(op.stall_end_ns());
                 let mut part = t.history.attribute(from, op.stall_end_ns(), op.dequeue_ns);
                 part.python = self.py.between(tid, from, op.stall_end_ns());
                 part
-            } else {
-                history::Attribution::default()
-            };
+            });
             self.convoys.datagram(
                 tid,
                 &mut t.convoy,
                 &mut t.recent_waits,
                 &op,
-                &new_part,
+                new_part.as_ref(),
                 self.primary.as_ref(),
             );
             if self.opts.keep(op.seen_ns()) {

@@ -294,3 +294,47 @@ fn no_wait_stall_or_state_is_measured_across_time_not_recorded() {
     let a = r.summary.threads.iter().find(|t| t.tid == A).unwrap();
     assert!(a.on_cpu_ns < 10 * MS, "{}", a.on_cpu_ns);
 }
+
+#[test]
+fn short_reacquisitions_behind_a_queue_are_not_a_convoy() {
+    // 20 datagrams arrive at once; the echo thread serves them one by one, winning the lock
+    // back within 200 µs after each recv and each send (a priority GIL). The last one's stall
+    // holds every wait made for the ones before it — far over the threshold summed — but no
+    // re-acquisition was long: no convoy.
+    let mut events = Vec::new();
+    lock_users(&mut events);
+    let arrival = MS;
+    let mut t = 2 * MS;
+    for _ in 0..20 {
+        events.push(io_enter(t, B, IoClass::Recv, 65507));
+        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
+        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
+        let at = reacquire(t + 3_000, 200_000, &mut events);
+        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
+        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
+        t = reacquire(at + 9_000, 200_000, &mut events) + 1_000;
+    }
+    events.push(io_enter(t, B, IoClass::Recv, 65507));
+    let r = run(&events, true);
+    assert_eq!(r.io_stalls.datagrams, 20);
+    let last = r.io_ops.as_ref().unwrap().last().unwrap();
+    assert!(last.lock_wait_ns > 5 * MS, "{last:?}");
+    assert!(r.convoys.is_empty(), "{:?}", r.convoys);
+    // The same queue with one re-acquisition of 3 ms per datagram is one.
+    let mut events = Vec::new();
+    lock_users(&mut events);
+    let mut t = 2 * MS;
+    for _ in 0..5 {
+        events.push(io_enter(t, B, IoClass::Recv, 65507));
+        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
+        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
+        let at = reacquire(t + 3_000, 3 * MS, &mut events);
+        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
+        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
+        t = at + 10_000;
+    }
+    events.push(io_enter(t, B, IoClass::Recv, 65507));
+    let r = run(&events, true);
+    assert_eq!(r.convoys.len(), 1, "{:?}", r.convoys);
+    assert_eq!(r.convoys[0].ops, 5);
+}
