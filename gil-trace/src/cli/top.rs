@@ -82,6 +82,7 @@ impl QuitKey {
         keys.control_chars[termios::SpecialCharacterIndices::VMIN as usize] = 1;
         keys.control_chars[termios::SpecialCharacterIndices::VTIME as usize] = 0;
         termios::tcsetattr(&stdin, SetArg::TCSANOW, &keys).ok()?;
+        Self::keep_over_suspension(saved.clone(), keys);
         let reader = std::thread::Builder::new()
             .name("gil-trace-keys".into())
             .spawn(|| {
@@ -96,6 +97,35 @@ impl QuitKey {
             });
         let key = QuitKey { saved };
         reader.ok().map(|_| key)
+    }
+}
+
+impl QuitKey {
+    /// Ctrl-Z: the shell gets its terminal back as it was (echo, lines), and `fg` sets the
+    /// keys up again. Our handler replaces the default stop, so it stops the process itself.
+    fn keep_over_suspension(saved: nix::sys::termios::Termios, keys: nix::sys::termios::Termios) {
+        use nix::sys::termios::{tcsetattr, SetArg};
+        use signal_hook::consts::{SIGCONT, SIGTSTP};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTSTP, SIGCONT]) else {
+            return;
+        };
+        let _ = std::thread::Builder::new()
+            .name("gil-trace-suspend".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    let stdin = std::io::stdin();
+                    if signal == SIGTSTP {
+                        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+                        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+                    } else if nix::unistd::tcgetpgrp(&stdin)
+                        .is_ok_and(|pg| pg == nix::unistd::getpgrp())
+                    {
+                        // Back in the foreground (not `bg`: a background job touching the
+                        // terminal would be stopped again).
+                        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &keys);
+                    }
+                }
+            });
     }
 }
 
