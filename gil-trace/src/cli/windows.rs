@@ -206,11 +206,16 @@ fn watch_windows(
                 if !quiet {
                     eprintln!("gil-trace: pid {} exited", started.unwrap_or_default());
                 }
-                stop_started(started.take(), None, &mut end);
+                stop_started(started.take(), None, capture::STOP_GRACE, &mut end);
                 break;
             }
             Err(e) => {
-                stop_started(started, Some(Signal::SIGTERM), &mut end);
+                stop_started(
+                    started,
+                    Some(Signal::SIGTERM),
+                    capture::STOP_GRACE,
+                    &mut end,
+                );
                 return Err(e.into());
             }
         };
@@ -225,7 +230,12 @@ fn watch_windows(
         }
         if let Some(kept) = kept.as_deref_mut() {
             if let Err(e) = kept.append(&outcome.path) {
-                stop_started(started, Some(Signal::SIGTERM), &mut end);
+                stop_started(
+                    started,
+                    Some(Signal::SIGTERM),
+                    capture::STOP_GRACE,
+                    &mut end,
+                );
                 return Err(anyhow::Error::from(e).context("appending a window to the kept trace"));
             }
         }
@@ -235,14 +245,24 @@ fn watch_windows(
             let _ = std::fs::remove_file(outcome.path.with_extension("trace.old"));
         });
         if let Err(e) = removed {
-            stop_started(started, Some(Signal::SIGTERM), &mut end);
+            stop_started(
+                started,
+                Some(Signal::SIGTERM),
+                capture::STOP_GRACE,
+                &mut end,
+            );
             return Err(e.into());
         }
         // A window that cannot be analysed is skipped, not the end of a watch meant for hours.
         match window {
             Ok(window) => {
                 if let Err(e) = each(window) {
-                    stop_started(started, Some(Signal::SIGTERM), &mut end);
+                    stop_started(
+                        started,
+                        Some(Signal::SIGTERM),
+                        capture::STOP_GRACE,
+                        &mut end,
+                    );
                     return Err(e);
                 }
             }
@@ -261,7 +281,7 @@ fn watch_windows(
                     eprintln!("gil-trace: pid {target} exited");
                 }
                 // Our own child: reaped, for its status.
-                stop_started(started.take(), None, &mut end);
+                stop_started(started.take(), None, capture::STOP_GRACE, &mut end);
                 break;
             }
             // The command itself ended within the first window (what it left running is not
@@ -275,20 +295,31 @@ fn watch_windows(
         end.signal = Signal::try_from(stop.load(Ordering::Relaxed) as i32).ok();
     }
     let forward = end.signal.filter(|_| !forwarded);
-    stop_started(started, forward, &mut end);
+    // The recorder gave it its grace period when it passed the signal on.
+    let grace = if forwarded {
+        Duration::ZERO
+    } else {
+        capture::STOP_GRACE
+    };
+    stop_started(started, forward, grace, &mut end);
     as_user(identity, move || dir.close())?.context("removing the window directory")?;
     Ok(end)
 }
 
 /// Ends the watch of a command it started: the command exited (reaped now), or the watch
-/// stops (the command gets `forward`, as `record` forwards a signal, and a grace period);
+/// stops (the command gets `forward`, as `record` forwards a signal, and `grace`);
 /// either way its exit goes into `end`, if it ended.
-fn stop_started(started: Option<u32>, forward: Option<Signal>, end: &mut WatchEnd) {
+fn stop_started(
+    started: Option<u32>,
+    forward: Option<Signal>,
+    grace: Duration,
+    end: &mut WatchEnd,
+) {
     if let Some(pid) = started {
         // A Ctrl-C on the terminal already reached the command (same process group).
         let signal =
             forward.filter(|&sig| sig != Signal::SIGINT || !std::io::stdin().is_terminal());
-        end.exit = capture::reap_command(pid, signal, capture::STOP_GRACE);
+        end.exit = capture::reap_command(pid, signal, grace);
     }
 }
 
