@@ -427,7 +427,11 @@ fn sigterm_stops_recording_forwards_to_the_command_and_keeps_a_valid_trace() {
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(wait_for_descendant(
+        child.id(),
+        "sleep",
+        std::time::Duration::from_mins(1)
+    ));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -825,18 +829,53 @@ fn sigint_and_sighup_are_forwarded_and_the_trace_is_finalized() {
     ] {
         let trace = dir.path().join(format!("{name}.trace"));
         let child = spawn_record(&trace, &["sleep", "30"]);
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        // The command runs (not still held until traced): the signal reaches it.
+        assert!(wait_for_descendant(
+            child.id(),
+            "sleep",
+            std::time::Duration::from_mins(1)
+        ));
         signal(&child, sig);
+        let signalled = std::time::Instant::now();
         let mut child = child;
         let status = child.wait().unwrap();
+        let took = signalled.elapsed();
         assert_eq!(status.code(), Some(code), "{name}");
         let reader = TraceReader::open(&trace).expect("a finished, valid trace");
         assert_eq!(reader.trailer().stop_reason, format!("signal {name}"));
         assert_eq!(
             reader.trailer().exit.as_ref().and_then(|e| e.signal),
-            Some(sig as i32)
+            Some(sig as i32),
+            "{name}: the command's exit (recording stopped {took:?} after the signal)"
         );
     }
+}
+
+#[test]
+fn a_signal_while_the_programs_load_still_finishes_the_trace() {
+    // Ctrl-C as soon as the output file exists, while the programs are still loading: taken
+    // (not the default death, which would leave a half-written temporary file), passed on to
+    // the command once it runs, and the trace finished.
+    if skip_without_privilege("a_signal_while_the_programs_load_still_finishes_the_trace") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    let child = spawn_record(&trace, &["sleep", "30"]);
+    let temp_exists = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    };
+    assert!(poll_until(std::time::Duration::from_mins(1), temp_exists));
+    signal(&child, Signal::SIGINT);
+    let mut child = child;
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    let reader = TraceReader::open(&trace).expect("a finished, valid trace");
+    assert_eq!(reader.trailer().stop_reason, "signal SIGINT");
+    assert!(!temp_exists(), "a temporary file was left");
 }
 
 #[test]
@@ -851,8 +890,14 @@ fn a_second_signal_stops_at_once_with_a_valid_trace() {
         &trace,
         &["sh", "-c", "trap '' TERM; sleep 20 & wait; sleep 20"],
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The shell ignores SIGTERM by the time it starts its first sleep.
+    assert!(wait_for_descendant(
+        child.id(),
+        "sleep",
+        std::time::Duration::from_mins(1)
+    ));
     signal(&child, Signal::SIGTERM);
+    // The first signal is taken (forwarded, the grace period begun) before the second.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let second = std::time::Instant::now();
     signal(&child, Signal::SIGTERM);

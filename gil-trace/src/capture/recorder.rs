@@ -296,6 +296,20 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
             id.uid
         );
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CaptureError::Io {
+            what: "starting the event loop".into(),
+            source,
+        })?;
+    // Before the output exists and the programs load: a Ctrl-C from then on is taken (once
+    // the loop runs: forwarded to the command, the trace finished), never the default death
+    // that would leave a half-written temporary file.
+    let signals = {
+        let _context = runtime.enter();
+        StopSignals::install()?
+    };
     let output = create_output(&opts.output, identity.as_ref())?;
 
     let mut probes = Probes::load(opts.probes)?;
@@ -374,13 +388,6 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         None
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CaptureError::Io {
-            what: "starting the event loop".into(),
-            source,
-        })?;
     let ring = probes.ring.take().expect("ring buffer present");
     let mut code = CodeCollector::default();
     let mut python = opts.python_rate_hz.map(PySampler::new);
@@ -394,7 +401,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     }
     let result = runtime.block_on(event_loop(
         &mut probes,
-        ring,
+        WaitedOn { ring, signals },
         &mut writer,
         &mut code,
         python.as_mut(),
@@ -573,9 +580,41 @@ impl TracedChild {
     }
 }
 
+/// What the event loop waits on besides time: the kernel's events and the signals.
+struct WaitedOn {
+    ring: RingBuf<MapData>,
+    signals: StopSignals,
+}
+
+/// The signals the event loop waits for, installed before anything can send them.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    chld: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Within the runtime's context.
+    fn install() -> Result<StopSignals, CaptureError> {
+        let install = |kind, what: &str| {
+            signal(kind).map_err(|source| CaptureError::Io {
+                what: format!("installing a {what} handler"),
+                source,
+            })
+        };
+        Ok(StopSignals {
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            hup: install(SignalKind::hangup(), "SIGHUP")?,
+            chld: install(SignalKind::child(), "SIGCHLD")?,
+        })
+    }
+}
+
 async fn event_loop(
     probes: &mut Probes,
-    ring: RingBuf<MapData>,
+    WaitedOn { ring, signals }: WaitedOn,
     writer: &mut TraceWriter,
     code: &mut CodeCollector,
     mut python: Option<&mut PySampler>,
@@ -594,13 +633,12 @@ async fn event_loop(
                 source: e.into(),
             }
         })?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(io_err("installing a SIGINT handler"))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(io_err("installing a SIGTERM handler"))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing a SIGHUP handler"))?;
-    let mut sigchld =
-        signal(SignalKind::child()).map_err(io_err("installing a SIGCHLD handler"))?;
+    let StopSignals {
+        int: mut sigint,
+        term: mut sigterm,
+        hup: mut sighup,
+        chld: mut sigchld,
+    } = signals;
     let mut drain_tick = tokio::time::interval(DRAIN_PERIOD);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let show_status = opts.live_status && std::io::stderr().is_terminal();

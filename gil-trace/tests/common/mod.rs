@@ -303,3 +303,26 @@ pub fn python_executables() -> Vec<String> {
     all.push("/usr/bin/python3.11".into());
     all
 }
+
+/// Waits (up to `deadline`) until a descendant of `pid` runs a program named `comm` (its
+/// kernel name, so after its exec); whether one did.
+pub fn wait_for_descendant(pid: u32, comm: &str, deadline: std::time::Duration) -> bool {
+    fn children(pid: u32) -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+    poll_until(deadline, || {
+        let mut pending = children(pid);
+        while let Some(child) = pending.pop() {
+            let name = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if name.trim_end() == comm {
+                return true;
+            }
+            pending.extend(children(child));
+        }
+        false
+    })
+}
