@@ -329,8 +329,8 @@ fn attaches_to_a_running_process_and_refuses_a_missing_pid() {
             "pingpong",
             "--lockers",
             "3",
-            // Far more work than the 0.3 + 1 s the test looks at (it is killed after): the
-            // threads must still be running when gil-trace attaches (~1.5 s at 4000/20000).
+            // Far more work than the 1 s the test looks at (it is killed after): the threads
+            // must still be running when gil-trace attaches (~1.5 s at 4000/20000).
             "--rounds",
             "40000",
             "--datagrams",
@@ -339,7 +339,11 @@ fn attaches_to_a_running_process_and_refuses_a_missing_pid() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Attached once its threads run (3 lockers and more beside the main thread).
+    let tasks = format!("/proc/{}/task", target.id());
+    assert!(poll_until(std::time::Duration::from_mins(1), || {
+        std::fs::read_dir(&tasks).map_or(0, Iterator::count) >= 4
+    }));
     let out = gil_trace()
         .args(["record", "--quiet", "--duration", "1", "-p"])
         .arg(target.id().to_string())
