@@ -270,7 +270,8 @@ pub struct ReportArgs {
         value_parser = parse::svg_output
     )]
     pub svg: Option<PathBuf>,
-    /// Lock wait in a datagram's stall above which it counts as convoyed (e.g. 1ms, 500us).
+    /// A datagram held up by a lock re-acquisition of its own longer than this counts as
+    /// convoyed (e.g. 1ms, 500us).
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse::duration_ns)]
     pub convoy_threshold: u64,
     /// Threads: 1 decodes the trace on the analysis's own thread (least CPU in all), 2 on a
@@ -344,7 +345,7 @@ pub struct ExportArgs {
     /// Treat the lock containing this futex address as the primary lock (as for `report`).
     #[arg(long, value_name = "ADDR", value_parser = parse::addr)]
     pub lock: Option<u64>,
-    /// Lock wait above which a datagram counts as convoyed (as for `report`).
+    /// Re-acquisition above which a datagram counts as convoyed (as for `report`).
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse::duration_ns)]
     pub convoy_threshold: u64,
 }

@@ -146,7 +146,7 @@ impl Metrics {
         );
         registry.register(
             "convoy_episodes",
-            "Convoy episodes (runs of datagrams whose stall was mostly lock wait), by thread",
+            "Convoy episodes (runs of datagrams each held up by a lock re-acquisition over the threshold), by thread",
             m.convoys.clone(),
         );
         registry.register(

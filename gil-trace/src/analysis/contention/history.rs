@@ -47,9 +47,6 @@ pub struct Attribution {
     pub holders: Vec<(u32, u64)>,
     /// The lock it waited for longest, if any.
     pub lock: Option<usize>,
-    /// Its longest single lock take in the span (from the take's first wait to the lock
-    /// held, the part in the span): one long re-acquisition, not many short ones summed.
-    pub longest_take_ns: u64,
     /// Its lock wait by the stack it waited in, and by its holders' stacks.
     pub wait_stacks: StackTally,
     pub holder_stacks: StackTally,
@@ -114,6 +111,16 @@ impl ThreadHistory {
         while self.takes.front().is_some_and(|t| t.acquire_ns < keep_from) {
             self.takes.pop_front();
         }
+    }
+
+    /// Its longest single lock take in `[from, to)` (the part in it; 0 if none).
+    pub fn longest_take(&self, from: u64, to: u64) -> u64 {
+        self.takes
+            .iter()
+            .filter(|t| t.start_ns < to && t.acquire_ns > from)
+            .map(|t| t.acquire_ns.min(to).saturating_sub(t.start_ns.max(from)))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Where the thread's time in `[from, to)` went. `dequeued_ns` is when it took the
@@ -185,7 +192,6 @@ impl ThreadHistory {
         for t in &takes {
             let (a, b) = (t.start_ns.max(from), t.acquire_ns.min(to));
             let waited = b.saturating_sub(a);
-            out.longest_take_ns = out.longest_take_ns.max(waited);
             *by_lock.entry(t.lock).or_default() += waited;
             if let Some(stack) = t.wait_stack {
                 out.wait_stacks.add(None, stack, waited);

@@ -153,6 +153,9 @@ struct ThreadCtx {
     /// Its re-acquisitions after I/O that waited, for its next convoy episode.
     recent_waits: RecentWaits,
     convoy: Option<OpenConvoy>,
+    /// Where its last datagram's stall ended (its reply): the next one's own part of its
+    /// stall starts there, what came before was spent on the ones ahead of it.
+    last_stall_end_ns: u64,
     history: ThreadHistory,
     /// The stack of its last blocking switch, when it blocked, and the lock it waited for
     /// then: its off-CPU time goes to that stack.
@@ -849,7 +852,13 @@ impl<'a> ContentionTracker<'a> {
             // re-acquisition of a lock. Not by the sum of its waits: behind a queue, a
             // datagram's stall spans many short re-acquisitions made for the datagrams before
             // it, which a lock that hands over at once (a priority GIL) also makes.
-            let convoyed = stall.longest_take_ns > self.opts.convoy_threshold_ns;
+            // The datagram's own part of its stall: behind a queue, its stall from arrival
+            // spans the serving of the datagrams ahead of it, and one long take there would
+            // count against each of them.
+            let own_from = op.stall_start_ns().max(t.last_stall_end_ns);
+            t.last_stall_end_ns = t.last_stall_end_ns.max(op.stall_end_ns());
+            let convoyed =
+                t.history.longest_take(own_from, op.stall_end_ns()) > self.opts.convoy_threshold_ns;
             let new_part = convoyed.then(|| {
                 let from = Convoys::open_until(t.convoy.as_ref()).unwrap_or(op.stall_start_ns());
                 let from = from.min(op.stall_end_ns());

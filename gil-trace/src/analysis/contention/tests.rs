@@ -337,4 +337,22 @@ fn short_reacquisitions_behind_a_queue_are_not_a_convoy() {
     let r = run(&events, true);
     assert_eq!(r.convoys.len(), 1, "{:?}", r.convoys);
     assert_eq!(r.convoys[0].ops, 5);
+    // One long take, while serving the first of a queue of 20: it held the first up, and
+    // through it all the others, but each of those won its own re-acquisitions at once.
+    let mut events = Vec::new();
+    lock_users(&mut events);
+    let mut t = 2 * MS;
+    for i in 0..20 {
+        events.push(io_enter(t, B, IoClass::Recv, 65507));
+        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
+        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
+        let wait = if i == 0 { 3 * MS } else { 200_000 };
+        let at = reacquire(t + 3_000, wait, &mut events);
+        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
+        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
+        t = reacquire(at + 9_000, 200_000, &mut events) + 1_000;
+    }
+    events.push(io_enter(t, B, IoClass::Recv, 65507));
+    let r = run(&events, true);
+    assert!(r.convoys.is_empty(), "{:?}", r.convoys);
 }
