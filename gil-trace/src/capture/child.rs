@@ -181,14 +181,20 @@ pub fn spawn_paused(
     let (status_read, status_write) =
         unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(pipe_err)?;
 
-    // SAFETY: the child only calls async-signal-safe functions (read, write, setgroups,
-    // setgid, setuid, execve, _exit) on data prepared above.
+    // SAFETY: the child only calls async-signal-safe functions (signal, read, write,
+    // setgroups, setgid, setuid, execve, _exit) on data prepared above.
     match unsafe { unistd::fork() } {
         Err(e) => Err(CaptureError::Spawn {
             command,
             reason: format!("fork: {e}"),
         }),
         Ok(ForkResult::Child) => {
+            // The recorder's handlers are not the command's: a Ctrl-C on the terminal while
+            // it waits to be released ends it, as it would end the command itself.
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+                // SAFETY: signal(2) is async-signal-safe; SIG_DFL is a valid disposition.
+                unsafe { libc::signal(signal, libc::SIG_DFL) };
+            }
             drop(go_write);
             drop(status_read);
             let fail = |stage: u8, errno: Errno| -> ! {

@@ -4,6 +4,10 @@ use std::{
     ffi::OsString,
     io::IsTerminal,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -366,9 +370,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     let mut attached = Vec::new();
     let mut child = if let Some(paused) = child {
         probes.trace_thread(root_pid, root_pid)?;
+        let signalled_before_start = signals.taken.load(Ordering::Relaxed);
         Some(TracedChild {
             pid: paused.release()?,
             exit: None,
+            signalled_before_start,
         })
     } else {
         let mut next = vec![root_pid];
@@ -570,6 +576,8 @@ pub fn reap_command(pid: u32, stop: Option<Signal>, grace: Duration) -> Option<E
 struct TracedChild {
     pid: Pid,
     exit: Option<ExitInfo>,
+    /// A stop signal came before it ran: even from the terminal, it did not get it.
+    signalled_before_start: bool,
 }
 
 impl TracedChild {
@@ -592,6 +600,19 @@ struct StopSignals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     chld: tokio::signal::unix::Signal,
+    /// Set by a stop signal (INT, TERM, HUP) from the install on: one taken before the
+    /// command ran never reached it, even from the terminal.
+    taken: Arc<AtomicBool>,
+    flags: Vec<signal_hook::SigId>,
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        // A watch records window after window: one flag handler per window would pile up.
+        for id in self.flags.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
 }
 
 impl StopSignals {
@@ -603,11 +624,24 @@ impl StopSignals {
                 source,
             })
         };
+        let taken = Arc::new(AtomicBool::new(false));
+        let mut flags = Vec::new();
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            let id = signal_hook::flag::register(sig, Arc::clone(&taken)).map_err(|source| {
+                CaptureError::Io {
+                    what: "installing a signal handler".into(),
+                    source,
+                }
+            })?;
+            flags.push(id);
+        }
         Ok(StopSignals {
             int: install(SignalKind::interrupt(), "SIGINT")?,
             term: install(SignalKind::terminate(), "SIGTERM")?,
             hup: install(SignalKind::hangup(), "SIGHUP")?,
             chld: install(SignalKind::child(), "SIGCHLD")?,
+            taken,
+            flags,
         })
     }
 }
@@ -633,12 +667,7 @@ async fn event_loop(
                 source: e.into(),
             }
         })?;
-    let StopSignals {
-        int: mut sigint,
-        term: mut sigterm,
-        hup: mut sighup,
-        chld: mut sigchld,
-    } = signals;
+    let mut signals = signals;
     let mut drain_tick = tokio::time::interval(DRAIN_PERIOD);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let show_status = opts.live_status && std::io::stderr().is_terminal();
@@ -676,10 +705,10 @@ async fn event_loop(
                 last_events = events;
                 None
             }
-            _ = sigchld.recv(), if child.is_some() => None,
-            _ = sigint.recv() => Some(Signal::SIGINT),
-            _ = sigterm.recv() => Some(Signal::SIGTERM),
-            _ = sighup.recv() => Some(Signal::SIGHUP),
+            _ = signals.chld.recv(), if child.is_some() => None,
+            _ = signals.int.recv() => Some(Signal::SIGINT),
+            _ = signals.term.recv() => Some(Signal::SIGTERM),
+            _ = signals.hup.recv() => Some(Signal::SIGHUP),
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop_reason.is_none() => {
                 stop_reason = Some(StopReason::Duration);
                 match child.as_deref() {
@@ -702,7 +731,7 @@ async fn event_loop(
             match child.as_deref() {
                 // Forwarded, and the command given a grace period to exit.
                 Some(c) if c.exit.is_none() => {
-                    if sig != Signal::SIGINT || forward_sigint {
+                    if sig != Signal::SIGINT || forward_sigint || c.signalled_before_start {
                         c.signal(sig);
                     }
                     stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
