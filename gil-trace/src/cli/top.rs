@@ -61,6 +61,9 @@ pub(crate) fn top(args: &TopArgs, quiet: bool) -> Result<ExitCode> {
 /// Ctrl-C would. Restores the terminal when dropped.
 struct QuitKey {
     saved: nix::sys::termios::Termios,
+    /// Ends the Ctrl-Z handling with the key mode (a SIGCONT after it must not set the keys
+    /// up again).
+    suspension: Option<signal_hook::iterator::Handle>,
 }
 
 impl QuitKey {
@@ -82,7 +85,7 @@ impl QuitKey {
         keys.control_chars[termios::SpecialCharacterIndices::VMIN as usize] = 1;
         keys.control_chars[termios::SpecialCharacterIndices::VTIME as usize] = 0;
         termios::tcsetattr(&stdin, SetArg::TCSANOW, &keys).ok()?;
-        Self::keep_over_suspension(saved.clone(), keys);
+        let suspension = Self::keep_over_suspension(saved.clone(), keys);
         let reader = std::thread::Builder::new()
             .name("gil-trace-keys".into())
             .spawn(|| {
@@ -95,7 +98,7 @@ impl QuitKey {
                     }
                 }
             });
-        let key = QuitKey { saved };
+        let key = QuitKey { saved, suspension };
         reader.ok().map(|_| key)
     }
 }
@@ -103,13 +106,15 @@ impl QuitKey {
 impl QuitKey {
     /// Ctrl-Z: the shell gets its terminal back as it was (echo, lines), and `fg` sets the
     /// keys up again. Our handler replaces the default stop, so it stops the process itself.
-    fn keep_over_suspension(saved: nix::sys::termios::Termios, keys: nix::sys::termios::Termios) {
+    fn keep_over_suspension(
+        saved: nix::sys::termios::Termios,
+        keys: nix::sys::termios::Termios,
+    ) -> Option<signal_hook::iterator::Handle> {
         use nix::sys::termios::{tcsetattr, SetArg};
         use signal_hook::consts::{SIGCONT, SIGTSTP};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTSTP, SIGCONT]) else {
-            return;
-        };
-        let _ = std::thread::Builder::new()
+        let mut signals = signal_hook::iterator::Signals::new([SIGTSTP, SIGCONT]).ok()?;
+        let handle = signals.handle();
+        std::thread::Builder::new()
             .name("gil-trace-suspend".into())
             .spawn(move || {
                 for signal in signals.forever() {
@@ -125,12 +130,17 @@ impl QuitKey {
                         let _ = tcsetattr(&stdin, SetArg::TCSANOW, &keys);
                     }
                 }
-            });
+            })
+            .ok()?;
+        Some(handle)
     }
 }
 
 impl Drop for QuitKey {
     fn drop(&mut self) {
+        if let Some(suspension) = self.suspension.take() {
+            suspension.close();
+        }
         let _ = nix::sys::termios::tcsetattr(
             std::io::stdin(),
             nix::sys::termios::SetArg::TCSANOW,
