@@ -29,7 +29,8 @@ pub const CONVOY_MIN_OPS: usize = 2;
 #[derive(Clone, Debug, Serialize)]
 pub struct ConvoyEpisode {
     pub tid: u32,
-    /// The first datagram's arrival (or recv, when its arrival is unknown).
+    /// The first datagram's arrival (or recv, when its arrival is unknown), or the thread's
+    /// previous reply if later (what came before was spent on the datagrams ahead of it).
     pub start_ns: u64,
     /// The last datagram's reply (or the lock held again after its recv).
     pub end_ns: u64,
@@ -159,8 +160,8 @@ impl Convoys {
 
     /// `tid`'s next datagram, with where the thread's time went from the open episode's end
     /// (see [`Self::open_until`]; else the datagram's arrival) to the datagram's reply
-    /// (`new_part`, when one re-acquisition in its stall was over the threshold): extends the
-    /// episode, or (None) closes it. The episode is contiguous: the
+    /// (`new_part`, from where it starts, when a re-acquisition of its own was over the
+    /// threshold): extends the episode, or (None) closes it. The episode is contiguous: the
     /// thread's time between two datagrams, e.g. its wait for the lock after a reply's send,
     /// is in it.
     pub fn datagram(
@@ -169,11 +170,11 @@ impl Convoys {
         open: &mut Option<OpenConvoy>,
         recent: &mut RecentWaits,
         op: &IoOp,
-        new_part: Option<&Attribution>,
+        new_part: Option<(u64, &Attribution)>,
         lock: Option<&LockRef>,
     ) {
         let end = op.stall_end_ns();
-        let Some(new_part) = new_part else {
+        let Some((from, new_part)) = new_part else {
             self.close(tid, open, lock);
             while recent.0.front().is_some_and(|&(at, _)| at <= end) {
                 recent.0.pop_front();
@@ -181,8 +182,8 @@ impl Convoys {
             return;
         };
         let c = open.get_or_insert_with(|| OpenConvoy {
-            start_ns: op.stall_start_ns(),
-            end_ns: op.stall_start_ns(),
+            start_ns: from,
+            end_ns: from,
             ops: 0,
             lock_wait_ns: 0,
             waits_after: [0; 3],

@@ -859,19 +859,21 @@ impl<'a> ContentionTracker<'a> {
             t.last_stall_end_ns = t.last_stall_end_ns.max(op.stall_end_ns());
             let convoyed =
                 t.history.longest_take(own_from, op.stall_end_ns()) > self.opts.convoy_threshold_ns;
+            // An episode starts with its first datagram's own part: from an earlier arrival it
+            // would overlap the thread's previous episode, and count its lock wait twice.
             let new_part = convoyed.then(|| {
-                let from = Convoys::open_until(t.convoy.as_ref()).unwrap_or(op.stall_start_ns());
+                let from = Convoys::open_until(t.convoy.as_ref()).unwrap_or(own_from);
                 let from = from.min(op.stall_end_ns());
                 let mut part = t.history.attribute(from, op.stall_end_ns(), op.dequeue_ns);
                 part.python = self.py.between(tid, from, op.stall_end_ns());
-                part
+                (from, part)
             });
             self.convoys.datagram(
                 tid,
                 &mut t.convoy,
                 &mut t.recent_waits,
                 &op,
-                new_part.as_ref(),
+                new_part.as_ref().map(|(from, part)| (*from, part)),
                 self.primary.as_ref(),
             );
             if self.opts.keep(op.seen_ns()) {

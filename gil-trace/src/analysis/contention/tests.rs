@@ -356,3 +356,36 @@ fn short_reacquisitions_behind_a_queue_are_not_a_convoy() {
     let r = run(&events, true);
     assert!(r.convoys.is_empty(), "{:?}", r.convoys);
 }
+
+#[test]
+fn a_threads_convoy_episodes_never_overlap_behind_a_queue() {
+    // 12 datagrams arrive at once; every third is served without a long re-acquisition, so
+    // the others form episodes of 2. Each episode starts after the previous one's end, and
+    // no lock wait is counted twice.
+    let mut events = Vec::new();
+    lock_users(&mut events);
+    let arrival = MS;
+    let mut t = 2 * MS;
+    for i in 0..12 {
+        events.push(io_enter(t, B, IoClass::Recv, 65507));
+        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
+        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
+        let wait = if i % 3 == 2 { 200_000 } else { 3 * MS };
+        let at = reacquire(t + 3_000, wait, &mut events);
+        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
+        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
+        t = at + 10_000;
+    }
+    events.push(io_enter(t, B, IoClass::Recv, 65507));
+    let r = run(&events, true);
+    assert_eq!(r.convoys.len(), 4, "{:?}", r.convoys);
+    let mut convoys = r.convoys.clone();
+    convoys.sort_by_key(|c| c.start_ns);
+    for pair in convoys.windows(2) {
+        assert!(pair[0].end_ns <= pair[1].start_ns, "{pair:?}");
+    }
+    let lost: u64 = convoys.iter().map(|c| c.lock_wait_ns).sum();
+    let b = r.summary.threads.iter().find(|t| t.tid == B).unwrap();
+    let waited = b.states.unwrap().lock_wait;
+    assert!(lost <= waited + 12 * 5_000, "{lost} > {waited}");
+}
