@@ -210,13 +210,7 @@ fn watch_windows(
                 break;
             }
             Err(e) => {
-                stop_started(
-                    started,
-                    Some(Signal::SIGTERM),
-                    capture::STOP_GRACE,
-                    &mut end,
-                );
-                return Err(e.into());
+                return Err(failing(started, &mut end, e));
             }
         };
         let target = outcome.root_pid;
@@ -230,13 +224,11 @@ fn watch_windows(
         }
         if let Some(kept) = kept.as_deref_mut() {
             if let Err(e) = kept.append(&outcome.path) {
-                stop_started(
+                return Err(failing(
                     started,
-                    Some(Signal::SIGTERM),
-                    capture::STOP_GRACE,
                     &mut end,
-                );
-                return Err(anyhow::Error::from(e).context("appending a window to the kept trace"));
+                    anyhow::Error::from(e).context("appending a window to the kept trace"),
+                ));
             }
         }
         let window = analyse(&outcome.path, target);
@@ -245,25 +237,13 @@ fn watch_windows(
             let _ = std::fs::remove_file(outcome.path.with_extension("trace.old"));
         });
         if let Err(e) = removed {
-            stop_started(
-                started,
-                Some(Signal::SIGTERM),
-                capture::STOP_GRACE,
-                &mut end,
-            );
-            return Err(e.into());
+            return Err(failing(started, &mut end, e));
         }
         // A window that cannot be analysed is skipped, not the end of a watch meant for hours.
         match window {
             Ok(window) => {
                 if let Err(e) = each(window) {
-                    stop_started(
-                        started,
-                        Some(Signal::SIGTERM),
-                        capture::STOP_GRACE,
-                        &mut end,
-                    );
-                    return Err(e);
+                    return Err(failing(started, &mut end, e));
                 }
             }
             Err(e) => eprintln!("gil-trace: a window of pid {target} was skipped: {e:#}"),
@@ -304,6 +284,12 @@ fn watch_windows(
     stop_started(started, forward, grace, &mut end);
     as_user(identity, move || dir.close())?.context("removing the window directory")?;
     Ok(end)
+}
+
+/// The watch fails: the command it started gets SIGTERM (with `record`'s grace period).
+fn failing(started: Option<u32>, end: &mut WatchEnd, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    stop_started(started, Some(Signal::SIGTERM), capture::STOP_GRACE, end);
+    e.into()
 }
 
 /// Ends the watch of a command it started: the command exited (reaped now), or the watch

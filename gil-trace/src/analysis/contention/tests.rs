@@ -295,65 +295,45 @@ fn no_wait_stall_or_state_is_measured_across_time_not_recorded() {
     assert!(a.on_cpu_ns < 10 * MS, "{}", a.on_cpu_ns);
 }
 
+/// `waits.len()` datagrams, all arrived at 1 ms, served one by one from 2 ms: datagram i's
+/// re-acquisition after its recv waits `waits[i].0`, after its reply's send `waits[i].1`.
+fn serve_a_queue(waits: &[(u64, u64)]) -> Report {
+    let mut events = Vec::new();
+    lock_users(&mut events);
+    let mut t = 2 * MS;
+    for &(after_recv, after_send) in waits {
+        events.push(io_enter(t, B, IoClass::Recv, 65507));
+        events.push(net_recv(t + 1_000, B, Some(MS), 512));
+        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
+        let at = reacquire(t + 3_000, after_recv, &mut events);
+        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
+        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
+        t = reacquire(at + 9_000, after_send, &mut events) + 1_000;
+    }
+    events.push(io_enter(t, B, IoClass::Recv, 65507));
+    run(&events, true)
+}
+
 #[test]
 fn short_reacquisitions_behind_a_queue_are_not_a_convoy() {
     // 20 datagrams arrive at once; the echo thread serves them one by one, winning the lock
     // back within 200 µs after each recv and each send (a priority GIL). The last one's stall
     // holds every wait made for the ones before it — far over the threshold summed — but no
     // re-acquisition was long: no convoy.
-    let mut events = Vec::new();
-    lock_users(&mut events);
-    let arrival = MS;
-    let mut t = 2 * MS;
-    for _ in 0..20 {
-        events.push(io_enter(t, B, IoClass::Recv, 65507));
-        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
-        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
-        let at = reacquire(t + 3_000, 200_000, &mut events);
-        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
-        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
-        t = reacquire(at + 9_000, 200_000, &mut events) + 1_000;
-    }
-    events.push(io_enter(t, B, IoClass::Recv, 65507));
-    let r = run(&events, true);
+    let r = serve_a_queue(&[(200_000, 200_000); 20]);
     assert_eq!(r.io_stalls.datagrams, 20);
     let last = r.io_ops.as_ref().unwrap().last().unwrap();
     assert!(last.lock_wait_ns > 5 * MS, "{last:?}");
     assert!(r.convoys.is_empty(), "{:?}", r.convoys);
     // The same queue with one re-acquisition of 3 ms per datagram is one.
-    let mut events = Vec::new();
-    lock_users(&mut events);
-    let mut t = 2 * MS;
-    for _ in 0..5 {
-        events.push(io_enter(t, B, IoClass::Recv, 65507));
-        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
-        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
-        let at = reacquire(t + 3_000, 3 * MS, &mut events);
-        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
-        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
-        t = at + 10_000;
-    }
-    events.push(io_enter(t, B, IoClass::Recv, 65507));
-    let r = run(&events, true);
+    let r = serve_a_queue(&[(3 * MS, 0); 5]);
     assert_eq!(r.convoys.len(), 1, "{:?}", r.convoys);
     assert_eq!(r.convoys[0].ops, 5);
     // One long take, while serving the first of a queue of 20: it held the first up, and
     // through it all the others, but each of those won its own re-acquisitions at once.
-    let mut events = Vec::new();
-    lock_users(&mut events);
-    let mut t = 2 * MS;
-    for i in 0..20 {
-        events.push(io_enter(t, B, IoClass::Recv, 65507));
-        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
-        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
-        let wait = if i == 0 { 3 * MS } else { 200_000 };
-        let at = reacquire(t + 3_000, wait, &mut events);
-        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
-        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
-        t = reacquire(at + 9_000, 200_000, &mut events) + 1_000;
-    }
-    events.push(io_enter(t, B, IoClass::Recv, 65507));
-    let r = run(&events, true);
+    let mut waits = [(200_000, 200_000); 20];
+    waits[0].0 = 3 * MS;
+    let r = serve_a_queue(&waits);
     assert!(r.convoys.is_empty(), "{:?}", r.convoys);
 }
 
@@ -362,22 +342,10 @@ fn a_threads_convoy_episodes_never_overlap_behind_a_queue() {
     // 12 datagrams arrive at once; every third is served without a long re-acquisition, so
     // the others form episodes of 2. Each episode starts after the previous one's end, and
     // no lock wait is counted twice.
-    let mut events = Vec::new();
-    lock_users(&mut events);
-    let arrival = MS;
-    let mut t = 2 * MS;
-    for i in 0..12 {
-        events.push(io_enter(t, B, IoClass::Recv, 65507));
-        events.push(net_recv(t + 1_000, B, Some(arrival), 512));
-        events.push(io_exit(t + 2_000, B, IoClass::Recv, 512));
-        let wait = if i % 3 == 2 { 200_000 } else { 3 * MS };
-        let at = reacquire(t + 3_000, wait, &mut events);
-        events.push(io_enter(at + 5_000, B, IoClass::Send, 512));
-        events.push(io_exit(at + 8_000, B, IoClass::Send, 512));
-        t = at + 10_000;
-    }
-    events.push(io_enter(t, B, IoClass::Recv, 65507));
-    let r = run(&events, true);
+    let waits: Vec<(u64, u64)> = (0..12)
+        .map(|i| (if i % 3 == 2 { 200_000 } else { 3 * MS }, 0))
+        .collect();
+    let r = serve_a_queue(&waits);
     assert_eq!(r.convoys.len(), 4, "{:?}", r.convoys);
     let mut convoys = r.convoys.clone();
     convoys.sort_by_key(|c| c.start_ns);
