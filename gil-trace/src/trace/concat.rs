@@ -138,6 +138,18 @@ fn not_recorded(since_ns: u64, until_ns: u64) -> RawEvent {
     }
 }
 
+/// `item`'s index in `table`, appended if new (`ids` indexes the table by value).
+fn intern<T: Clone + Eq + std::hash::Hash>(
+    ids: &mut HashMap<T, u32>,
+    table: &mut Vec<T>,
+    item: &T,
+) -> u32 {
+    *ids.entry(item.clone()).or_insert_with(|| {
+        table.push(item.clone());
+        table.len() as u32 - 1
+    })
+}
+
 /// Adds `window`'s stacks to the merged table; returns window id → merged id.
 fn remap_stacks(
     by_ips: &mut HashMap<Vec<u64>, u32>,
@@ -172,12 +184,7 @@ fn merge_python(
     let frame_ids: Vec<u32> = window
         .frames
         .iter()
-        .map(|frame| {
-            *frames.entry(frame.clone()).or_insert_with(|| {
-                merged.frames.push(frame.clone());
-                merged.frames.len() as u32 - 1
-            })
-        })
+        .map(|frame| intern(frames, &mut merged.frames, frame))
         .collect();
     let stack_ids = window
         .stacks
@@ -190,11 +197,7 @@ fn merge_python(
                 .iter()
                 .map(|&f| frame_ids.get(f as usize).copied().unwrap_or(u32::MAX))
                 .collect();
-            let id = *stacks.entry(renumbered.clone()).or_insert_with(|| {
-                merged.stacks.push(renumbered);
-                merged.stacks.len() as u32 - 1
-            });
-            (i as u32, id)
+            (i as u32, intern(stacks, &mut merged.stacks, &renumbered))
         })
         .collect();
     for thread in &window.threads {
@@ -232,12 +235,7 @@ fn merge_maps(merged: &mut CodeMap, by_module: &mut HashMap<Module, u32>, window
     let module_ids: Vec<u32> = window
         .modules
         .iter()
-        .map(|module| {
-            *by_module.entry(module.clone()).or_insert_with(|| {
-                merged.modules.push(module.clone());
-                merged.modules.len() as u32 - 1
-            })
-        })
+        .map(|module| intern(by_module, &mut merged.modules, module))
         .collect();
     for process in &window.processes {
         let mappings: Vec<_> = process
