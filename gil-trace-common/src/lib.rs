@@ -10,7 +10,8 @@
 /// 3: user stack ids in [`EventKind::SchedSwitch`] (a blocking switch) and
 /// [`EventKind::FutexExit`] (a wake that woke someone), see [`stack_ref`].
 /// 4: [`EventKind::PySample`] (written by the recorder).
-pub const ABI_VERSION: u32 = 4;
+/// 5: [`ProbeConfig::stack_walker`]: stack ids may index the walked stacks' table.
+pub const ABI_VERSION: u32 = 5;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const TASK_COMM_LEN: usize = 16;
@@ -23,10 +24,87 @@ pub const DROP_SLOTS: u32 = 18;
 /// bucket held another stack): the event is kept, without its stack.
 pub const DROP_SLOT_STACKS: u32 = 17;
 
-/// Entries of the in-kernel map of user stacks (`bpf_get_stackid`, deduplicated by the
-/// kernel; each up to 127 frames, 1 KiB). Bounded: a stack that does not fit is counted in
-/// [`DROP_SLOT_STACKS`].
+/// Entries of the in-kernel table of user stacks (either walker's; each up to
+/// [`MAX_STACK_DEPTH`] frames, 1 KiB). Bounded: a stack that does not fit is counted in
+/// [`DROP_SLOT_STACKS`]. A power of two (the walked stacks' table masks a hash with it).
 pub const STACK_MAP_ENTRIES: u32 = 16_384;
+
+/// Frames kept of a user stack, innermost first (the kernel's `PERF_MAX_STACK_DEPTH`).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Slots a walked stack may take in its table, from its hash's own slot on (linear probing;
+/// a stack finding them all taken by others is counted in [`DROP_SLOT_STACKS`]).
+pub const STACK_PROBES: u32 = 4;
+
+/// Who walks the user stacks (`ProbeConfig::stack_walker`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackWalker {
+    /// The kernel's `bpf_get_stackid` into a stack-trace map. Its frame-pointer walk reads
+    /// frames until a read faults, so every walk ends in a page-fault exception (at the
+    /// outermost frame's null frame pointer): ~1 µs on a VM.
+    Kernel = 0,
+    /// The programs follow the frame pointers themselves (`bpf_probe_read_user`, one frame
+    /// record per read) and stop where a frame pointer cannot be one (null, misaligned, or not
+    /// above the frame before it), so a walk normally ends without a fault. Needs kernel BTF
+    /// (the current task's saved user registers, `bpf_task_pt_regs`). Stacks are kept in a
+    /// hash-addressed table of [`WalkedStack`]s.
+    FramePointers = 1,
+}
+
+/// One user stack walked by the programs: a slot of the walked stacks' table, whose index is
+/// the stack's id. `hash` is [`stack_hash::of`] the frames, written last: 0 is an empty slot,
+/// [`stack_hash::CLAIMED`] one being filled.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WalkedStack {
+    pub hash: u64,
+    pub len: u64,
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
+const _: () = assert!(core::mem::size_of::<WalkedStack>() == 16 + 8 * MAX_STACK_DEPTH);
+
+/// The 64-bit hash that identifies a walked stack in its table (the programs compute it frame
+/// by frame as they walk; userspace checks each stack it reads against it). Two different
+/// stacks of one recording share a hash with a probability of ~n²/2⁶⁵ (n distinct stacks).
+pub mod stack_hash {
+    /// The hash before any frame.
+    pub const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+    /// A slot being filled (a hash never takes this value, nor 0).
+    pub const CLAIMED: u64 = 1;
+
+    /// The hash after one more frame: murmur3's 64-bit finalizer over the running hash and
+    /// the frame (a few ALU instructions, cheap beside the read of the frame).
+    #[inline(always)]
+    pub const fn step(hash: u64, ip: u64) -> u64 {
+        let mut x = hash ^ ip;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+
+    /// The final hash of `len` frames, never 0 or [`CLAIMED`].
+    #[inline(always)]
+    pub const fn finish(hash: u64, len: u64) -> u64 {
+        let hash = step(hash, len);
+        if hash <= CLAIMED {
+            hash + 2
+        } else {
+            hash
+        }
+    }
+
+    /// The hash of a whole stack (userspace's check of a slot it reads).
+    pub fn of(ips: &[u64]) -> u64 {
+        finish(
+            ips.iter().fold(SEED, |hash, &ip| step(hash, ip)),
+            ips.len() as u64,
+        )
+    }
+}
 
 /// Which events carry a user stack (`ProbeConfig::user_stacks`).
 #[repr(u32)]
@@ -460,9 +538,11 @@ pub struct ProbeConfig {
     /// Non-zero: each syscall's entry and exit are written as they happen, one record each,
     /// instead of as one `CallPair` (`GIL_TRACE_SPLIT_CALLS`: the A/B of tests and benchmarks).
     pub split_calls: u32,
+    /// Who walks the user stacks ([`StackWalker`]).
+    pub stack_walker: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 84);
 
 #[cfg(feature = "user")]
 mod user {
@@ -474,6 +554,8 @@ mod user {
     unsafe impl aya::Pod for super::ProbeConfig {}
     // SAFETY: as above: two u32 then u64s, no padding.
     unsafe impl aya::Pod for super::ArrivalQueue {}
+    // SAFETY: u64s only (size asserted).
+    unsafe impl aya::Pod for super::WalkedStack {}
 }
 
 #[cfg(test)]
@@ -518,6 +600,30 @@ mod tests {
         assert_eq!(stack_ref::id(stack_ref::of(16_383)), Some(16_383));
         // Only the low 32 bits are the reference (a switch keeps flags below it).
         assert_eq!(stack_ref::id(stack_ref::of(7) | 1 << 40), Some(7));
+    }
+
+    #[test]
+    fn a_walked_stack_hash_depends_on_every_frame_and_its_order() {
+        // The programs hash frame by frame; userspace checks a slot with `of`.
+        let ips = [0x7f00_0000_1000u64, 0x5555_0000_2000, 0x5555_0000_3000];
+        let by_step = stack_hash::finish(
+            ips.iter()
+                .fold(stack_hash::SEED, |h, &ip| stack_hash::step(h, ip)),
+            3,
+        );
+        assert_eq!(stack_hash::of(&ips), by_step);
+        assert_ne!(
+            stack_hash::of(&ips),
+            stack_hash::of(&[ips[0], ips[2], ips[1]])
+        );
+        assert_ne!(stack_hash::of(&ips), stack_hash::of(&ips[..2]));
+        assert_ne!(stack_hash::of(&[0]), stack_hash::of(&[0, 0]));
+        // 0 is an empty slot and CLAIMED one being filled: no stack hashes to either.
+        for len in 0..1000u64 {
+            assert!(
+                stack_hash::finish(len.wrapping_mul(0x1234_5678_9abc), len) > stack_hash::CLAIMED
+            );
+        }
     }
 
     #[test]

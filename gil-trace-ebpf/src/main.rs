@@ -16,10 +16,11 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
@@ -29,11 +30,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, stack_ref, ArrivalQueue, CallInFlight, CallPair, CommSource, EventKind,
-    ProbeConfig, RawEvent, SyscallClass, UserStacks, ARRIVAL_QUEUE_LEN, DROP_SLOTS,
-    DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, IPPROTO_UDP, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS,
-    NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN,
-    SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, SYSCALL_TABLE_LEN,
+    comm_to_args, stack_hash, stack_ref, ArrivalQueue, CallInFlight, CallPair, CommSource,
+    EventKind, ProbeConfig, RawEvent, StackWalker, SyscallClass, UserStacks, WalkedStack,
+    ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, IPPROTO_UDP,
+    MAX_STACK_DEPTH, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
+    RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
+    SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, STACK_PROBES, SYSCALL_TABLE_LEN,
     TRACED_FLAGS_DEFAULT_LEN,
 };
 
@@ -60,6 +62,7 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     dispatch_only: 0,
     user_stacks: 0,
     split_calls: 0,
+    stack_walker: 0,
 };
 
 /// Event stream to userspace; its size is set at load time (`--buffer-size`).
@@ -91,9 +94,32 @@ static SOCKET_ARRIVALS: LruHashMap<u64, ArrivalQueue> =
 #[map]
 static CALL_IN_FLIGHT: PerCpuArray<CallInFlight> = PerCpuArray::with_max_entries(1, 0);
 
-/// User stacks, deduplicated by the kernel; events carry their ids (`stack_ref`).
+/// User stacks walked by the kernel (`StackWalker::Kernel`), deduplicated by it; events carry
+/// their ids (`stack_ref`). Sized to 1 at load when the programs walk the stacks themselves.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+/// User stacks walked by the programs (`StackWalker::FramePointers`): a table addressed by
+/// each stack's hash, whose slot index is the stack's id. Sized to 1 at load otherwise.
+#[map]
+static WALKED_STACKS: Array<WalkedStack> = Array::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+/// Slot index → the hash of the stack that claimed it. An insert that fails when the key
+/// exists is the claim (BPF has no compare-and-swap on an array value for this target); only
+/// a stack not yet in the table comes here.
+#[map]
+static WALKED_STACK_CLAIMS: HashMap<u32, u64> = HashMap::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+/// Each CPU's stack being walked (1 KiB: too large for the 512-byte BPF stack).
+#[map]
+static STACK_SCRATCH: PerCpuArray<WalkedStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Words of user stack read at once by the walk: several frame records come with one read.
+const STACK_WINDOW_WORDS: usize = 128;
+
+/// Each CPU's window of the user stack being walked.
+#[map]
+static STACK_WINDOW: PerCpuArray<[u64; STACK_WINDOW_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Events lost, per CPU and per slot (`EventKind` value, `DROP_SLOT_FILTER_FULL` or
 /// `DROP_SLOT_STACKS`).
@@ -316,12 +342,15 @@ fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
 }
 
 /// The current task's user stack as an event's reference (`stack_ref`; 0 when off or not
-/// stored). Frame-pointer unwinding in the kernel: code built without frame pointers gives
-/// short or wrong chains, which userspace checks before it names a frame.
+/// stored). Frame-pointer unwinding: code built without frame pointers gives short or wrong
+/// chains, which userspace checks before it names a frame.
 #[inline(always)]
 fn user_stack<C: StackIdContext>(ctx: &C) -> u64 {
     if user_stacks_mode() == UserStacks::None as u32 {
         return 0;
+    }
+    if config(&PROBE_CONFIG.stack_walker) == StackWalker::FramePointers as usize {
+        return walked_user_stack().map_or(0, stack_ref::of);
     }
     match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
         Ok(id) => stack_ref::of(id as u32),
@@ -333,6 +362,127 @@ fn user_stack<C: StackIdContext>(ctx: &C) -> u64 {
             0
         }
     }
+}
+
+/// Walks the current task's user stack by its frame pointers and stores it in
+/// `WALKED_STACKS` (unless there already): its id, or `None` when there is no user stack or no
+/// slot for it (counted).
+#[inline(always)]
+fn walked_user_stack() -> Option<u32> {
+    let walked = walk_user_stack()?;
+    let hash = walked.hash;
+    let mut index = hash as u32 & (STACK_MAP_ENTRIES - 1);
+    for _ in 0..STACK_PROBES {
+        let slot = WALKED_STACKS.get_ptr_mut(index)?;
+        // SAFETY: a map value's first word, 8-aligned: one load (written once, after the
+        // frames, by the CPU that claimed the slot).
+        let seen = unsafe { core::ptr::read_volatile(&raw const (*slot).hash) };
+        if seen == hash {
+            return Some(index);
+        }
+        if seen == 0
+            && WALKED_STACK_CLAIMS
+                .insert(index, hash, BPF_NOEXIST.into())
+                .is_ok()
+        {
+            // SAFETY: this slot is ours: no other claim of it succeeds.
+            let slot = unsafe { &mut *slot };
+            // Volatile stores, so the compiler keeps them in this order: the frames before
+            // the hash, so a slot whose hash matches is complete (userspace reads a slot only
+            // after an event naming it, and checks the hash again).
+            // SAFETY: stores within this map value.
+            unsafe {
+                core::ptr::write_volatile(&raw mut slot.len, walked.len);
+                for i in 0..MAX_STACK_DEPTH {
+                    if i as u64 >= walked.len {
+                        break;
+                    }
+                    core::ptr::write_volatile(&raw mut slot.ips[i], walked.ips[i]);
+                }
+                core::ptr::write_volatile(&raw mut slot.hash, hash);
+            }
+            return Some(index);
+        }
+        // Another stack's, or being filled by another CPU (maybe with this very stack: it then
+        // has two ids, which name the same code): probe on.
+        index = (index + 1) & (STACK_MAP_ENTRIES - 1);
+    }
+    count_drop(DROP_SLOT_STACKS);
+    None
+}
+
+/// The current task's user stack, walked into this CPU's scratch slot with its hash: the
+/// interrupted user instruction, then the return address of each frame record found through
+/// the frame pointers. A frame pointer must be non-null, 8-aligned and above the stack pointer
+/// and the frame before it (callers' frames lie higher): the walk stops there, without the
+/// read that would fault (the kernel's walker reads on until one does, ~1 µs here).
+#[inline(always)]
+fn walk_user_stack() -> Option<&'static WalkedStack> {
+    // SAFETY: helpers on the current task; bpf_task_pt_regs returns its saved user registers
+    // (a trusted pointer the verifier checks each load against).
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    // SAFETY: loads within struct pt_regs, checked by the verifier against its BTF.
+    let (ip, mut fp, sp) = unsafe {
+        (
+            core::ptr::read_volatile(regs.add(regs::IP)),
+            core::ptr::read_volatile(regs.add(regs::FP)),
+            core::ptr::read_volatile(regs.add(regs::SP)),
+        )
+    };
+    if ip == 0 {
+        // A kernel thread: no user stack.
+        return None;
+    }
+    // SAFETY: this CPU's slot; programs on one CPU do not nest (see call_in_flight).
+    let walked = unsafe { &mut *STACK_SCRATCH.get_ptr_mut(0)? };
+    walked.ips[0] = ip;
+    let mut hash = stack_hash::step(stack_hash::SEED, ip);
+    let mut len = 1;
+    let mut lowest = sp;
+    // SAFETY: this CPU's window (as the scratch slot).
+    let window = unsafe { &mut *STACK_WINDOW.get_ptr_mut(0)? };
+    // The user addresses the window holds: [window_at, window_at + its size). 0: none yet (no
+    // frame pointer is that low: it lies above the stack pointer).
+    let mut window_at = 0u64;
+    const WINDOW_BYTES: u64 = (STACK_WINDOW_WORDS * 8) as u64;
+    while len < MAX_STACK_DEPTH {
+        if fp == 0 || fp % 8 != 0 || fp < lowest {
+            break;
+        }
+        let offset = fp.wrapping_sub(window_at);
+        let (next, ret) = if offset <= WINDOW_BYTES - 16 {
+            // In the window read before: no helper call.
+            let word = (offset / 8) as usize;
+            (*window.get(word)?, *window.get(word + 1)?)
+        } else if read_user(window.as_mut_ptr().cast(), WINDOW_BYTES as u32, fp) {
+            window_at = fp;
+            (window[0], window[1])
+        } else {
+            // The window runs past the stack's mapping (its top): this frame alone.
+            window_at = 0;
+            let mut record = [0u64; 2];
+            if !read_user(record.as_mut_ptr().cast(), 16, fp) {
+                break;
+            }
+            (record[0], record[1])
+        };
+        walked.ips[len] = ret;
+        hash = stack_hash::step(hash, ret);
+        len += 1;
+        lowest = fp + 16;
+        fp = next;
+    }
+    walked.len = len as u64;
+    walked.hash = stack_hash::finish(hash, len as u64);
+    Some(walked)
+}
+
+/// Copies `len` bytes of the current task's memory at `from`; false if any is unreadable.
+#[inline(always)]
+fn read_user(to: *mut core::ffi::c_void, len: u32, from: u64) -> bool {
+    // SAFETY: bpf_probe_read_user fails with an error on a bad address, never faults the
+    // program; the verifier checks `to` has `len` bytes.
+    unsafe { bpf_probe_read_user(to, len, from as *const core::ffi::c_void) == 0 }
 }
 
 #[inline(always)]
@@ -566,6 +716,10 @@ mod regs {
     pub const ARGS: [usize; 6] = [14, 13, 12, 7, 9, 8];
     /// orig_ax: the syscall number.
     pub const NR: usize = 15;
+    /// bp, ip, sp: the frame pointer, instruction pointer and stack pointer.
+    pub const FP: usize = 4;
+    pub const IP: usize = 16;
+    pub const SP: usize = 19;
 }
 
 #[cfg(bpf_target_arch = "aarch64")]
@@ -576,6 +730,10 @@ mod regs {
     pub const ARGS: [usize; 6] = [0, 1, 2, 3, 4, 5];
     /// x8: the syscall number.
     pub const NR: usize = 8;
+    /// x29 (the frame pointer), pc, sp.
+    pub const FP: usize = 29;
+    pub const IP: usize = 32;
+    pub const SP: usize = 31;
 }
 
 #[inline(always)]

@@ -306,3 +306,79 @@ int main(void) {
     assert!(text.status.success());
     assert!(stdout(&text).contains("contend+0x"), "{}", stdout(&text));
 }
+
+/// The distinct stacks of a recording, each as its frames' functions (or module+offset),
+/// and the report's warnings.
+fn stack_set(report: &Value) -> std::collections::BTreeSet<Vec<String>> {
+    report["stacks"]
+        .as_object()
+        .expect("a stacks table")
+        .values()
+        .map(|stack| {
+            stack["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| match f["function"].as_str() {
+                    Some(function) => function.to_string(),
+                    None => format!("{}+{}", f["module"], f["offset"]),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_programs_own_stack_walk_finds_the_kernels_stacks() {
+    // Where the kernel has BTF the programs follow the frame pointers themselves (a walk
+    // that ends without a faulting read); GIL_TRACE_KERNEL_STACKS=1 has the kernel's
+    // bpf_get_stackid walk instead. The storm's threads wait and wake at a few fixed places:
+    // both walkers must find the same stacks, whole, and store every one.
+    if skip_without_privilege("the_programs_own_stack_walk_finds_the_kernels_stacks") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut found = Vec::new();
+    for kernel_walker in [false, true] {
+        let trace = dir.path().join(format!("{kernel_walker}.trace"));
+        let mut cmd = record_cmd(&trace, &[]);
+        if kernel_walker {
+            cmd.env("GIL_TRACE_KERNEL_STACKS", "1");
+        }
+        let out = cmd
+            .arg(workspace_bin("workload"))
+            .args(["storm", "--pairs", "2", "--seconds", "0.5"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report = report_json(&trace, &[]);
+        let warnings = report["warnings"].to_string();
+        assert!(
+            !warnings.contains("stacks could not be stored"),
+            "{warnings}"
+        );
+        let stacks = stack_set(&report);
+        assert!(stacks.len() >= 2, "{stacks:?}");
+        for frames in &stacks {
+            assert_eq!(
+                frames.first().map(String::as_str),
+                Some("syscall"),
+                "{frames:?}"
+            );
+            assert_eq!(
+                frames.last().map(String::as_str),
+                Some("start_thread"),
+                "{frames:?}"
+            );
+            assert!(
+                frames
+                    .iter()
+                    .any(|f| f == "gil_lab::fixture::storm::{{closure}}"
+                        || f.starts_with("std::thread::")),
+                "{frames:?}"
+            );
+        }
+        found.push(stacks);
+    }
+    assert_eq!(found[0], found[1], "the two walkers found different stacks");
+}

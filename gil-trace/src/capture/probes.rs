@@ -7,10 +7,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gil_trace_common::{
-    CallInFlight, EventKind, ProbeConfig, RawEvent, SyscallClass, UserStacks, DROP_SLOTS,
-    DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, RECORD_HEADER_LEN, RECORD_PREFIX_LEN,
-    SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
-    SOCK_RECV_LENGTH_LOAD_LEN,
+    stack_hash, CallInFlight, EventKind, ProbeConfig, RawEvent, StackWalker, SyscallClass,
+    UserStacks, WalkedStack, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS,
+    RECORD_HEADER_LEN, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN,
+    SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN,
 };
 
 use super::{tracefs, CaptureError};
@@ -257,6 +257,7 @@ pub fn probe_config(root: &Path) -> Result<(ProbeConfig, Vec<String>), CaptureEr
         dispatch_only: 0,
         user_stacks: 0,
         split_calls: 0,
+        stack_walker: 0,
     };
     Ok((config, missing))
 }
@@ -334,9 +335,44 @@ pub struct Probes {
     /// Each CPU's syscall in flight (see [`Probes::entries_in_flight`]).
     calls_in_flight: PerCpuArray<MapData, CallInFlight>,
     /// The user stacks events refer to (`stack_ref`).
-    stacks: StackTraceMap<MapData>,
+    stacks: UserStackTable,
     pub attached: Vec<String>,
     pub missing: Vec<String>,
+}
+
+/// Where the programs keep the user stacks, by who walked them ([`StackWalker`]).
+enum UserStackTable {
+    Kernel(StackTraceMap<MapData>),
+    Walked(Array<MapData, WalkedStack>),
+}
+
+impl UserStackTable {
+    fn get(&self, id: u32) -> Option<Vec<u64>> {
+        match self {
+            UserStackTable::Kernel(map) => {
+                let stack = map.get(&id, 0).ok()?;
+                Some(stack.frames().iter().map(|f| f.ip).collect())
+            }
+            UserStackTable::Walked(table) => {
+                let slot = table.get(&id, 0).ok()?;
+                let ips = slot.ips.get(..slot.len as usize)?;
+                // A slot is written once, its hash last; one that does not hash to its own
+                // frames was being filled (or torn by a racing claim): not named.
+                (slot.hash == stack_hash::of(ips)).then(|| ips.to_vec())
+            }
+        }
+    }
+}
+
+/// Who walks the user stacks: the programs themselves where the kernel has BTF (they need the
+/// task's saved registers as a typed pointer), else the kernel. `GIL_TRACE_KERNEL_STACKS=1`
+/// asks for the kernel's walker (the A/B of tests and benchmarks).
+fn stack_walker(btf: bool) -> StackWalker {
+    if btf && std::env::var_os("GIL_TRACE_KERNEL_STACKS").is_none() {
+        StackWalker::FramePointers
+    } else {
+        StackWalker::Kernel
+    }
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
@@ -392,6 +428,20 @@ impl Probes {
         config.dispatch_only = u32::from(dispatch_only);
         config.user_stacks = user_stacks as u32;
         config.split_calls = u32::from(split_calls);
+        // Without kernel BTF (or if the kernel refuses the typed program) the plain raw
+        // tracepoint does the same job, a little slower. GIL_TRACE_NO_BTF=1 asks for it (to
+        // rule the typed programs out when diagnosing, and for the tests of the fallback).
+        let btf = match std::env::var_os("GIL_TRACE_NO_BTF") {
+            Some(_) => None,
+            None => aya::Btf::from_sys_fs().ok(),
+        };
+        let walker = stack_walker(btf.is_some());
+        config.stack_walker = walker as u32;
+        // The table the other walker would use is not needed: one entry.
+        let (unused_table, used_table) = match walker {
+            StackWalker::Kernel => ("WALKED_STACKS", "STACKS"),
+            StackWalker::FramePointers => ("STACKS", "WALKED_STACKS"),
+        };
         // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
         let _ = nix::sys::resource::setrlimit(
             nix::sys::resource::Resource::RLIMIT_MEMLOCK,
@@ -402,6 +452,7 @@ impl Probes {
             .override_global("PROBE_CONFIG", &config, true)
             .map_max_entries("EVENTS", buffer_size)
             .map_max_entries("TRACED_FLAGS", pid_max())
+            .map_max_entries(unused_table, 1)
             .load(object)?;
 
         let mut classes: Array<_, u8> =
@@ -433,13 +484,6 @@ impl Probes {
             links.push(Box::new(program.take_link(link_id).map_err(attach_err)?));
             attached.push(name);
         }
-        // Without kernel BTF (or if the kernel refuses the typed program) the plain raw
-        // tracepoint does the same job, a little slower. GIL_TRACE_NO_BTF=1 asks for it (to
-        // rule the typed programs out when diagnosing, and for the tests of the fallback).
-        let btf = match std::env::var_os("GIL_TRACE_NO_BTF") {
-            Some(_) => None,
-            None => aya::Btf::from_sys_fs().ok(),
-        };
         for (tp, btf_program, raw_program) in SYSCALL_PROGRAMS {
             if let Some(btf) = &btf {
                 let mut typed = || -> Result<_, aya::programs::ProgramError> {
@@ -496,8 +540,15 @@ impl Probes {
         let calls_in_flight =
             PerCpuArray::try_from(ebpf.take_map("CALL_IN_FLIGHT").expect("CALL_IN_FLIGHT map"))
                 .map_err(map_err("CALL_IN_FLIGHT"))?;
-        let stacks = StackTraceMap::try_from(ebpf.take_map("STACKS").expect("STACKS map"))
-            .map_err(map_err("STACKS"))?;
+        let table = ebpf.take_map(used_table).expect("user stacks map");
+        let stacks = match walker {
+            StackWalker::Kernel => {
+                UserStackTable::Kernel(StackTraceMap::try_from(table).map_err(map_err("STACKS"))?)
+            }
+            StackWalker::FramePointers => {
+                UserStackTable::Walked(Array::try_from(table).map_err(map_err("WALKED_STACKS"))?)
+            }
+        };
         let run_time_stats = if measure_cost {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| CaptureError::Io {
@@ -594,8 +645,7 @@ impl Probes {
 
     /// The instruction pointers of user stack `id` (innermost first), if the map has it.
     pub fn user_stack(&self, id: u32) -> Option<Vec<u64>> {
-        let stack = self.stacks.get(&id, 0).ok()?;
-        Some(stack.frames().iter().map(|f| f.ip).collect())
+        self.stacks.get(id)
     }
 
     /// Events lost in the kernel so far, per CPU and kind.
