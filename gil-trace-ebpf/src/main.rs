@@ -20,7 +20,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
+        generated::{bpf_get_current_task_btf, bpf_loop, bpf_probe_read_user, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
@@ -343,14 +343,15 @@ fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
 
 /// The current task's user stack as an event's reference (`stack_ref`; 0 when off or not
 /// stored). Frame-pointer unwinding: code built without frame pointers gives short or wrong
-/// chains, which userspace checks before it names a frame.
+/// chains, which userspace checks before it names a frame. `user_regs`: the task's saved
+/// user registers where the program has them as a trusted pointer (else asked for).
 #[inline(always)]
-fn user_stack<C: StackIdContext>(ctx: &C) -> u64 {
+fn user_stack<C: StackIdContext>(ctx: &C, user_regs: Option<*const u64>) -> u64 {
     if user_stacks_mode() == UserStacks::None as u32 {
         return 0;
     }
     if config(&PROBE_CONFIG.stack_walker) == StackWalker::FramePointers as usize {
-        return walked_user_stack().map_or(0, stack_ref::of);
+        return walked_user_stack(user_regs).map_or(0, stack_ref::of);
     }
     match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
         Ok(id) => stack_ref::of(id as u32),
@@ -368,8 +369,8 @@ fn user_stack<C: StackIdContext>(ctx: &C) -> u64 {
 /// `WALKED_STACKS` (unless there already): its id, or `None` when there is no user stack or no
 /// slot for it (counted).
 #[inline(always)]
-fn walked_user_stack() -> Option<u32> {
-    let walked = walk_user_stack()?;
+fn walked_user_stack(user_regs: Option<*const u64>) -> Option<u32> {
+    let walked = walk_user_stack(user_regs)?;
     let hash = walked.hash;
     let mut index = hash as u32 & (STACK_MAP_ENTRIES - 1);
     for _ in 0..STACK_PROBES {
@@ -417,12 +418,13 @@ fn walked_user_stack() -> Option<u32> {
 /// and the frame before it (callers' frames lie higher): the walk stops there, without the
 /// read that would fault (the kernel's walker reads on until one does, ~1 µs here).
 #[inline(always)]
-fn walk_user_stack() -> Option<&'static WalkedStack> {
+fn walk_user_stack(user_regs: Option<*const u64>) -> Option<&'static WalkedStack> {
     // SAFETY: helpers on the current task; bpf_task_pt_regs returns its saved user registers
     // (a trusted pointer the verifier checks each load against).
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    let regs = user_regs
+        .unwrap_or_else(|| unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64);
     // SAFETY: loads within struct pt_regs, checked by the verifier against its BTF.
-    let (ip, mut fp, sp) = unsafe {
+    let (ip, fp, sp) = unsafe {
         (
             core::ptr::read_volatile(regs.add(regs::IP)),
             core::ptr::read_volatile(regs.add(regs::FP)),
@@ -436,45 +438,92 @@ fn walk_user_stack() -> Option<&'static WalkedStack> {
     // SAFETY: this CPU's slot; programs on one CPU do not nest (see call_in_flight).
     let walked = unsafe { &mut *STACK_SCRATCH.get_ptr_mut(0)? };
     walked.ips[0] = ip;
-    let mut hash = stack_hash::step(stack_hash::SEED, ip);
-    let mut len = 1;
-    let mut lowest = sp;
-    // SAFETY: this CPU's window (as the scratch slot).
-    let window = unsafe { &mut *STACK_WINDOW.get_ptr_mut(0)? };
-    // The user addresses the window holds: [window_at, window_at + its size). 0: none yet (no
-    // frame pointer is that low: it lies above the stack pointer).
-    let mut window_at = 0u64;
-    const WINDOW_BYTES: u64 = (STACK_WINDOW_WORDS * 8) as u64;
-    while len < MAX_STACK_DEPTH {
-        if fp == 0 || fp % 8 != 0 || fp < lowest {
-            break;
-        }
-        let offset = fp.wrapping_sub(window_at);
-        let (next, ret) = if offset <= WINDOW_BYTES - 16 {
-            // In the window read before: no helper call.
-            let word = (offset / 8) as usize;
-            (*window.get(word)?, *window.get(word + 1)?)
-        } else if read_user(window.as_mut_ptr().cast(), WINDOW_BYTES as u32, fp) {
-            window_at = fp;
-            (window[0], window[1])
-        } else {
-            // The window runs past the stack's mapping (its top): this frame alone.
-            window_at = 0;
-            let mut record = [0u64; 2];
-            if !read_user(record.as_mut_ptr().cast(), 16, fp) {
-                break;
-            }
-            (record[0], record[1])
-        };
-        walked.ips[len] = ret;
-        hash = stack_hash::step(hash, ret);
-        len += 1;
-        lowest = fp + 16;
-        fp = next;
-    }
-    walked.len = len as u64;
-    walked.hash = stack_hash::finish(hash, len as u64);
+    // The count and hash so far live in the map value, where the verifier does not track
+    // their values: so it checks the callback below as a whole, in a few passes, instead of
+    // once per turn with the count as a constant (a bounded loop's 126 turns added 0.27 s of
+    // kernel time to loading the programs; a count on the stack, over 2 s).
+    walked.len = 1;
+    walked.hash = stack_hash::step(stack_hash::SEED, ip);
+    let mut walk = Walk {
+        fp,
+        lowest: sp,
+        window_at: 0,
+    };
+    // SAFETY: the callback is this file's walk_frame; its context is `walk`, on this stack.
+    unsafe {
+        bpf_loop(
+            (MAX_STACK_DEPTH - 1) as u32,
+            walk_frame as *mut core::ffi::c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    walked.hash = stack_hash::finish(walked.hash, walked.len);
     Some(walked)
+}
+
+/// Where a user stack walk is, between two frames.
+#[repr(C)]
+struct Walk {
+    /// The next frame record's address.
+    fp: u64,
+    /// The lowest address it may have (above the stack pointer and the frame before).
+    lowest: u64,
+    /// The user address of the window of stack read last (0: none).
+    window_at: u64,
+}
+
+/// Bytes of user stack read at once.
+const WINDOW_BYTES: u64 = (STACK_WINDOW_WORDS * 8) as u64;
+
+/// The bpf_loop callback of the walk: one more frame (0), or the end of the stack (1).
+#[inline(never)]
+extern "C" fn walk_frame(_index: u64, walk: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes the `Walk` walk_user_stack gave it.
+    let walk = unsafe { &mut *walk.cast::<Walk>() };
+    match next_frame(walk) {
+        Some(()) => 0,
+        None => 1,
+    }
+}
+
+/// Reads the frame record at `walk.fp` (from the window when it holds it) and adds its return
+/// address to this CPU's `STACK_SCRATCH` (its length and hash too). A frame pointer must be non-null, 8-aligned and not below
+/// `walk.lowest`: else the stack ends here.
+#[inline(always)]
+fn next_frame(walk: &mut Walk) -> Option<()> {
+    let fp = walk.fp;
+    if fp == 0 || !fp.is_multiple_of(8) || fp < walk.lowest {
+        return None;
+    }
+    // SAFETY: this CPU's slots (see walk_user_stack).
+    let walked = unsafe { &mut *STACK_SCRATCH.get_ptr_mut(0)? };
+    let len = walked.len as usize;
+    // SAFETY: as above.
+    let window = unsafe { &mut *STACK_WINDOW.get_ptr_mut(0)? };
+    let offset = fp.wrapping_sub(walk.window_at);
+    let (next, ret) = if offset <= WINDOW_BYTES - 16 {
+        // In the window read before: no helper call.
+        let word = (offset / 8) as usize;
+        (*window.get(word)?, *window.get(word + 1)?)
+    } else if read_user(window.as_mut_ptr().cast(), WINDOW_BYTES as u32, fp) {
+        walk.window_at = fp;
+        (window[0], window[1])
+    } else {
+        // The window runs past the stack's mapping (its top): this frame alone.
+        walk.window_at = 0;
+        let mut record = [0u64; 2];
+        if !read_user(record.as_mut_ptr().cast(), 16, fp) {
+            return None;
+        }
+        (record[0], record[1])
+    };
+    *walked.ips.get_mut(len)? = ret;
+    walked.hash = stack_hash::step(walked.hash, ret);
+    walked.len = len as u64 + 1;
+    walk.lowest = fp + 16;
+    walk.fp = next;
+    Some(())
 }
 
 /// Copies `len` bytes of the current task's memory at `from`; false if any is unreadable.
@@ -545,7 +594,7 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
         _ => false,
     };
     let stack = if wanted && prev_state & 0xff != 0 {
-        user_stack(ctx)
+        user_stack(ctx, None)
     } else {
         0
     };
@@ -773,7 +822,7 @@ fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     if !is_traced(tid) {
         return Ok(0);
     }
-    sys_enter(tid, tgid, nr, class, |i| {
+    sys_enter(tid, tgid, nr, class, regs as u64, |i| {
         // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
         Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
     })
@@ -797,11 +846,21 @@ fn try_btf_syscalls_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    let (tid, tgid) = current();
-    if !is_traced(tid) {
-        return Ok(0);
-    }
-    sys_exit(ctx, tid, tgid, nr, class, ctx.arg(1))
+    // A call that stayed on its CPU finds its entry in the slot, recognized by the task's
+    // registers: no helper call to ask who is current.
+    let (tid, tgid) = match call_in_flight() {
+        Some(slot) if slot.pair.enter.tid != 0 && slot.regs == regs as u64 => {
+            (slot.pair.enter.tid, slot.pair.enter.tgid)
+        }
+        _ => {
+            let (tid, tgid) = current();
+            if !is_traced(tid) {
+                return Ok(0);
+            }
+            (tid, tgid)
+        }
+    };
+    sys_exit(ctx, tid, tgid, nr, class, ctx.arg(1), Some(regs))
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -827,7 +886,7 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let regs_ptr: u64 = ctx.arg(0);
     // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
-    sys_enter(tid, tgid, nr, class, |i| Ok(regs[regs::ARGS[i]]))
+    sys_enter(tid, tgid, nr, class, 0, |i| Ok(regs[regs::ARGS[i]]))
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -852,7 +911,7 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    sys_exit(ctx, tid, tgid, nr, class, ctx.arg(1))
+    sys_exit(ctx, tid, tgid, nr, class, ctx.arg(1), None)
 }
 
 /// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument. The
@@ -863,6 +922,7 @@ fn sys_enter(
     tgid: u32,
     nr: i64,
     class: SyscallClass,
+    user_regs: u64,
     arg: impl Fn(usize) -> Result<u64, i64>,
 ) -> Result<u32, i64> {
     let Some(slot) = call_in_flight() else {
@@ -874,6 +934,7 @@ fn sys_enter(
     }
     slot.pair.enter = entry(tid, tgid, nr, class, arg)?;
     slot.entry_written = split_calls() as u64;
+    slot.regs = user_regs;
     if split_calls() {
         write(&slot.pair.enter);
     }
@@ -929,7 +990,8 @@ fn entry(
     })
 }
 
-/// A traced thread returns `ret` from syscall `nr` (of `class`).
+/// A traced thread returns `ret` from syscall `nr` (of `class`); `user_regs` as for
+/// `user_stack`.
 #[inline(always)]
 fn sys_exit<C: StackIdContext>(
     ctx: &C,
@@ -938,6 +1000,7 @@ fn sys_exit<C: StackIdContext>(
     nr: i64,
     class: SyscallClass,
     ret: i64,
+    user_regs: Option<*const u64>,
 ) -> Result<u32, i64> {
     let (kind, detail, stack) = match class {
         SyscallClass::Recv => (EventKind::RecvExit, nr as u64, 0),
@@ -945,9 +1008,11 @@ fn sys_exit<C: StackIdContext>(
         SyscallClass::Poll => (EventKind::PollExit, nr as u64, 0),
         // A futex call that woke (or requeued) someone: the releasing side of a handoff.
         // (Waits return 0; futex_waitv returns the index of the word that woke it.)
-        SyscallClass::Futex | SyscallClass::FutexWake | SyscallClass::FutexRequeue if ret > 0 => {
-            (EventKind::FutexExit, class as u64, user_stack(ctx))
-        }
+        SyscallClass::Futex | SyscallClass::FutexWake | SyscallClass::FutexRequeue if ret > 0 => (
+            EventKind::FutexExit,
+            class as u64,
+            user_stack(ctx, user_regs),
+        ),
         _ => (EventKind::FutexExit, class as u64, 0),
     };
     let exit = event(kind, tid, tgid, [ret as u64, detail, stack, 0]);
