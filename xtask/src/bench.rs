@@ -452,6 +452,9 @@ struct CapacityRow {
     /// Medians over the rounds: with the default user stacks, and without.
     bpf_ns_per_event: f64,
     bpf_ns_per_event_no_stacks: f64,
+    /// With the stacks walked by the kernel (`GIL_TRACE_KERNEL_STACKS=1`), on the loads that
+    /// take stacks (the pairs storm).
+    bpf_ns_per_event_kernel_stacks: Option<f64>,
     recorder_ns_per_event: f64,
 }
 
@@ -499,18 +502,36 @@ fn capacity_loads() -> Vec<(String, Option<f64>, Vec<String>)> {
     loads
 }
 
-/// Rounds of each capacity load (with and without user stacks, in alternating order).
+/// Rounds of each capacity load (each variant once per round, in rotating order).
 const CAPACITY_ROUNDS: usize = 3;
 
+/// How a capacity load is recorded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CaptureVariant {
+    /// The defaults: user stacks, walked by the programs where the kernel allows.
+    Stacks,
+    NoStacks,
+    /// User stacks walked by the kernel (`bpf_get_stackid`): the A/B of the programs' walk.
+    KernelStacks,
+}
+
 /// One recording of a capacity load: (events, seconds, lost, eBPF ns/event, recorder ns/event).
-fn capacity_run(trace: &Path, extra: &[&str], args: &[&str], load: &str) -> Result<[f64; 5]> {
-    let mut flags = vec!["--cost"];
-    flags.extend_from_slice(extra);
-    record_quietly(
-        gil_trace_record(trace, &flags),
-        args,
-        &format!("recording the {load}"),
-    )?;
+fn capacity_run(
+    trace: &Path,
+    variant: CaptureVariant,
+    args: &[&str],
+    load: &str,
+) -> Result<[f64; 5]> {
+    let flags: &[&str] = match variant {
+        CaptureVariant::NoStacks => &["--cost", "--no-stacks"],
+        CaptureVariant::Stacks | CaptureVariant::KernelStacks => &["--cost"],
+    };
+    let mut cmd = gil_trace_record(trace, flags);
+    cmd.env_remove("GIL_TRACE_KERNEL_STACKS");
+    if variant == CaptureVariant::KernelStacks {
+        cmd.env("GIL_TRACE_KERNEL_STACKS", "1");
+    }
+    record_quietly(cmd, args, &format!("recording the {load}"))?;
     let reader = TraceReader::open(trace)?;
     let (meta, trailer) = (reader.meta(), reader.trailer());
     let seconds = trailer
@@ -533,13 +554,20 @@ fn capacity(dir: &Path) -> Result<Vec<CapacityRow>> {
     let mut rows = Vec::new();
     for (load, offered_calls, args) in capacity_loads() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (mut with, mut without) = (Vec::new(), Vec::new());
+        // Only the pairs storm takes stacks (the futex-call storm's wakes wake no one).
+        let mut variants = vec![CaptureVariant::Stacks, CaptureVariant::NoStacks];
+        if args[0] == "storm" {
+            variants.push(CaptureVariant::KernelStacks);
+        }
+        let (mut with, mut without, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..CAPACITY_ROUNDS {
-            for stacks in [round % 2 == 0, round % 2 == 1] {
-                if stacks {
-                    with.push(capacity_run(&trace, &[], &args, &load)?);
-                } else {
-                    without.push(capacity_run(&trace, &["--no-stacks"], &args, &load)?);
+            for i in 0..variants.len() {
+                let variant = variants[(round + i) % variants.len()];
+                let run = capacity_run(&trace, variant, &args, &load)?;
+                match variant {
+                    CaptureVariant::Stacks => with.push(run),
+                    CaptureVariant::NoStacks => without.push(run),
+                    CaptureVariant::KernelStacks => kernel.push(run),
                 }
             }
         }
@@ -552,15 +580,17 @@ fn capacity(dir: &Path) -> Result<Vec<CapacityRow>> {
             lost: with.iter().map(|r| r[2] as u64).max().unwrap_or(0),
             bpf_ns_per_event: med(&with, 3),
             bpf_ns_per_event_no_stacks: med(&without, 3),
+            bpf_ns_per_event_kernel_stacks: (!kernel.is_empty()).then(|| med(&kernel, 3)),
             recorder_ns_per_event: med(&with, 4),
         };
         eprintln!(
-            "[bench] {}: {:.2} M events/s, {} lost, eBPF {:.0} (no stacks {:.0}) + recorder {:.0} ns/event",
+            "[bench] {}: {:.2} M events/s, {} lost, eBPF {:.0} (no stacks {:.0}, kernel's stacks {:?}) + recorder {:.0} ns/event",
             row.load,
             row.events as f64 / row.seconds / 1e6,
             row.lost,
             row.bpf_ns_per_event,
             row.bpf_ns_per_event_no_stacks,
+            row.bpf_ns_per_event_kernel_stacks.map(f64::round),
             row.recorder_ns_per_event
         );
         rows.push(row);
@@ -786,16 +816,16 @@ fn markdown(
         )?;
     }
     writeln!(md, "\n## 2. Capture capacity\n")?;
-    writeln!(md, "Two loads, each recorded for 1 s with `gil-trace record --cost` and the default 16 MiB ring buffer, {CAPACITY_ROUNDS} times with the default user stacks and {CAPACITY_ROUNDS} times with `--no-stacks`, alternating; each figure is the median of its runs (lost: the most of any run with stacks). `workload storm --pairs P`: P thread pairs hand a token through a futex-based condvar as fast as they can (futex waits and wakes, wakeups, context switches; the scheduler's handoff speed limits the rate). `workload futex-storm --threads T --rate R`: T threads make non-blocking futex calls (FUTEX_WAKE, nobody waiting; two events per call) paced to R calls/s in all, at rising rates up to as fast as they can. CPU per event: the eBPF programs as timed by the kernel (BPF_ENABLE_STATS, over every run, including runs filtered out; the timing itself adds two clock reads per run) and the recorder's own user+system CPU. A syscall that does not leave its CPU is written as one ring record (entry and exit) but counts as its two events. Targets: ≥ 2 M events/s with 0 drops; eBPF ≤ 150 ns/event.\n")?;
+    writeln!(md, "Two loads, each recorded for 1 s with `gil-trace record --cost` and the default 16 MiB ring buffer, {CAPACITY_ROUNDS} times with the default user stacks (walked by the eBPF programs), {CAPACITY_ROUNDS} times with `--no-stacks` and, on the pairs storm (the load that takes stacks), {CAPACITY_ROUNDS} times with the stacks walked by the kernel (`GIL_TRACE_KERNEL_STACKS=1`: `bpf_get_stackid`), in rotating order; each figure is the median of its runs (lost: the most of any run with stacks). `workload storm --pairs P`: P thread pairs hand a token through a futex-based condvar as fast as they can (futex waits and wakes, wakeups, context switches; the scheduler's handoff speed limits the rate). `workload futex-storm --threads T --rate R`: T threads make non-blocking futex calls (FUTEX_WAKE, nobody waiting; two events per call) paced to R calls/s in all, at rising rates up to as fast as they can. CPU per event: the eBPF programs as timed by the kernel (BPF_ENABLE_STATS, over every run, including runs filtered out; the timing itself adds two clock reads per run) and the recorder's own user+system CPU. A syscall that does not leave its CPU is written as one ring record (entry and exit) but counts as its two events. Targets: ≥ 2 M events/s with 0 drops; eBPF ≤ 150 ns/event.\n")?;
     writeln!(
         md,
-        "| load | events | events/s (offered) | events/s | lost | eBPF ns/event | eBPF ns/event, no stacks | recorder ns/event |"
+        "| load | events | events/s (offered) | events/s | lost | eBPF ns/event | eBPF ns/event, no stacks | eBPF ns/event, kernel's stack walk | recorder ns/event |"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for r in capacity {
         writeln!(
             md,
-            "| {} | {} | {} | {:.2} M | {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {:.2} M | {} | {:.0} | {:.0} | {} | {:.0} |",
             r.load,
             r.events,
             r.offered_calls
@@ -804,6 +834,8 @@ fn markdown(
             r.lost,
             r.bpf_ns_per_event,
             r.bpf_ns_per_event_no_stacks,
+            r.bpf_ns_per_event_kernel_stacks
+                .map_or("–".to_string(), |ns| format!("{ns:.0}")),
             r.recorder_ns_per_event
         )?;
     }
