@@ -483,13 +483,9 @@ pub struct CallInFlight {
     /// Non-zero when the entry was already written (`split_calls`): the slot then only notes
     /// which call the thread is in.
     pub entry_written: u64,
-    /// Where the entering task's saved user registers are (BTF-typed syscall programs only,
-    /// else 0): unique to a live task, so the exit knows its own entry without asking who is
-    /// current (a helper call).
-    pub regs: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<CallInFlight>() == 128);
+const _: () = assert!(core::mem::size_of::<CallInFlight>() == 120);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
 /// The hot tracepoint programs (sched_switch, sched_waking, the sock events) load the start of

@@ -822,7 +822,7 @@ fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     if !is_traced(tid) {
         return Ok(0);
     }
-    sys_enter(tid, tgid, nr, class, regs as u64, |i| {
+    sys_enter(tid, tgid, nr, class, |i| {
         // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
         Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
     })
@@ -846,20 +846,12 @@ fn try_btf_syscalls_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     let Some(class) = syscall_class(nr) else {
         return Ok(0);
     };
-    // A call that stayed on its CPU finds its entry in the slot, recognized by the task's
-    // registers: no helper call to ask who is current.
-    let (tid, tgid) = match call_in_flight() {
-        Some(slot) if slot.pair.enter.tid != 0 && slot.regs == regs as u64 => {
-            (slot.pair.enter.tid, slot.pair.enter.tgid)
-        }
-        _ => {
-            let (tid, tgid) = current();
-            if !is_traced(tid) {
-                return Ok(0);
-            }
-            (tid, tgid)
-        }
-    };
+    // Asked, not inferred from the CPU's slot: a slot can hold a dead thread's entry (its
+    // switch out was not seen), whose saved-registers address a new task may now have.
+    let (tid, tgid) = current();
+    if !is_traced(tid) {
+        return Ok(0);
+    }
     sys_exit(ctx, tid, tgid, nr, class, ctx.arg(1), Some(regs))
 }
 
@@ -886,7 +878,7 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let regs_ptr: u64 = ctx.arg(0);
     // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
-    sys_enter(tid, tgid, nr, class, 0, |i| Ok(regs[regs::ARGS[i]]))
+    sys_enter(tid, tgid, nr, class, |i| Ok(regs[regs::ARGS[i]]))
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -922,7 +914,6 @@ fn sys_enter(
     tgid: u32,
     nr: i64,
     class: SyscallClass,
-    user_regs: u64,
     arg: impl Fn(usize) -> Result<u64, i64>,
 ) -> Result<u32, i64> {
     let Some(slot) = call_in_flight() else {
@@ -934,7 +925,6 @@ fn sys_enter(
     }
     slot.pair.enter = entry(tid, tgid, nr, class, arg)?;
     slot.entry_written = split_calls() as u64;
-    slot.regs = user_regs;
     if split_calls() {
         write(&slot.pair.enter);
     }

@@ -365,12 +365,18 @@ impl UserStackTable {
 }
 
 /// Who walks the user stacks: the programs themselves where the kernel has BTF (they need the
-/// task's saved registers as a typed pointer) and `bpf_loop` (5.17), else the kernel.
-/// `GIL_TRACE_KERNEL_STACKS=1` asks for the kernel's walker (the A/B of tests and benchmarks).
+/// task's saved registers as a typed pointer) and `bpf_loop` (5.17), else the kernel. Not on
+/// aarch64: return addresses there may carry pointer-authentication bits, which the kernel's
+/// walk strips and the programs' does not. `GIL_TRACE_KERNEL_STACKS=1` asks for the kernel's
+/// walker (the A/B of tests and benchmarks).
 fn stack_walker(btf: bool) -> StackWalker {
     let has_bpf_loop = aya::util::KernelVersion::current()
         .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 17, 0));
-    if btf && has_bpf_loop && std::env::var_os("GIL_TRACE_KERNEL_STACKS").is_none() {
+    if cfg!(target_arch = "x86_64")
+        && btf
+        && has_bpf_loop
+        && std::env::var_os("GIL_TRACE_KERNEL_STACKS").is_none()
+    {
         StackWalker::FramePointers
     } else {
         StackWalker::Kernel
