@@ -53,8 +53,8 @@ pub enum StackWalker {
 }
 
 /// One user stack walked by the programs: a slot of the walked stacks' table, whose index is
-/// the stack's id. `hash` is [`stack_hash::of`] the frames, written last: 0 is an empty slot,
-/// [`stack_hash::CLAIMED`] one being filled.
+/// the stack's id. `hash` is [`stack_hash::of`] the frames, written last (0: an empty slot, or
+/// one still being filled by the CPU that claimed it in `WALKED_STACK_CLAIMS`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct WalkedStack {
@@ -71,7 +71,7 @@ const _: () = assert!(core::mem::size_of::<WalkedStack>() == 16 + 8 * MAX_STACK_
 pub mod stack_hash {
     /// The hash before any frame.
     pub const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-    /// A slot being filled (a hash never takes this value, nor 0).
+    /// Reserved: a hash never takes this value, nor 0 (an empty slot).
     pub const CLAIMED: u64 = 1;
 
     /// The hash after one more frame: murmur3's 64-bit finalizer over the running hash and
