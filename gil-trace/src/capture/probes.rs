@@ -445,10 +445,10 @@ impl Probes {
         };
         let walker = stack_walker(btf.is_some());
         config.stack_walker = walker as u32;
-        // The table the other walker would use is not needed: one entry.
-        let (unused_table, used_table) = match walker {
-            StackWalker::Kernel => ("WALKED_STACKS", "STACKS"),
-            StackWalker::FramePointers => ("STACKS", "WALKED_STACKS"),
+        // The maps only the other walker uses are not needed: one entry each.
+        let (unused_maps, used_table): (&[&str], _) = match walker {
+            StackWalker::Kernel => (&["WALKED_STACKS", "WALKED_STACK_CLAIMS"], "STACKS"),
+            StackWalker::FramePointers => (&["STACKS"], "WALKED_STACKS"),
         };
         // BPF memory is memcg-accounted on current kernels; raising the limit is best effort.
         let _ = nix::sys::resource::setrlimit(
@@ -456,12 +456,15 @@ impl Probes {
             nix::sys::resource::RLIM_INFINITY,
             nix::sys::resource::RLIM_INFINITY,
         );
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("PROBE_CONFIG", &config, true)
             .map_max_entries("EVENTS", buffer_size)
-            .map_max_entries("TRACED_FLAGS", pid_max())
-            .map_max_entries(unused_table, 1)
-            .load(object)?;
+            .map_max_entries("TRACED_FLAGS", pid_max());
+        for &map in unused_maps {
+            loader.map_max_entries(map, 1);
+        }
+        let mut ebpf = loader.load(object)?;
 
         let mut classes: Array<_, u8> =
             Array::try_from(ebpf.map_mut("SYSCALL_CLASS").expect("SYSCALL_CLASS map"))
