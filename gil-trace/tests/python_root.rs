@@ -73,19 +73,45 @@ fn record_with(
     (fixture, serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// ≥ 80 % on an idle machine; with two foreign CPU hogs a spinner is often off a CPU with the
+/// GIL free, and some datagrams wait under the 1 ms threshold (76-79 % measured, and below
+/// 70 % in about one run in ten).
+const MIN_CONVOY_COVERAGE: f64 = 0.7;
+
+/// The share of the echo thread's serving time (first arrival to last reply) that its convoy
+/// episodes cover (0 without datagrams or episodes).
+fn convoy_coverage(fx: &Fixture, report: &serde_json::Value) -> f64 {
+    let ops: Vec<&serde_json::Value> = report["io_ops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["tid"] == fx.echo_tid && o["bytes"].as_u64() > Some(0))
+        .collect();
+    let first = ops.iter().filter_map(|o| o["arrival_ns"].as_u64()).min();
+    let last = ops.iter().filter_map(|o| o["reply_ns"].as_u64()).max();
+    let (Some(first), Some(last)) = (first, last) else {
+        return 0.0;
+    };
+    let covered: u64 = report["convoys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["end_ns"].as_u64().unwrap() - c["start_ns"].as_u64().unwrap())
+        .sum();
+    covered as f64 / last.saturating_sub(first).max(1) as f64
+}
+
 #[test]
 fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
     if skip_without_privilege("cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread") {
         return;
     }
     // Two CPU-bound threads, and one retry: a moment of foreign CPU load changes thread
-    // placement and can hide the convoy for a whole short run (see docs/analysis.md).
+    // placement and can hide the convoy for a whole short run, or part of it (see
+    // docs/analysis.md).
     let mut run = record_python(2, 150);
-    if run.1["convoys"]
-        .as_array()
-        .is_none_or(std::vec::Vec::is_empty)
-    {
-        eprintln!("no convoy on the first run (placement?); retrying once");
+    if convoy_coverage(&run.0, &run.1) < MIN_CONVOY_COVERAGE {
+        eprintln!("little or no convoy on the first run (placement?); retrying once");
         run = record_python(2, 150);
     }
     let (fx, report) = run;
@@ -149,32 +175,10 @@ fn cpython_gil_is_the_top_lock_and_convoys_need_a_cpu_thread() {
         );
     }
     // ...and every datagram waits for the GIL: the episodes cover most of the time the echo
-    // thread served (first arrival to last reply).
-    let ops: Vec<&serde_json::Value> = report["io_ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["tid"] == fx.echo_tid && o["bytes"].as_u64() > Some(0))
-        .collect();
-    let first = ops
-        .iter()
-        .filter_map(|o| o["arrival_ns"].as_u64())
-        .min()
-        .unwrap();
-    let last = ops
-        .iter()
-        .filter_map(|o| o["reply_ns"].as_u64())
-        .max()
-        .unwrap();
-    let covered: u64 = convoys
-        .iter()
-        .map(|c| c["end_ns"].as_u64().unwrap() - c["start_ns"].as_u64().unwrap())
-        .sum();
-    let coverage = covered as f64 / (last - first) as f64;
-    // ≥ 80 % on an idle machine; with two foreign CPU hogs a spinner is often off a CPU
-    // with the GIL free, and some datagrams wait under the 1 ms threshold (76-79 % measured).
+    // thread served.
+    let coverage = convoy_coverage(&fx, &report);
     assert!(
-        coverage >= 0.7,
+        coverage >= MIN_CONVOY_COVERAGE,
         "convoy episodes cover {:.0}% of the serving time",
         coverage * 100.0
     );
