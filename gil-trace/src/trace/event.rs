@@ -55,6 +55,20 @@ pub const FUTEX_LOCK_PI2: u32 = 13;
 const FUTEX_CMD_MASK: u32 = !(128 | 256);
 
 impl FutexCall {
+    /// Decodes a [`EventKind::FutexEnter`] record's arguments.
+    #[inline]
+    pub fn from_args(a: [u64; 4]) -> FutexCall {
+        FutexCall {
+            class: syscall_class(a[3] >> 40),
+            uaddr: a[0],
+            op: a[1] as u32,
+            val: (a[1] >> 32) as u32,
+            uaddr2: a[2],
+            val3: a[3] as u32,
+            has_timeout: (a[3] >> 32) & 1 != 0,
+        }
+    }
+
     /// The futex(2) command without flags (FUTEX_WAIT, FUTEX_WAKE, ...).
     pub fn command(&self) -> u32 {
         self.op & FUTEX_CMD_MASK
@@ -223,6 +237,12 @@ impl Event {
     }
 }
 
+/// A [`EventKind::FutexExit`] record's return value.
+#[inline]
+pub fn futex_exit_ret(a: [u64; 4]) -> i64 {
+    a[0] as i64
+}
+
 fn syscall_class(raw: u64) -> SyscallClass {
     // An unknown class from a newer recorder is still a futex call; keep it usable.
     SyscallClass::try_from(raw as u8).unwrap_or(SyscallClass::Futex)
@@ -261,18 +281,10 @@ impl From<RawEvent> for Event {
                     };
                     EventData::Comm { name, source }
                 }
-                EventKind::FutexEnter => EventData::FutexEnter(FutexCall {
-                    class: syscall_class(a[3] >> 40),
-                    uaddr: a[0],
-                    op: a[1] as u32,
-                    val: (a[1] >> 32) as u32,
-                    uaddr2: a[2],
-                    val3: a[3] as u32,
-                    has_timeout: (a[3] >> 32) & 1 != 0,
-                }),
+                EventKind::FutexEnter => EventData::FutexEnter(FutexCall::from_args(a)),
                 EventKind::FutexExit => EventData::FutexExit {
                     class: syscall_class(a[1]),
-                    ret: a[0] as i64,
+                    ret: futex_exit_ret(a),
                     stack: stack_ref::id(a[stack_ref::FUTEX_EXIT_ARG]),
                 },
                 EventKind::RecvEnter | EventKind::SendEnter | EventKind::PollEnter => {

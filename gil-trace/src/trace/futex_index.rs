@@ -9,7 +9,10 @@ use gil_trace_common::{EventKind, RawEvent};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Event, EventData};
+use super::{
+    event::{futex_exit_ret, FutexCall},
+    Event, EventData,
+};
 
 /// A futex word: (process, address).
 pub type WordKey = (u32, u64);
@@ -45,10 +48,36 @@ pub struct WordStats {
 
 #[derive(Default)]
 struct PerThread {
+    /// The thread's process, once an event said (some sources give 0).
+    tgid: u32,
     /// The futex call in progress: word, is_wait, enter time.
     current: Option<(WordKey, bool, u64)>,
     /// Last finished futex op: word and exit time.
     last: Option<(WordKey, u64)>,
+    /// The last two words this thread is already in the `users` (and, when `true`, the
+    /// `waiters`) of: a thread uses the same word or two over and over, and the recorder
+    /// keeps this table for every event, so the set inserts are skipped for them.
+    noted: [Option<(WordKey, bool)>; 2],
+}
+
+impl PerThread {
+    fn is_noted(&self, key: WordKey, wait: bool) -> bool {
+        self.noted
+            .iter()
+            .flatten()
+            .any(|&(k, waiter)| k == key && (waiter || !wait))
+    }
+
+    fn note(&mut self, key: WordKey, wait: bool) {
+        match self
+            .noted
+            .iter()
+            .position(|n| n.is_some_and(|(k, _)| k == key))
+        {
+            Some(i) => self.noted[i] = Some((key, wait)),
+            None => self.noted = [Some((key, wait)), self.noted[0]],
+        }
+    }
 }
 
 /// The table being built (events in per-thread order; global order is not needed).
@@ -57,7 +86,6 @@ pub struct FutexIndex {
     words: FxHashMap<WordKey, WordStats>,
     together: FxHashMap<(WordKey, WordKey), u64>,
     threads: FxHashMap<u32, PerThread>,
-    tgid_of: FxHashMap<u32, u32>,
 }
 
 /// The stored form (trailer key `futex_index`).
@@ -84,69 +112,103 @@ impl FutexIndex {
         EventKind::ProcessExit,
     ];
 
-    /// As [`FutexIndex::observe`], skipping other kinds before decoding them.
+    /// As [`FutexIndex::observe`], on the raw record: the recorder calls it for every event,
+    /// so it decodes only the fields it reads.
     #[inline]
     pub fn observe_raw(&mut self, raw: &RawEvent) {
-        if Self::KINDS.iter().any(|&k| k as u32 == raw.kind) {
-            self.observe(&Event::from(*raw));
+        match EventKind::try_from(raw.kind) {
+            Ok(EventKind::FutexEnter) => {
+                self.enter(
+                    raw.tid,
+                    raw.tgid,
+                    raw.ts_ns,
+                    &FutexCall::from_args(raw.args),
+                );
+            }
+            Ok(EventKind::FutexExit) => {
+                self.exit(raw.tid, raw.tgid, raw.ts_ns, futex_exit_ret(raw.args));
+            }
+            Ok(EventKind::ProcessExit) => self.thread_exit(raw.tid),
+            _ => {}
         }
     }
 
     pub fn observe(&mut self, ev: &Event) {
-        if ev.tgid != 0 {
-            if let EventData::FutexEnter(_) | EventData::FutexExit { .. } = ev.data {
-                self.tgid_of.insert(ev.tid, ev.tgid);
-            }
-        }
         match ev.data {
-            EventData::FutexEnter(call) => {
-                let tgid = self.tgid_of.get(&ev.tid).copied().unwrap_or(ev.tgid);
-                let key = (tgid, call.uaddr);
-                let wait = call.is_wait();
-                let stats = self.words.entry(key).or_insert_with(|| WordStats {
-                    tgid,
-                    addr: call.uaddr,
-                    ..Default::default()
-                });
-                stats.users.insert(ev.tid);
-                if wait {
-                    stats.waits += 1;
-                    stats.timed_waits += u64::from(call.has_timeout);
-                    stats.waiters.insert(ev.tid);
-                }
-                if call.is_wake() {
-                    stats.wakes += 1;
-                }
-                let t = self.threads.entry(ev.tid).or_default();
-                if let Some((prev, exit)) = t.last {
-                    if prev != key && ev.ts_ns.saturating_sub(exit) <= TOGETHER_NS {
-                        let pair = if prev < key { (prev, key) } else { (key, prev) };
-                        *self.together.entry(pair).or_default() += 1;
-                    }
-                }
-                t.current = Some((key, wait, ev.ts_ns));
-            }
-            EventData::FutexExit { ret, .. } => {
-                let t = self.threads.entry(ev.tid).or_default();
-                if let Some((key, wait, enter)) = t.current.take() {
-                    if let Some(stats) = self.words.get_mut(&key) {
-                        if wait {
-                            stats.wait_ns += ev.ts_ns.saturating_sub(enter);
-                            if ret == ETIMEDOUT {
-                                stats.timeouts += 1;
-                            }
-                        } else if ret > 0 {
-                            stats.woken += ret as u64;
-                        }
-                    }
-                    t.last = Some((key, ev.ts_ns));
-                }
-            }
-            EventData::Exit { .. } => {
-                self.threads.remove(&ev.tid);
-            }
+            EventData::FutexEnter(call) => self.enter(ev.tid, ev.tgid, ev.ts_ns, &call),
+            EventData::FutexExit { ret, .. } => self.exit(ev.tid, ev.tgid, ev.ts_ns, ret),
+            EventData::Exit { .. } => self.thread_exit(ev.tid),
             _ => {}
         }
+    }
+
+    /// The thread's state, its process learned from `tgid` when given.
+    fn thread(&mut self, tid: u32, tgid: u32) -> &mut PerThread {
+        let t = self.threads.entry(tid).or_default();
+        if tgid != 0 {
+            t.tgid = tgid;
+        }
+        t
+    }
+
+    fn enter(&mut self, tid: u32, tgid: u32, ts_ns: u64, call: &FutexCall) {
+        let t = self.threads.entry(tid).or_default();
+        if tgid != 0 {
+            t.tgid = tgid;
+        }
+        let key = (t.tgid, call.uaddr);
+        let wait = call.is_wait();
+        if let Some((prev, exit)) = t.last {
+            if prev != key && ts_ns.saturating_sub(exit) <= TOGETHER_NS {
+                let pair = if prev < key { (prev, key) } else { (key, prev) };
+                *self.together.entry(pair).or_default() += 1;
+            }
+        }
+        t.current = Some((key, wait, ts_ns));
+        let noted = t.is_noted(key, wait);
+        if !noted {
+            t.note(key, wait);
+        }
+        let stats = self.words.entry(key).or_insert_with(|| WordStats {
+            tgid: key.0,
+            addr: call.uaddr,
+            ..Default::default()
+        });
+        if !noted {
+            stats.users.insert(tid);
+            if wait {
+                stats.waiters.insert(tid);
+            }
+        }
+        if wait {
+            stats.waits += 1;
+            stats.timed_waits += u64::from(call.has_timeout);
+        }
+        if call.is_wake() {
+            stats.wakes += 1;
+        }
+    }
+
+    fn exit(&mut self, tid: u32, tgid: u32, ts_ns: u64, ret: i64) {
+        let t = self.thread(tid, tgid);
+        if let Some((key, wait, enter)) = t.current.take() {
+            t.last = Some((key, ts_ns));
+            if let Some(stats) = self.words.get_mut(&key) {
+                if wait {
+                    stats.wait_ns += ts_ns.saturating_sub(enter);
+                    if ret == ETIMEDOUT {
+                        stats.timeouts += 1;
+                    }
+                } else if ret > 0 {
+                    stats.woken += ret as u64;
+                }
+            }
+        }
+    }
+
+    /// A thread ended: its calls are over, and its id may be reused by another process.
+    fn thread_exit(&mut self, tid: u32) {
+        self.threads.remove(&tid);
     }
 
     pub fn words(&self) -> impl Iterator<Item = &WordStats> {
@@ -217,6 +279,86 @@ impl FutexIndex {
 mod tests {
     use super::*;
     use crate::testing::{futex, futex_exit as exit};
+
+    /// Threads switching among a few words (more than the per-thread cache of two), waits
+    /// and wakes, exits and reused tids, as raw records.
+    fn random_futex_traffic() -> Vec<RawEvent> {
+        let mut events = Vec::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for i in 0..40_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let tid = 10 + (state % 40) as u32;
+            let tgid = if i > 20_000 && tid % 5 == 0 { 7 } else { 3 };
+            let (kind, args) = match (state >> 20) % 9 {
+                0..=3 => {
+                    let op = [128u64, 129, 137, 0][(state >> 30) as usize % 4];
+                    let word = 0x1000 + 8 * ((state >> 34) % 5);
+                    (
+                        EventKind::FutexEnter,
+                        [word, op, 0, (state >> 40 & 1) << 32],
+                    )
+                }
+                4..=7 => {
+                    let ret = [0u64, 1, ETIMEDOUT as u64][(state >> 30) as usize % 3];
+                    (EventKind::FutexExit, [ret, 0, 0, 0])
+                }
+                _ => (EventKind::ProcessExit, [0, 0, 0, 0]),
+            };
+            events.push(RawEvent {
+                ts_ns: i * 1_000,
+                kind: kind as u32,
+                tid,
+                tgid,
+                cpu: 0,
+                args,
+            });
+        }
+        events
+    }
+
+    #[test]
+    fn the_raw_fast_path_builds_the_same_table_as_full_decoding() {
+        let events = random_futex_traffic();
+        let (mut fast, mut full) = (FutexIndex::default(), FutexIndex::default());
+        for raw in &events {
+            fast.observe_raw(raw);
+            full.observe(&Event::from(*raw));
+        }
+        assert_eq!(fast.to_stored(), full.to_stored());
+    }
+
+    #[test]
+    fn every_thread_that_used_or_waited_on_a_word_is_listed_despite_the_per_thread_cache() {
+        let events = random_futex_traffic();
+        let mut index = FutexIndex::default();
+        let mut users = std::collections::BTreeMap::<WordKey, BTreeSet<u32>>::new();
+        let mut waiters = std::collections::BTreeMap::<WordKey, BTreeSet<u32>>::new();
+        for raw in &events {
+            index.observe_raw(raw);
+            if raw.kind == EventKind::FutexEnter as u32 {
+                let call = FutexCall::from_args(raw.args);
+                let key = (raw.tgid, call.uaddr);
+                users.entry(key).or_default().insert(raw.tid);
+                if call.is_wait() {
+                    waiters.entry(key).or_default().insert(raw.tid);
+                }
+            }
+        }
+        let stored = index.to_stored().expect("small table is stored");
+        assert_eq!(stored.words.len(), users.len());
+        for word in &stored.words {
+            let key = (word.stats.tgid, word.stats.addr);
+            let expected_users: Vec<u32> = users[&key].iter().copied().collect();
+            let expected_waiters: Vec<u32> = waiters
+                .get(&key)
+                .map(|w| w.iter().copied().collect())
+                .unwrap_or_default();
+            assert_eq!(word.users, expected_users, "users of {key:x?}");
+            assert_eq!(word.waiters, expected_waiters, "waiters of {key:x?}");
+        }
+    }
 
     #[test]
     fn the_stored_table_reads_back_equal() {
