@@ -1017,6 +1017,13 @@ fn record_cost_times_the_programs_and_keeps_the_figures_in_the_trailer() {
         cost.bpf_run_ns.unwrap() > 0 && cost.recorder_cpu_ns > 0,
         "{cost:?}"
     );
+    // Recording is part of the recorder's CPU, and loading the programs is the rest's
+    // larger share (it reads the kernel's BTF and has every program verified).
+    let recording = cost.recording_cpu_ns.expect("recording CPU kept");
+    assert!(
+        recording > 0 && recording < cost.recorder_cpu_ns,
+        "{cost:?}"
+    );
     let switch = cost
         .bpf_programs
         .iter()

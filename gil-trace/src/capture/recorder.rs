@@ -405,6 +405,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         }
         code.read_maps(pid);
     }
+    let cpu_at_attach = own_cpu_ns();
     let result = runtime.block_on(event_loop(
         &mut probes,
         WaitedOn { ring, signals },
@@ -414,6 +415,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         child.as_mut(),
         opts,
     ));
+    let recording_cpu_ns = own_cpu_ns().saturating_sub(cpu_at_attach);
     let stop_reason = match result {
         Ok(v) => v,
         Err(e) => {
@@ -430,6 +432,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
     let bpf = probes.bpf_run_time();
     let cost = CaptureCost {
         recorder_cpu_ns: own_cpu_ns(),
+        recording_cpu_ns: Some(recording_cpu_ns),
         bpf_run_ns: bpf.as_ref().map(|p| p.iter().map(|c| c.run_ns).sum()),
         bpf_runs: bpf.as_ref().map(|p| p.iter().map(|c| c.runs).sum()),
         bpf_programs: bpf

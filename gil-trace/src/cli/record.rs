@@ -57,13 +57,17 @@ pub(crate) fn record(args: RecordArgs, quiet: bool) -> Result<ExitCode> {
     if let Some(cost) = outcome.cost.as_ref().filter(|_| args.cost) {
         let per_event = |ns: u64| ns as f64 / outcome.events.max(1) as f64;
         let (bpf_ns, runs) = (cost.bpf_run_ns.unwrap_or(0), cost.bpf_runs.unwrap_or(0));
+        // The recorder's loading and finishing cost the same whatever the trace's length, and
+        // run before and after the traced program: per event, only the recording is.
+        let recording = cost.recording_cpu_ns.unwrap_or(cost.recorder_cpu_ns);
         eprintln!(
-            "gil-trace: capture cost: eBPF {:.1} ms in {runs} runs ({:.0} ns/run, {:.0} ns/event), recorder {:.1} ms CPU ({:.0} ns/event)",
+            "gil-trace: capture cost: eBPF {:.1} ms in {runs} runs ({:.0} ns/run, {:.0} ns/event), recorder {:.1} ms CPU while recording ({:.0} ns/event) and {:.1} ms to load and finish",
             bpf_ns as f64 / 1e6,
             bpf_ns as f64 / runs.max(1) as f64,
             per_event(bpf_ns),
-            cost.recorder_cpu_ns as f64 / 1e6,
-            per_event(cost.recorder_cpu_ns),
+            recording as f64 / 1e6,
+            per_event(recording),
+            cost.recorder_cpu_ns.saturating_sub(recording) as f64 / 1e6,
         );
         for p in &cost.bpf_programs {
             eprintln!(

@@ -314,6 +314,7 @@ fn merge_trailer(merged: &mut TraceTrailer, window: &TraceTrailer) {
     if let Some(cost) = &window.capture_cost {
         let merged = merged.capture_cost.get_or_insert_with(CaptureCost::default);
         merged.recorder_cpu_ns = merged.recorder_cpu_ns.max(cost.recorder_cpu_ns);
+        merged.recording_cpu_ns = merged.recording_cpu_ns.max(cost.recording_cpu_ns);
     }
 }
 

@@ -138,8 +138,15 @@ pub struct TraceTrailer {
 /// as timed by the kernel, over every run including those filtered out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureCost {
-    /// User + system CPU of the recorder itself (not the traced command).
+    /// User + system CPU of the recorder itself (not the traced command), all of it: loading
+    /// the programs, recording, and writing the file's tables at the end.
     pub recorder_cpu_ns: u64,
+    /// The part of [`Self::recorder_cpu_ns`] spent while recording, from the programs'
+    /// attach to the last drain: what competed with the traced program for the CPUs, and
+    /// what grows with the events (loading takes ~0.1 s of CPU whatever the trace's length).
+    /// `None` in traces from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_cpu_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_run_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -290,7 +290,11 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let tid = 10 + (state % 40) as u32;
-            let tgid = if i > 20_000 && tid.is_multiple_of(5) { 7 } else { 3 };
+            let tgid = if i > 20_000 && tid.is_multiple_of(5) {
+                7
+            } else {
+                3
+            };
             let (kind, args) = match (state >> 20) % 9 {
                 0..=3 => {
                     let op = [128u64, 129, 137, 0][(state >> 30) as usize % 4];
