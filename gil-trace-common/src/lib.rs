@@ -457,9 +457,10 @@ const _: () = assert!(core::mem::size_of::<RawEvent>() == 56);
 /// A syscall a traced thread made without leaving its CPU: its entry and exit, written as one
 /// ring record at the exit (half the ring writes of two records). The entry waits in a per-CPU
 /// slot meanwhile; when the thread switches out inside the call (it blocked or was
-/// preempted), the entry is written alone at that switch and the exit later on its own, so a
-/// blocked call still shows when it began, even when the trace ends before it returns.
-/// Userspace reads every ring record as a whole number of `RawEvent`s.
+/// preempted), the entry is written with that switch (the same struct: `exit` then holds the
+/// `SchedSwitch`) and the exit later on its own, so a blocked call still shows when it began,
+/// even when the trace ends before it returns. Userspace reads every ring record as a whole
+/// number of `RawEvent`s, whatever their kinds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CallPair {

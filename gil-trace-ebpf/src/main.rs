@@ -192,16 +192,13 @@ fn call_in_flight() -> Option<&'static mut CallInFlight> {
         .map(|slot| unsafe { &mut *slot })
 }
 
-/// Writes a waiting entry out alone (unless written already) and empties the slot; returns
-/// whether it was a futex call.
+/// Writes a waiting entry out alone (unless written already) and empties the slot.
 #[inline(always)]
-fn flush_entry(slot: &mut CallInFlight) -> bool {
-    let futex = slot.pair.enter.kind == EventKind::FutexEnter as u32;
+fn flush_entry(slot: &mut CallInFlight) {
     if slot.entry_written == 0 {
         write(&slot.pair.enter);
     }
     slot.pair.enter.tid = 0;
-    futex
 }
 
 /// Adds or removes a thread in both the bookkeeping map and the fast flags.
@@ -569,12 +566,19 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     if !prev_traced && !next_traced {
         return Ok(0);
     }
-    // A traced task leaving inside a syscall: its entry is written now, before the switch.
+    // A traced task leaving inside a syscall: its entry is written now, with the switch (one
+    // ring record for both, below), unless it was written at entry.
     let mut in_futex = false;
+    let mut entry_waiting = None;
     if prev_traced {
         if let Some(slot) = call_in_flight() {
             if slot.pair.enter.tid == prev {
-                in_futex = flush_entry(slot);
+                in_futex = slot.pair.enter.kind == EventKind::FutexEnter as u32;
+                if slot.entry_written == 0 {
+                    entry_waiting = Some(slot);
+                } else {
+                    slot.pair.enter.tid = 0;
+                }
             }
         }
     }
@@ -598,7 +602,7 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     } else {
         0
     };
-    emit(
+    let switch = event(
         EventKind::SchedSwitch,
         prev,
         tgid,
@@ -609,6 +613,16 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
             prev_traced as u64 | (next_traced as u64) << 1 | stack << stack_ref::SCHED_SWITCH_SHIFT,
         ],
     );
+    match entry_waiting {
+        // The call's entry and this switch as one record (one ring write instead of two: a
+        // thread blocking in a futex wait or a recv does this every time).
+        Some(slot) => {
+            slot.pair.exit = switch;
+            write(&slot.pair);
+            slot.pair.enter.tid = 0;
+        }
+        None => write(&switch),
+    }
     Ok(0)
 }
 
