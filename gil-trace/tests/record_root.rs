@@ -963,7 +963,22 @@ fn many_new_threads_are_all_followed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.trace");
-    let out = record_workload(&trace, &[], &["storm", "--pairs", "16", "--seconds", "0.3"]);
+    // 32 threads started at once, each calling futex from its first instant, at a pace the
+    // recorder keeps up with on a busy machine: a flat-out pairs storm overflowed the ring in
+    // CI while the other root tests ran beside it, and a drop would hide a missed thread.
+    let out = record_workload(
+        &trace,
+        &[],
+        &[
+            "futex-storm",
+            "--threads",
+            "32",
+            "--rate",
+            "20000",
+            "--seconds",
+            "0.3",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let reader = TraceReader::open(&trace).unwrap();
     assert_eq!(reader.trailer().lost.total, 0);
@@ -971,7 +986,7 @@ fn many_new_threads_are_all_followed() {
         .trailer()
         .threads
         .iter()
-        .filter(|t| t.name.starts_with("storm-"))
+        .filter(|t| t.name.starts_with("futex-storm-"))
         .map(|t| t.tid)
         .collect();
     assert_eq!(
