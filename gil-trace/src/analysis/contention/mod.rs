@@ -49,6 +49,10 @@ use crate::{
 /// The FORCE_SWITCHING handshake follows the acquirer's last wait within this (re-locking the
 /// lock's mutex and flipping its state take a few µs).
 const HANDSHAKE_AFTER_WAIT_NS: u64 = 50_000;
+/// ... and within this much of the acquirer's CPU time: a thread that ran longer held the
+/// lock, and its wake of a waiting thread is a release to it (a fair lock hands the lock
+/// straight back to the thread that handed it over, which queued again meanwhile).
+const HANDSHAKE_CPU_NS: u64 = 10_000;
 /// Per lock take, how many holder run spans are kept for attribution.
 const MAX_HOLDER_SPANS: usize = 512;
 
@@ -527,6 +531,7 @@ impl<'a> ContentionTracker<'a> {
         if let Some(since) = t.running_since.take() {
             if let Some(take) = &mut t.take {
                 take.cpu_since_last_op += ts.saturating_sub(since);
+                take.cpu_since_wait_exit += ts.saturating_sub(since);
             }
         }
         t.blocked = t.futex.is_some() || t.io.in_recv.is_some();
@@ -559,6 +564,7 @@ impl<'a> ContentionTracker<'a> {
                 // Preempted right after its wait returned: it takes the lock now.
                 take.preempted = false;
                 take.last_wait_exit = ts;
+                take.cpu_since_wait_exit = 0;
             }
         }
         if let Some(w) = &mut t.pending_wake {
@@ -625,10 +631,18 @@ impl<'a> ContentionTracker<'a> {
                 && k.handshake_ns.is_none()
                 && k.waited_on != uaddr
                 && ts.saturating_sub(k.last_wait_exit) <= HANDSHAKE_AFTER_WAIT_NS
+                && k.cpu_since_wait_exit <= HANDSHAKE_CPU_NS
         }) else {
             return;
         };
-        let waits_on = |r: &ThreadCtx| r.futex.is_some_and(|f| f.is_wait && f.uaddr == uaddr);
+        // The releaser waits for its successor from its release on, so it was waiting there
+        // before the successor's wait returned; a thread that queued there later (after I/O,
+        // say) is waiting to take the lock back, and this wake hands it over.
+        let since = take.last_wait_exit;
+        let waits_on = |r: &ThreadCtx| {
+            r.futex
+                .is_some_and(|f| f.is_wait && f.uaddr == uaddr && f.enter_ns <= since)
+        };
         // The thread that woke it, if known; else any thread waiting there.
         let waits_here = match take.last_wake.map(|w| w.waker) {
             Some(releaser) => self.threads.get(releaser).is_some_and(waits_on),
@@ -690,6 +704,7 @@ impl<'a> ContentionTracker<'a> {
         take.exit_untouched = true;
         take.preempted = false;
         take.cpu_since_last_op = 0;
+        take.cpu_since_wait_exit = 0;
         let end = if ret == ETIMEDOUT {
             take.timeouts += 1;
             HandoffKind::Timeout
@@ -710,6 +725,7 @@ impl<'a> ContentionTracker<'a> {
         *since = ts;
         if let Some(take) = &mut t.take {
             take.cpu_since_last_op += ran;
+            take.cpu_since_wait_exit += ran;
         }
         if t.take_is_over() {
             self.close_take(tid);

@@ -118,6 +118,8 @@ pub(super) struct Take {
     pub last_wait_end: Option<HandoffKind>,
     pub last_wake: Option<Wakeup>,
     pub cpu_since_last_op: u64,
+    /// CPU time run since its last wait returned (a handshake comes within a few µs of it).
+    pub cpu_since_wait_exit: u64,
     /// The thread has done nothing since its last wait returned (so a preemption right
     /// there delays the acquisition to when it runs again).
     pub exit_untouched: bool,
