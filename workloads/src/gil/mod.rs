@@ -234,19 +234,17 @@ impl ForceSwitch {
             .store(me.index + 1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// After a forced release: waits until someone else took the lock (bounded by `timeout`,
-    /// in case the requester went away).
-    pub(crate) fn wait_until_taken(&self, me: &ThreadCtx, timeout: Duration) {
+    /// After a forced release: waits until someone else took the lock, with no timeout, as
+    /// CPython's FORCE_SWITCHING does (a waiter asked for the lock and is still taking it).
+    /// Untimed, the switch word is not a condvar where takers wait, which is how the analysis
+    /// tells this handshake from a handoff.
+    pub(crate) fn wait_until_taken(&self, me: &ThreadCtx) {
         let mut switch = lock(&self.mutex);
         while self.last_holder.load(std::sync::atomic::Ordering::Relaxed) == me.index + 1 {
-            let (guard, result) = self
+            switch = self
                 .cond
-                .wait_timeout(switch, timeout)
+                .wait(switch)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            switch = guard;
-            if result.timed_out() {
-                break;
-            }
         }
     }
 }

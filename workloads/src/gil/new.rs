@@ -73,7 +73,7 @@ impl Gil for NewGil {
             self.cond.notify_one();
         }
         if reason == ReleaseReason::Forced {
-            self.switch.wait_until_taken(me, self.interval * 4);
+            self.switch.wait_until_taken(me);
         }
     }
 

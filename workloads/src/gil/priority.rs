@@ -112,7 +112,7 @@ impl Gil for PriorityGil {
             }
         }
         if reason == ReleaseReason::Forced {
-            self.switch.wait_until_taken(me, self.interval * 4);
+            self.switch.wait_until_taken(me);
         }
     }
 

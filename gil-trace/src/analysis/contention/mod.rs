@@ -406,7 +406,8 @@ impl<'a> ContentionTracker<'a> {
                         self.lock_wait_begins(ev.tid, lock, call.uaddr, ts);
                     }
                     Some(_) => {
-                        if call.is_wake() {
+                        // A wake of a gate word is a release (below), never a handshake.
+                        if call.is_wake() && !word.gate {
                             self.note_handshake(ev.tid, call.uaddr, ts);
                         }
                         let t = self.threads.get_or_default(ev.tid);

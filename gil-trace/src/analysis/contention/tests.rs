@@ -358,11 +358,19 @@ fn a_threads_convoy_episodes_never_overlap_behind_a_queue() {
     assert!(lost <= waited + 12 * 5_000, "{lost} > {waited}");
 }
 
-/// A handed B the lock through B's own word `L + 8` and queued again on `L` at
-/// `MS + a_queues_ns` (B's wait returns at `MS + 5 µs`); B runs `b_cpu_ns` after its wait
-/// returns, then wakes `L`. Returns B's traced acquisition.
-fn wake_the_releaser_after(a_queues_ns: u64, b_cpu_ns: u64) -> u64 {
+/// FORCE_SWITCHING's word: a releaser waits there (no timeout) until its successor took the lock.
+const SWITCH: u64 = L + 16;
+
+/// A handed B the lock through B's own word `L + 8` and waited again at `MS + a_waits_ns`
+/// on `a_word` (B's wait returns at `MS + 5 µs`); B runs `b_cpu_ns` after its wait returns,
+/// then wakes `a_word`, and later releases through `L`. Returns B's traced acquisition.
+fn wake_the_releaser_after(a_word: u64, a_waits_ns: u64, b_cpu_ns: u64) -> u64 {
     const B_WORD: u64 = L + 8;
+    let a_op = if a_word == SWITCH {
+        testing::WAIT
+    } else {
+        WAIT_TIMED
+    };
     let mut events = vec![
         testing::futex(0, B, B_WORD, WAIT_TIMED),
         switch(10, B, A, 1),
@@ -371,10 +379,12 @@ fn wake_the_releaser_after(a_queues_ns: u64, b_cpu_ns: u64) -> u64 {
         exit(MS + 2_000, A, 1),
         switch(MS + 4_000, 0, B, 0), // on the other CPU
         exit(MS + 5_000, B, 0),      // B holds the lock from here
-        wait(MS + a_queues_ns, A),   // ... and A queues again
-        wake(MS + 5_000 + b_cpu_ns, B),
+        testing::futex(MS + a_waits_ns, A, a_word, a_op), // ... and A waits again
+        testing::futex(MS + 5_000 + b_cpu_ns, B, a_word, WAKE),
         waking(MS + 6_000 + b_cpu_ns, B, A),
         exit(MS + 7_000 + b_cpu_ns, B, 1),
+        wake(2 * MS, B), // B releases (if it did not by waking A)
+        exit(2 * MS + 1_000, B, 0),
     ];
     events.sort_by_key(|e| e.ts_ns);
     let r = run(&events, true);
@@ -390,16 +400,19 @@ fn wake_the_releaser_after(a_queues_ns: u64, b_cpu_ns: u64) -> u64 {
 
 #[test]
 fn a_wake_right_after_the_wait_is_the_force_switching_handshake() {
-    // Re-locking and flipping the state take ~2 µs: B holds the lock from its wake of A.
-    assert_eq!(wake_the_releaser_after(3_000, 2_000), MS + 7_000);
+    // A forced releaser waits on the switch word until B took the lock; re-locking and
+    // flipping the state take B ~2 µs: B holds the lock from its wake of A.
+    assert_eq!(wake_the_releaser_after(SWITCH, 3_000, 2_000), MS + 7_000);
 }
 
 #[test]
-fn a_fair_lock_handing_back_after_a_hold_is_a_release_not_a_handshake() {
-    // B held the lock for 20 µs of CPU, then handed it back to A (a fair lock's queue):
-    // B acquired when its wait returned, not when it released (validate_root's fair GIL).
-    assert_eq!(wake_the_releaser_after(3_000, 20_000), MS + 5_000);
-    // A short hold, but A queued only after B's wait returned (it did I/O meanwhile, as the
-    // fair GIL's echo thread does): waiting to take the lock back, not for a successor.
-    assert_eq!(wake_the_releaser_after(6_000, 2_000), MS + 5_000);
+fn a_fair_lock_handing_back_is_a_release_not_a_handshake() {
+    // A queued on its own condvar (a gate word, where takers wait) and B handed the lock
+    // back to it, however soon: B acquired when its wait returned, not when it released
+    // (validate_root's fair GIL).
+    assert_eq!(wake_the_releaser_after(L, 3_000, 2_000), MS + 5_000);
+    // Not a gate word, but B ran 20 µs of CPU first: it held the lock meanwhile.
+    assert_eq!(wake_the_releaser_after(SWITCH, 3_000, 20_000), MS + 5_000);
+    // A began waiting only after B's wait returned: not a releaser waiting for its successor.
+    assert_eq!(wake_the_releaser_after(SWITCH, 6_000, 2_000), MS + 5_000);
 }
