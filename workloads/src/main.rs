@@ -95,6 +95,10 @@ enum Sub {
         /// The report JSON (`gil-trace report --json --detail`).
         #[arg(long)]
         report: PathBuf,
+        /// The trace's events (`gil-trace dump --json`): takes the kernel never saw a futex
+        /// wait in are then counted apart.
+        #[arg(long)]
+        dump: Option<PathBuf>,
     },
     /// A burst to a slow receiver (gil-trace's tests): N datagrams queued at once, then taken
     /// one by one; prints the receiver's tid and each send's time as JSON.
@@ -160,7 +164,12 @@ fn run(cli: Cli) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    if let Some(Sub::Validate { truth, report }) = &cli.command {
+    if let Some(Sub::Validate {
+        truth,
+        report,
+        dump,
+    }) = &cli.command
+    {
         let truth_text = std::fs::read_to_string(truth)
             .with_context(|| format!("reading {}", truth.display()))?;
         let truth = gil_lab::truth::parse_jsonl(&truth_text)
@@ -169,7 +178,17 @@ fn run(cli: Cli) -> Result<()> {
             &std::fs::read(report).with_context(|| format!("reading {}", report.display()))?,
         )
         .with_context(|| format!("parsing {}", report.display()))?;
-        let v = gil_lab::validate::compare(&report_json, &truth).map_err(anyhow::Error::msg)?;
+        let waits = match dump {
+            Some(path) => Some(
+                gil_lab::validate::kernel_waits(
+                    &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+                )
+                .map_err(anyhow::Error::msg)?,
+            ),
+            None => None,
+        };
+        let v = gil_lab::validate::compare(&report_json, &truth, waits.as_ref())
+            .map_err(anyhow::Error::msg)?;
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }

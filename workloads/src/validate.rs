@@ -2,10 +2,12 @@
 //!
 //! Inputs: the truth log of a run and `gil-trace report --json --detail` of its trace.
 //! - Every contended acquisition in the truth must appear as a handoff event to the same
-//!   thread close in time (≤ [`MATCH_TOLERANCE_NS`]).
+//!   thread close in time (≤ [`MATCH_TOLERANCE_NS`]) — every one the kernel could see: a take
+//!   whose thread never entered a futex wait (the holder let go while it was still in user
+//!   space, and its condvar wait returned without a syscall) is counted apart.
 //! - Every datagram the echo thread received must appear as an I/O operation, in order; its
 //!   recv, lock re-acquisition and reply times are compared with the truth.
-use std::{path::Path, process::Command};
+use std::{collections::HashMap, path::Path, process::Command};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -17,9 +19,16 @@ pub const MATCH_TOLERANCE_NS: u64 = 100_000;
 /// Datagrams are matched in order; this only guards against pairing unrelated ones.
 pub const DATAGRAM_TOLERANCE_NS: u64 = 5_000_000;
 
+/// Each thread's futex wait entries (CLOCK_MONOTONIC ns, sorted), from the trace.
+pub type KernelWaits = HashMap<u32, Vec<u64>>;
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Validation {
+    /// Contended in the truth and seen by the kernel (a futex wait inside the take).
     pub contended_acquisitions: u64,
+    /// Contended in the truth, but the thread never entered a futex wait during the take: no
+    /// kernel-side tracer can see it (not in `contended_acquisitions`).
+    pub contended_in_user_space: u64,
     pub matched_acquisitions: u64,
     pub acquisition_match_rate: f64,
     pub datagrams: u64,
@@ -88,7 +97,14 @@ fn errs(mut v: Vec<u64>) -> (u64, u64) {
     (percentile(&v, 50.0), percentile(&v, 99.0))
 }
 
-pub fn compare(report: &Value, truth: &[TruthEvent]) -> Result<Validation, String> {
+/// Compares a report with the truth of its run. With `kernel_waits` (see
+/// [`kernel_waits`]), truth takes without a futex wait are counted apart from the contended
+/// acquisitions to match.
+pub fn compare(
+    report: &Value,
+    truth: &[TruthEvent],
+    kernel_waits: Option<&KernelWaits>,
+) -> Result<Validation, String> {
     let handoffs = report["handoff_events"]
         .as_array()
         .ok_or("report lacks handoff_events (use --json --detail)")?;
@@ -112,16 +128,28 @@ pub fn compare(report: &Value, truth: &[TruthEvent]) -> Result<Validation, Strin
     // survives acquisitions that come every few tens of µs with the odd extra or miss.
     let mut candidates: Vec<(u64, usize, u32, usize)> = Vec::new();
     let mut truth_count = 0usize;
+    let in_kernel = |tid: u32, from: u64, to: u64| {
+        kernel_waits.is_none_or(|waits| {
+            waits.get(&tid).is_some_and(|w| {
+                let i = w.partition_point(|&t| t < from);
+                w.get(i).is_some_and(|&t| t <= to)
+            })
+        })
+    };
     for ev in truth {
         let TruthEvent::Acquire {
             ts_ns,
             tid,
+            wait_ns,
             contended: true,
-            ..
         } = *ev
         else {
             continue;
         };
+        if !in_kernel(tid, ts_ns.saturating_sub(wait_ns), ts_ns) {
+            v.contended_in_user_space += 1;
+            continue;
+        }
         let i = truth_count;
         truth_count += 1;
         let Some(list) = traced.get(&tid) else {
@@ -261,11 +289,14 @@ pub fn compare(report: &Value, truth: &[TruthEvent]) -> Result<Validation, Strin
 pub const MAX_P99_ERR_NS: u64 = 50_000;
 /// Largest acceptable error of the stalls' total lock wait, relative to the truth's...
 pub const MAX_STALL_LOCK_WAIT_ERR: f64 = 0.02;
-/// ...or per datagram on average: the part of a take the kernel cannot see (from the call to
-/// the first futex wait, and from the last wait's return until the taker re-locked the lock's
-/// mutex and flipped its state, in user space) is about 1 µs, which is more than 2 % of the
-/// priority GIL's average wait per datagram (~25 µs).
-pub const MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS: u64 = 1_000;
+/// ...or per datagram on average: the part of a take the kernel cannot see — from the call
+/// to the first futex wait, and from the last wait's return (the futex exit) until the taker
+/// re-locked the lock's mutex and flipped its state, in user space — is ~0.5 µs before and
+/// ~1–2 µs after on the VMs this runs on (fair GIL, kernel 6.18 fc-v1147: p50 0.65 + 0.9 µs,
+/// p90 1.0 + 1.8 µs), and a stall holds up to two takes (the one after the previous send it
+/// arrived in, the one after its recv). That is more than 2 % of the priority and fair GILs'
+/// waits per datagram (~25–45 µs).
+pub const MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS: u64 = 2_000;
 
 /// The targets: ≥ 99 % of contended acquisitions matched, every datagram matched, every p99
 /// timing error ≤ [`MAX_P99_ERR_NS`], the truth's stall lock wait outside the traced bracket
@@ -357,8 +388,93 @@ pub fn record_and_compare(
         &format!("report for {policy}"),
     )?;
     let report: Value = serde_json::from_slice(&report).map_err(|e| format!("report JSON: {e}"))?;
+    let dump = run(
+        Command::new(gil_trace).args(["dump", "--json"]).arg(trace),
+        &format!("dump of {policy}"),
+    )?;
+    let waits = kernel_waits(&dump)?;
     let text = std::fs::read_to_string(truth).map_err(|e| format!("{}: {e}", truth.display()))?;
     let events =
         crate::truth::parse_jsonl(&text).map_err(|e| format!("{}: {e}", truth.display()))?;
-    compare(&report, &events)
+    compare(&report, &events, Some(&waits))
+}
+
+/// Every thread's futex wait entries in `gil-trace dump --json` output.
+pub fn kernel_waits(dump: &[u8]) -> Result<KernelWaits, String> {
+    let mut waits = KernelWaits::new();
+    for line in dump.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let e: Value = serde_json::from_slice(line).map_err(|e| format!("dump JSON: {e}"))?;
+        if e["kind"] != "futex_enter" || !e["op"].as_str().is_some_and(|op| op.contains("WAIT")) {
+            continue;
+        }
+        if let (Some(tid), Some(ts)) = (u(&e["tid"]), u(&e["ts_ns"])) {
+            waits.entry(tid as u32).or_default().push(ts);
+        }
+    }
+    for w in waits.values_mut() {
+        w.sort_unstable();
+    }
+    Ok(waits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acquire(ts_ns: u64, wait_ns: u64) -> TruthEvent {
+        TruthEvent::Acquire {
+            ts_ns,
+            tid: 7,
+            wait_ns,
+            contended: true,
+        }
+    }
+
+    #[test]
+    fn a_take_that_never_waited_in_the_kernel_is_counted_apart_not_missed() {
+        let truth = vec![
+            TruthEvent::Thread {
+                ts_ns: 0,
+                tid: 7,
+                role: "echo".into(),
+                name: "echo".into(),
+            },
+            acquire(1_000_000, 50_000),  // waited in futex from 960 µs
+            acquire(3_000_000, 2_000),   // resolved in user space
+            acquire(5_000_000, 100_000), // waited, but the trace shows no acquisition
+        ];
+        let report = serde_json::json!({
+            "handoff_events": [{"to_tid": 7, "acquire_ns": 1_000_500}],
+            "io_ops": [],
+        });
+        let waits = KernelWaits::from([(7, vec![960_000, 4_950_000])]);
+        let v = compare(&report, &truth, Some(&waits)).unwrap();
+        assert_eq!(
+            (
+                v.contended_acquisitions,
+                v.contended_in_user_space,
+                v.matched_acquisitions
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(v.acquire_err_p50_ns, 500);
+        // Without the trace's waits every truth take counts.
+        let v = compare(&report, &truth, None).unwrap();
+        assert_eq!(
+            (v.contended_acquisitions, v.contended_in_user_space),
+            (3, 0)
+        );
+    }
+
+    #[test]
+    fn kernel_waits_are_the_futex_wait_entries_of_a_dump() {
+        let dump = br#"{"kind":"futex_enter","op":"FUTEX_WAIT_BITSET|PRIVATE","tid":7,"ts_ns":30}
+{"kind":"futex_enter","op":"FUTEX_WAKE|PRIVATE","tid":7,"ts_ns":40}
+{"kind":"futex_exit","tid":7,"ts_ns":50}
+{"kind":"futex_enter","op":"FUTEX_WAIT|PRIVATE","tid":7,"ts_ns":10}
+"#;
+        let waits = kernel_waits(dump).unwrap();
+        assert_eq!(waits[&7], vec![10, 30]);
+        assert!(kernel_waits(b"{not json").is_err());
+    }
 }

@@ -41,18 +41,20 @@ pub fn run() -> Result<()> {
         "Produced by `cargo xtask validate` on {} ({} CPUs, kernel {}): `workload --gil P --spinners 2 --messages 200` \
          (300 for `old`) recorded under gil-trace with `--truth`, then `gil-trace report --json --detail` compared with \
          the truth log (`workload validate`). Targets: ≥ 99 % of contended acquisitions matched as handoffs to the right \
-         thread, every datagram matched, p99 timing error ≤ 50 µs; the echo thread's lock wait within each datagram's stall \
+         thread (those whose thread entered a futex wait: a take the holder gave up while the taker was still in user \
+         space, its condvar wait returning without a syscall, is invisible to the kernel and counted apart), every datagram matched, p99 timing error ≤ 50 µs; the echo thread's lock wait within each datagram's stall \
          (arrival → reply) against the truth's waits (each acquisition's wait intersected with the same stall). A take, \
          as the lab logs it, also holds the moments its woken thread waited for a CPU, which the report calls runnable \
          (or wakeup): each datagram's truth must lie between its traced lock wait and lock wait + runnable + wakeup, and \
-         the truth outside that bracket must be within 2 % of it in all (or 1 µs per datagram: the user-space part of a \
-         take, invisible to the kernel, is about that), ≤ 50 µs per datagram at p99. `off` is the plain difference of \
+         the truth outside that bracket must be within 2 % of it in all (or 2 µs per datagram: the user-space part of a \
+         take, invisible to the kernel, is ~0.5 µs before its first futex wait and 1–2 µs after its last, and a stall \
+         holds up to two takes), ≤ 50 µs per datagram at p99. `off` is the plain difference of \
          the totals.\n",
         String::from_utf8_lossy(&date.stdout).trim(),
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         String::from_utf8_lossy(&Command::new("uname").arg("-r").output()?.stdout).trim()
     )?;
-    writeln!(md, "| policy | contended acquisitions | matched | datagrams | matched | acquire err p50/p99 µs | recv err p50/p99 µs | lock after recv err p50/p99 µs | reply err p50/p99 µs | stall lock wait truth / traced ms | off | outside the bracket | per datagram outside p50/p99 µs |")?;
+    writeln!(md, "| policy | contended acquisitions (+ in user space only) | matched | datagrams | matched | acquire err p50/p99 µs | recv err p50/p99 µs | lock after recv err p50/p99 µs | reply err p50/p99 µs | stall lock wait truth / traced ms (Σ datagrams) | off | outside the bracket | per datagram outside p50/p99 µs |")?;
     writeln!(
         md,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -64,8 +66,9 @@ pub fn run() -> Result<()> {
         eprintln!("[validate] {policy}: {}", serde_json::to_string(&v)?);
         writeln!(
             md,
-            "| {policy} | {} | {:.2}% | {} | {} | {}/{} | {}/{} | {}/{} | {}/{} | {:.1} / {:.1} | {:.2}% | {:.2}% | {}/{} |",
+            "| {policy} | {} (+{}) | {:.2}% | {} | {} | {}/{} | {}/{} | {}/{} | {}/{} | {:.1} / {:.1} | {:.2}% | {:.2}% | {}/{} |",
             v.contended_acquisitions,
+            v.contended_in_user_space,
             v.acquisition_match_rate * 100.0,
             v.datagrams,
             v.datagrams_matched,
@@ -91,10 +94,13 @@ pub fn run() -> Result<()> {
     writeln!(
         md,
         "\nThe stall columns check the report's attribution of each datagram's stall to the lock (docs/analysis.md, \
-         \"I/O stalls\"). Where the truth's waits are long (old, new GIL: seconds in all) the totals agree to 0.01 %; the \
-         priority and fair GILs' waits are ~20–60 µs per datagram, so the part of each take the kernel cannot see — from \
-         the call to the first futex wait, and from the last wait's return until the taker re-locked the lock's mutex and \
-         flipped its state, in user space — about 1 µs, is a visible share of their total. Time in a take counts as lock \
+         \"I/O stalls\"). The totals are sums over datagrams: where the echo thread starves (old GIL), the client's \
+         300 ms timeouts queue datagrams behind one another and their stalls overlap, so the sum can exceed the run's \
+         length while each datagram's figure is its own. Where the truth's waits are long (old, new GIL: seconds in all) \
+         the totals agree to 0.01 %; the priority and fair GILs' waits are ~20–60 µs per datagram, so the part of each \
+         take the kernel cannot see — from the call to the first futex wait, and from the last wait's return until the \
+         taker re-locked the lock's mutex and flipped its state, in user space — 1–2.5 µs, is a visible share of their \
+         total. Time in a take counts as lock \
          wait even before the receiver's oldest kept state span (a first datagram can arrive during a wait of hundreds \
          of ms under the old GIL). The root test (`workloads/tests/validate_root.rs`) makes the same check, also under \
          foreign CPU load, where the runnable part of the bracket widens."
