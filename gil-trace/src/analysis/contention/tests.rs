@@ -403,6 +403,8 @@ fn a_wake_right_after_the_wait_is_the_force_switching_handshake() {
     // A forced releaser waits on the switch word until B took the lock; re-locking and
     // flipping the state take B ~2 µs: B holds the lock from its wake of A.
     assert_eq!(wake_the_releaser_after(SWITCH, 3_000, 2_000), MS + 7_000);
+    // The releaser may begin its wait a few µs after the taker's wait returned.
+    assert_eq!(wake_the_releaser_after(SWITCH, 6_000, 2_000), MS + 7_000);
 }
 
 #[test]
@@ -413,6 +415,35 @@ fn a_fair_lock_handing_back_is_a_release_not_a_handshake() {
     assert_eq!(wake_the_releaser_after(L, 3_000, 2_000), MS + 5_000);
     // Not a gate word, but B ran 20 µs of CPU first: it held the lock meanwhile.
     assert_eq!(wake_the_releaser_after(SWITCH, 3_000, 20_000), MS + 5_000);
-    // A began waiting only after B's wait returned: not a releaser waiting for its successor.
-    assert_eq!(wake_the_releaser_after(SWITCH, 6_000, 2_000), MS + 5_000);
+}
+
+#[test]
+fn a_thread_that_queued_long_after_the_takers_wait_is_not_a_releaser_in_a_handshake() {
+    const B_WORD: u64 = L + 8;
+    let mut events = vec![
+        testing::futex(0, B, B_WORD, WAIT_TIMED),
+        switch(10, B, A, 1),
+        testing::futex(MS, A, B_WORD, WAKE), // A releases to B
+        waking(MS + 1_000, A, B),
+        exit(MS + 2_000, A, 1),
+        switch(MS + 4_000, 0, B, 0),
+        exit(MS + 5_000, B, 0),       // B holds the lock from here
+        switch(MS + 11_000, B, 0, 0), // preempted (6 µs of CPU since its wait)
+        testing::futex(MS + 20_000, A, SWITCH, testing::WAIT), // 15 µs after: queueing
+        switch(MS + 25_000, 0, B, 0),
+        testing::futex(MS + 26_000, B, SWITCH, WAKE), // 7 µs of CPU, 21 µs after its wait
+        waking(MS + 27_000, B, A),
+        exit(MS + 28_000, B, 1),
+        wake(2 * MS, B),
+        exit(2 * MS + 1_000, B, 0),
+    ];
+    events.sort_by_key(|e| e.ts_ns);
+    let r = run(&events, true);
+    let b = r
+        .handoff_events
+        .unwrap()
+        .into_iter()
+        .find(|e| e.to_tid == B)
+        .unwrap();
+    assert_eq!(b.acquire_ns, MS + 5_000);
 }
