@@ -361,41 +361,48 @@ fn a_threads_convoy_episodes_never_overlap_behind_a_queue() {
 /// FORCE_SWITCHING's word: a releaser waits there (no timeout) until its successor took the lock.
 const SWITCH: u64 = L + 16;
 
-/// A handed B the lock through B's own word `L + 8` and waited again at `MS + a_waits_ns`
-/// on `a_word` (B's wait returns at `MS + 5 µs`); B runs `b_cpu_ns` after its wait returns,
-/// then wakes `a_word`, and later releases through `L`. Returns B's traced acquisition.
-fn wake_the_releaser_after(a_word: u64, a_waits_ns: u64, b_cpu_ns: u64) -> u64 {
+/// A hands B the lock through B's own word `L + 8` (B's wait returns at `MS + 5 µs`, on the
+/// other CPU); then `meanwhile`; then B releases through `L`. Returns B's acquisition.
+fn b_acquires(meanwhile: &[Event]) -> HandoffEvent {
     const B_WORD: u64 = L + 8;
-    let a_op = if a_word == SWITCH {
-        testing::WAIT
-    } else {
-        WAIT_TIMED
-    };
     let mut events = vec![
         testing::futex(0, B, B_WORD, WAIT_TIMED),
         switch(10, B, A, 1),
         testing::futex(MS, A, B_WORD, WAKE), // A releases to B
         waking(MS + 1_000, A, B),
         exit(MS + 2_000, A, 1),
-        switch(MS + 4_000, 0, B, 0), // on the other CPU
-        exit(MS + 5_000, B, 0),      // B holds the lock from here
-        testing::futex(MS + a_waits_ns, A, a_word, a_op), // ... and A waits again
-        testing::futex(MS + 5_000 + b_cpu_ns, B, a_word, WAKE),
-        waking(MS + 6_000 + b_cpu_ns, B, A),
-        exit(MS + 7_000 + b_cpu_ns, B, 1),
-        wake(2 * MS, B), // B releases (if it did not by waking A)
+        switch(MS + 4_000, 0, B, 0),
+        exit(MS + 5_000, B, 0), // B holds the lock from here
+        wake(2 * MS, B),        // B releases (if it did not by waking A)
         exit(2 * MS + 1_000, B, 0),
     ];
+    events.extend_from_slice(meanwhile);
     events.sort_by_key(|e| e.ts_ns);
-    let r = run(&events, true);
-    let b = r
+    let b = run(&events, true)
         .handoff_events
         .unwrap()
         .into_iter()
         .find(|e| e.to_tid == B)
         .expect("B's acquisition");
     assert_eq!((b.kind, b.from_tid), (HandoffKind::Wake, Some(A)));
-    b.acquire_ns
+    b
+}
+
+/// After handing B the lock, A waits at `MS + a_waits_ns` on `a_word`; B runs `b_cpu_ns`
+/// after its wait returns, then wakes `a_word`. Returns B's traced acquisition.
+fn wake_the_releaser_after(a_word: u64, a_waits_ns: u64, b_cpu_ns: u64) -> u64 {
+    let a_op = if a_word == SWITCH {
+        testing::WAIT
+    } else {
+        WAIT_TIMED
+    };
+    b_acquires(&[
+        testing::futex(MS + a_waits_ns, A, a_word, a_op),
+        testing::futex(MS + 5_000 + b_cpu_ns, B, a_word, WAKE),
+        waking(MS + 6_000 + b_cpu_ns, B, A),
+        exit(MS + 7_000 + b_cpu_ns, B, 1),
+    ])
+    .acquire_ns
 }
 
 #[test]
@@ -419,31 +426,13 @@ fn a_fair_lock_handing_back_is_a_release_not_a_handshake() {
 
 #[test]
 fn a_thread_that_queued_long_after_the_takers_wait_is_not_a_releaser_in_a_handshake() {
-    const B_WORD: u64 = L + 8;
-    let mut events = vec![
-        testing::futex(0, B, B_WORD, WAIT_TIMED),
-        switch(10, B, A, 1),
-        testing::futex(MS, A, B_WORD, WAKE), // A releases to B
-        waking(MS + 1_000, A, B),
-        exit(MS + 2_000, A, 1),
-        switch(MS + 4_000, 0, B, 0),
-        exit(MS + 5_000, B, 0),       // B holds the lock from here
+    let b = b_acquires(&[
         switch(MS + 11_000, B, 0, 0), // preempted (6 µs of CPU since its wait)
         testing::futex(MS + 20_000, A, SWITCH, testing::WAIT), // 15 µs after: queueing
         switch(MS + 25_000, 0, B, 0),
         testing::futex(MS + 26_000, B, SWITCH, WAKE), // 7 µs of CPU, 21 µs after its wait
         waking(MS + 27_000, B, A),
         exit(MS + 28_000, B, 1),
-        wake(2 * MS, B),
-        exit(2 * MS + 1_000, B, 0),
-    ];
-    events.sort_by_key(|e| e.ts_ns);
-    let r = run(&events, true);
-    let b = r
-        .handoff_events
-        .unwrap()
-        .into_iter()
-        .find(|e| e.to_tid == B)
-        .unwrap();
+    ]);
     assert_eq!(b.acquire_ns, MS + 5_000);
 }
