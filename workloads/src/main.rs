@@ -180,9 +180,10 @@ fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("parsing {}", report.display()))?;
         let waits = match dump {
             Some(path) => Some(
-                gil_lab::validate::kernel_waits(
-                    &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-                )
+                gil_lab::validate::kernel_waits(std::io::BufReader::new(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                ))
                 .map_err(anyhow::Error::msg)?,
             ),
             None => None,

@@ -398,24 +398,48 @@ pub fn record_and_compare(
         &format!("report for {policy}"),
     )?;
     let report: Value = serde_json::from_slice(&report).map_err(|e| format!("report JSON: {e}"))?;
-    let dump = run(
-        Command::new(gil_trace).args(["dump", "--json"]).arg(trace),
-        &format!("dump of {policy}"),
-    )?;
-    let waits = kernel_waits(&dump)?;
+    let waits = dumped_kernel_waits(gil_trace, trace)?;
     let text = std::fs::read_to_string(truth).map_err(|e| format!("{}: {e}", truth.display()))?;
     let events =
         crate::truth::parse_jsonl(&text).map_err(|e| format!("{}: {e}", truth.display()))?;
     compare(&report, &events, Some(&waits))
 }
 
+/// Every thread's futex wait entries in a trace, read from `gil-trace dump --json` as it
+/// streams (an old-GIL run's dump is hundreds of MB).
+fn dumped_kernel_waits(gil_trace: &Path, trace: &Path) -> Result<KernelWaits, String> {
+    let mut child = Command::new(gil_trace)
+        .args(["dump", "--json"])
+        .arg(trace)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("dump of {}: {e}", trace.display()))?;
+    let stdout = child.stdout.take().ok_or("dump: no stdout")?;
+    let waits = kernel_waits(std::io::BufReader::new(stdout));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("dump of {}: {e}", trace.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "dump of {} failed: {}",
+            trace.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    waits
+}
+
 /// Every thread's futex wait entries in `gil-trace dump --json` output.
-pub fn kernel_waits(dump: &[u8]) -> Result<KernelWaits, String> {
+pub fn kernel_waits(dump: impl std::io::BufRead) -> Result<KernelWaits, String> {
     let mut waits = KernelWaits::new();
-    for line in dump.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let e: Value = serde_json::from_slice(line).map_err(|e| format!("dump JSON: {e}"))?;
-        let is_wait = |op: &str| op.contains("WAIT") || op.contains("LOCK_PI");
-        if e["kind"] != "futex_enter" || !e["op"].as_str().is_some_and(is_wait) {
+    for line in dump.lines() {
+        let line = line.map_err(|e| format!("reading the dump: {e}"))?;
+        if line.is_empty() {
+            continue;
+        }
+        let e: Value = serde_json::from_str(&line).map_err(|e| format!("dump JSON: {e}"))?;
+        if e["kind"] != "futex_enter" || e["wait"] != true {
             continue;
         }
         if let (Some(tid), Some(ts)) = (u(&e["tid"]), u(&e["ts_ns"])) {
@@ -499,13 +523,13 @@ mod tests {
 
     #[test]
     fn kernel_waits_are_the_futex_wait_entries_of_a_dump() {
-        let dump = br#"{"kind":"futex_enter","op":"FUTEX_WAIT_BITSET|PRIVATE","tid":7,"ts_ns":30}
-{"kind":"futex_enter","op":"FUTEX_WAKE|PRIVATE","tid":7,"ts_ns":40}
+        let dump = br#"{"kind":"futex_enter","op":"FUTEX_WAIT_BITSET|PRIVATE","wait":true,"tid":7,"ts_ns":30}
+{"kind":"futex_enter","op":"FUTEX_WAKE|PRIVATE","wait":false,"tid":7,"ts_ns":40}
 {"kind":"futex_exit","tid":7,"ts_ns":50}
-{"kind":"futex_enter","op":"FUTEX_WAIT|PRIVATE","tid":7,"ts_ns":10}
+{"kind":"futex_enter","op":"FUTEX_LOCK_PI","wait":true,"tid":7,"ts_ns":10}
 "#;
-        let waits = kernel_waits(dump).unwrap();
+        let waits = kernel_waits(&dump[..]).unwrap();
         assert_eq!(waits[&7], vec![10, 30]);
-        assert!(kernel_waits(b"{not json").is_err());
+        assert!(kernel_waits(&b"{not json"[..]).is_err());
     }
 }

@@ -129,6 +129,8 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
             let mut f = vec![
                 ("uaddr", json!(format!("{:#x}", call.uaddr))),
                 ("op", json!(futex_op(&call))),
+                // The analysis' own reading of the op, so consumers need not parse its name.
+                ("wait", json!(call.is_wait())),
                 ("val", json!(call.val)),
                 ("timeout", json!(call.has_timeout)),
             ];
@@ -260,7 +262,7 @@ pub fn involves(ev: &Event, tid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ev, futex, WAIT_TIMED};
+    use crate::testing::{ev, futex, WAIT_TIMED, WAKE};
 
     #[test]
     fn names_are_text_and_fields_are_decoded() {
@@ -297,5 +299,7 @@ mod tests {
         assert_eq!(j["uaddr"], "0x1000");
         assert_eq!(j["comm"], "spinner-1");
         assert_eq!(j["timeout"], true);
+        assert_eq!(j["wait"], true);
+        assert_eq!(json(&futex(0, 11, 0x1000, WAKE), 0, &names)["wait"], false);
     }
 }
