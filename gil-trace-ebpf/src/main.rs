@@ -35,8 +35,8 @@ use gil_trace_common::{
     ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, IPPROTO_UDP,
     MAX_STACK_DEPTH, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
     RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
-    SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, STACK_PROBES, SYSCALL_TABLE_LEN,
-    TRACED_FLAGS_DEFAULT_LEN,
+    SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, STACK_PROBES, STAGED_EVENTS, StagedEvents,
+    SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -63,6 +63,7 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     user_stacks: 0,
     split_calls: 0,
     stack_walker: 0,
+    batch: 0,
 };
 
 /// Event stream to userspace; its size is set at load time (`--buffer-size`).
@@ -120,6 +121,10 @@ const STACK_WINDOW_WORDS: usize = 128;
 /// Each CPU's window of the user stack being walked.
 #[map]
 static STACK_WINDOW: PerCpuArray<[u64; STACK_WINDOW_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each CPU's events waiting to be written to `EVENTS` together (see `StagedEvents`).
+#[map]
+static STAGED: PerCpuArray<StagedEvents> = PerCpuArray::with_max_entries(1, 0);
 
 /// Events lost, per CPU and per slot (`EventKind` value, `DROP_SLOT_FILTER_FULL` or
 /// `DROP_SLOT_STACKS`).
@@ -311,12 +316,131 @@ fn event(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) -> RawEvent {
     }
 }
 
-/// Writes one record (one event or a `CallPair`); counts its events as dropped when the ring
-/// buffer is full. One helper call (`bpf_ringbuf_output`) instead of reserve + query +
-/// submit: on kernels with return-thunk mitigations every helper call is expensive. No
-/// wakeup: the reader drains on a 10 ms timer.
+/// Writes one record (one event or a `CallPair`): gathered with this CPU's other events when
+/// batching (see `StagedEvents`), else at once.
 #[inline(always)]
 fn write<T>(record: &T) {
+    if !batching() || !stage(record) {
+        output(record);
+    }
+}
+
+/// Whether events are gathered per CPU: a constant of the frozen read-only data, so the
+/// verifier drops the path not taken.
+#[inline(always)]
+fn batching() -> bool {
+    config(&PROBE_CONFIG.batch) != 0
+}
+
+/// This CPU's staging slot.
+#[inline(always)]
+fn staged() -> Option<&'static mut StagedEvents> {
+    // SAFETY: this CPU's slot. Programs on one CPU run one at a time except where an
+    // interrupt's program interrupts one that runs with interrupts on (a syscall's): `busy`
+    // makes that one write at once and leave the slot alone.
+    STAGED.get_ptr_mut(0).map(|slot| unsafe { &mut *slot })
+}
+
+/// Adds a record's events to this CPU's staging slot, writing the slot out first when they do
+/// not fit; false when the slot is busy (this program interrupted another using it).
+#[inline(always)]
+fn stage<T>(record: &T) -> bool {
+    const EVENT: usize = core::mem::size_of::<RawEvent>();
+    let Some(slot) = staged() else {
+        return false;
+    };
+    // SAFETY: volatile accesses of this CPU's slot, so an interrupting program sees `busy`
+    // set before the slot changes and cleared after.
+    unsafe {
+        if core::ptr::read_volatile(&raw const slot.busy) != 0 {
+            return false;
+        }
+        core::ptr::write_volatile(&raw mut slot.busy, 1);
+    }
+    let n = core::mem::size_of::<T>() / EVENT;
+    if slot.count as usize + n > STAGED_EVENTS {
+        flush_staged(slot);
+    }
+    let at = slot.count as usize;
+    // SAFETY: T is RawEvent or CallPair: n whole RawEvents.
+    let events = unsafe { core::slice::from_raw_parts(record as *const T as *const RawEvent, n) };
+    for (i, event) in events.iter().enumerate() {
+        // Masked (a no-op: at + n fits) so the verifier sees the index bounded.
+        if let Some(to) = slot.events.get_mut((at + i) & (STAGED_EVENTS - 1)) {
+            copy_event(to, event);
+        }
+    }
+    slot.count = (at + n) as u32;
+    if slot.count as usize >= STAGED_EVENTS {
+        flush_staged(slot);
+    }
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&raw mut slot.busy, 0) };
+    true
+}
+
+/// `*to = *from` as seven word copies: a plain assignment to a slot at a variable index
+/// compiles to a call of a byte-by-byte `memmove` (~450 instructions per event).
+#[inline(always)]
+fn copy_event(to: &mut RawEvent, from: &RawEvent) {
+    const WORDS: usize = core::mem::size_of::<RawEvent>() / 8;
+    let to = (to as *mut RawEvent).cast::<u64>();
+    let from = (from as *const RawEvent).cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: RawEvent is WORDS 8-aligned u64 words (size and alignment asserted in
+        // gil-trace-common); volatile so the compiler keeps them word copies.
+        unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+    }
+}
+
+/// Writes a staging slot's events to the ring buffer as one record (counted as dropped when
+/// it is full) and empties the slot. The caller holds the slot (`busy`) or runs with
+/// interrupts off.
+#[inline(always)]
+fn flush_staged(slot: &mut StagedEvents) {
+    let count = slot.count as usize;
+    slot.count = 0;
+    if count == 0 || count > STAGED_EVENTS {
+        return;
+    }
+    if EVENTS
+        .output::<[RawEvent]>(&slot.events[..count], BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        // Indexed up to a constant: a loop the verifier can bound.
+        for i in 0..STAGED_EVENTS {
+            if i >= count {
+                break;
+            }
+            count_drop(slot.events[i].kind);
+        }
+    }
+}
+
+/// Writes this CPU's staged events out unless a program it interrupted holds them (then that
+/// program, or the next trigger, does).
+#[inline(always)]
+fn flush_staged_if_free() {
+    let Some(slot) = staged() else {
+        return;
+    };
+    // SAFETY: as in `stage`.
+    unsafe {
+        if slot.count == 0 || core::ptr::read_volatile(&raw const slot.busy) != 0 {
+            return;
+        }
+        core::ptr::write_volatile(&raw mut slot.busy, 1);
+        flush_staged(slot);
+        core::ptr::write_volatile(&raw mut slot.busy, 0);
+    }
+}
+
+/// Writes one record to the ring buffer now; counts its events as dropped when it is full.
+/// One helper call (`bpf_ringbuf_output`) instead of reserve + query + submit: on kernels with
+/// return-thunk mitigations every helper call is expensive. No wakeup: the reader drains on a
+/// 10 ms timer.
+#[inline(always)]
+fn output<T>(record: &T) {
     if EVENTS.output::<T>(record, BPF_RB_NO_WAKEUP as u64).is_err() {
         // SAFETY: T is RawEvent or CallPair, both starting with a RawEvent.
         let first = unsafe { &*(record as *const T as *const RawEvent) };
@@ -561,10 +685,22 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     let record = Record::load::<SCHED_SWITCH_LOAD_LEN>(ctx);
     let prev = record.i32(&c.sched_switch_prev_pid)? as u32;
     let next = record.i32(&c.sched_switch_next_pid)? as u32;
+    record_switch(ctx, &record, prev, next)?;
+    // A CPU going idle writes out what it gathered (it may have no tick while idle). Interrupts
+    // are off here, so no program holds the slot.
+    if batching() && next == 0 {
+        flush_staged_if_free();
+    }
+    Ok(0)
+}
+
+#[inline(always)]
+fn record_switch(ctx: &TracePointContext, record: &Record, prev: u32, next: u32) -> Result<(), i64> {
+    let c = probe_config();
     let prev_traced = is_traced(prev);
     let next_traced = is_traced(next);
     if !prev_traced && !next_traced {
-        return Ok(0);
+        return Ok(());
     }
     // A traced task leaving inside a syscall: its entry is written now, with the switch (one
     // ring record for both, below), unless it was written at entry.
@@ -623,7 +759,18 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
         }
         None => write(&switch),
     }
-    Ok(0)
+    Ok(())
+}
+
+/// Every timer interrupt (the tick among them): a busy CPU writes out the events it gathered,
+/// so none waits longer than a tick (see `StagedEvents`).
+#[tracepoint]
+pub fn timer_hrtimer_expire_entry(_ctx: TracePointContext) -> u32 {
+    if dispatch_only() || !batching() {
+        return 0;
+    }
+    flush_staged_if_free();
+    0
 }
 
 /// `sched_waking` rather than `sched_wakeup`: it always runs in the waker's context, so the

@@ -12,7 +12,9 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use gil_trace_common::{comm_to_args, CommSource, EventKind, RawEvent, ABI_VERSION, TASK_COMM_LEN};
+use gil_trace_common::{
+    comm_to_args, CommSource, EventKind, RawEvent, ABI_VERSION, STAGED_EVENTS, TASK_COMM_LEN,
+};
 use nix::{
     sys::{
         signal::{kill, Signal},
@@ -483,8 +485,9 @@ fn drain(
     }
     let mut n = 0;
     while let Some(item) = ring.next() {
-        // One event, or a syscall's entry and exit together (`CallPair`).
-        let mut events = [RawEvent::default(); 2];
+        // One event, a syscall's entry and exit together (`CallPair`), or the events a CPU
+        // gathered (`StagedEvents`): whole RawEvents, copied out so the ring space is freed.
+        let mut events = [RawEvent::default(); STAGED_EVENTS];
         let mut count = 0;
         for (slot, bytes) in events
             .iter_mut()
@@ -497,14 +500,8 @@ fn drain(
         }
         drop(item);
         for raw in &events[..count] {
-            code.observe(raw);
-            if let Some(py) = python.as_deref_mut() {
-                py.observe(raw);
-                let floor = writer.holdback_floor();
-                py.write_until(raw.ts_ns, floor, |sample| writer.push(sample))?;
-            }
-            writer.push(raw)?;
             n += 1;
+            push_event(raw, writer, code, python.as_deref_mut())?;
         }
     }
     code.after_drain(|id| probes.user_stack(id));
@@ -513,6 +510,24 @@ fn drain(
         py.write_until(u64::MAX, floor, |sample| writer.push(sample))?;
     }
     Ok(n)
+}
+
+/// One event to the trace, noting the code it refers to, after the Python samples due before
+/// it.
+fn push_event(
+    raw: &RawEvent,
+    writer: &mut TraceWriter,
+    code: &mut CodeCollector,
+    python: Option<&mut PySampler>,
+) -> Result<(), CaptureError> {
+    code.observe(raw);
+    if let Some(py) = python {
+        py.observe(raw);
+        let floor = writer.holdback_floor();
+        py.write_until(raw.ts_ns, floor, |sample| writer.push(sample))?;
+    }
+    writer.push(raw)?;
+    Ok(())
 }
 
 /// Writes a `Lost` marker when the kernel's drop counters grew since the last check, so the
@@ -776,11 +791,21 @@ async fn event_loop(
     // Let the last events land, stop the kernel side producing, then take everything left.
     drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
     probes.stop_tracing();
-    drain(ring.get_mut(), writer, code, python, probes)?;
-    // Calls entered and not yet returned on a CPU: their entries are still in its slot.
+    drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
+    // No program runs from here on: what they wrote meanwhile, then what the CPUs gathered
+    // and had not written yet, then the entries of calls entered and not yet returned.
+    probes.detach();
+    drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
+    for event in probes.staged_events() {
+        push_event(&event, writer, code, python.as_deref_mut())?;
+    }
     for entry in probes.entries_in_flight() {
         code.observe(&entry);
         writer.push(&entry)?;
+    }
+    if let Some(py) = python {
+        let floor = writer.holdback_floor();
+        py.write_until(u64::MAX, floor, |sample| writer.push(sample))?;
     }
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
     Ok(stop_reason.unwrap_or(StopReason::Exit))
