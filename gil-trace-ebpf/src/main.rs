@@ -226,7 +226,9 @@ const PREFIX_WORDS: usize = RECORD_PREFIX_LEN / 8;
 /// The start of a tracepoint record (up to `RECORD_PREFIX_LEN` bytes), from which the programs
 /// pick their fields: one load per word instead of a `bpf_probe_read` per field (helper calls
 /// dominated the run time).
-struct Record([u64; PREFIX_WORDS]);
+/// Its words are written with volatile stores: runs of zero words (the header's, past `LEN`)
+/// would otherwise be zeroed by a call of a byte-by-byte `memset` subprogram.
+struct Record(core::mem::MaybeUninit<[u64; PREFIX_WORDS]>);
 
 impl Record {
     /// Loads the first `LEN` bytes straight from the context at constant offsets, no helper
@@ -234,19 +236,23 @@ impl Record {
     /// loads past its tracepoint's record, and userspace checks the record is that long. Word
     /// 0, the common header, may not be loaded and stays 0: no field read lies there. A
     /// length ending mid-word loads its last 4 bytes as a u32.
+    /// Filled in place (`let mut r = Record::new(); r.load::<LEN>(ctx)`): a record returned
+    /// by value is copied, and the copy's zero words are again a `memset` call.
     #[inline(always)]
-    fn load<const LEN: usize>(ctx: &TracePointContext) -> Record {
+    fn load<const LEN: usize>(&mut self, ctx: &TracePointContext) {
         let base = ctx.as_ptr() as *const u8;
-        Record([
-            0,
-            Self::word::<LEN>(base, 1),
-            Self::word::<LEN>(base, 2),
-            Self::word::<LEN>(base, 3),
-            Self::word::<LEN>(base, 4),
-            Self::word::<LEN>(base, 5),
-            Self::word::<LEN>(base, 6),
-            Self::word::<LEN>(base, 7),
-        ])
+        let to = self.0.as_mut_ptr().cast::<u64>();
+        for i in 0..PREFIX_WORDS {
+            let word = if i == 0 { 0 } else { Self::word::<LEN>(base, i) };
+            // SAFETY: word i of the array; every word is written before any is read.
+            unsafe { core::ptr::write_volatile(to.add(i), word) };
+        }
+    }
+
+    /// A record to `load`.
+    #[inline(always)]
+    fn new() -> Record {
+        Record(core::mem::MaybeUninit::uninit())
     }
 
     /// Word `i` of a record loaded `LEN` bytes long (`i` and `LEN` constants: every branch
@@ -270,7 +276,9 @@ impl Record {
     #[inline(always)]
     fn field(&self, offset: &u32, bytes: u32) -> Result<u64, i64> {
         let offset = config(offset);
-        let word = *self.0.get(offset / 8).ok_or(-1i64)?;
+        // SAFETY: `load` wrote every word.
+        let words = unsafe { self.0.assume_init_ref() };
+        let word = *words.get(offset / 8).ok_or(-1i64)?;
         let shifted = word >> ((offset % 8) * 8);
         Ok(match bytes {
             8 => shifted,
@@ -305,14 +313,34 @@ fn count_drop(slot: u32) {
 /// An event stamped now on this CPU.
 #[inline(always)]
 fn event(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) -> RawEvent {
-    RawEvent {
-        ts_ns: now_ns(),
-        kind: kind as u32,
-        tid,
-        tgid,
-        // SAFETY: a helper without arguments (unsafe only by its binding's signature).
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        args,
+    let mut event = core::mem::MaybeUninit::<RawEvent>::uninit();
+    fill_event(&mut event, kind, tid, tgid, args);
+    // SAFETY: filled.
+    unsafe { event.assume_init() }
+}
+
+/// Writes an event stamped now into `event`, in place: see `event`.
+#[inline(always)]
+fn fill_event(
+    event: &mut core::mem::MaybeUninit<RawEvent>,
+    kind: EventKind,
+    tid: u32,
+    tgid: u32,
+    args: [u64; 4],
+) {
+    let e = event.as_mut_ptr();
+    // SAFETY: every field written once, with volatile stores: zero arguments written as one
+    // run would be zeroed by a call of a byte-by-byte `memset` subprogram.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*e).ts_ns, now_ns());
+        core::ptr::write_volatile(&raw mut (*e).kind, kind as u32);
+        core::ptr::write_volatile(&raw mut (*e).tid, tid);
+        core::ptr::write_volatile(&raw mut (*e).tgid, tgid);
+        // A helper without arguments (unsafe only by its binding's signature).
+        core::ptr::write_volatile(&raw mut (*e).cpu, bpf_get_smp_processor_id());
+        for (i, arg) in args.iter().enumerate() {
+            core::ptr::write_volatile(&raw mut (*e).args[i], *arg);
+        }
     }
 }
 
@@ -459,7 +487,11 @@ fn output<T>(record: &T) {
 /// Writes one event stamped now.
 #[inline(always)]
 fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
-    write(&event(kind, tid, tgid, args));
+    // Built in place: returned by value, its zero arguments would be copied by a `memset`.
+    let mut event = core::mem::MaybeUninit::<RawEvent>::uninit();
+    fill_event(&mut event, kind, tid, tgid, args);
+    // SAFETY: filled.
+    write(unsafe { event.assume_init_ref() });
 }
 
 /// The current task's user stack as an event's reference (`stack_ref`; 0 when off or not
@@ -633,10 +665,14 @@ fn next_frame(walk: &mut Walk) -> Option<()> {
     } else {
         // The window runs past the stack's mapping (its top): this frame alone.
         walk.window_at = 0;
-        let mut record = [0u64; 2];
+        // Uninitialized: the helper fills it (zeroes it when it fails), and `[0; 2]` would be a
+        // `memset` call.
+        let mut record = core::mem::MaybeUninit::<[u64; 2]>::uninit();
         if !read_user(record.as_mut_ptr().cast(), 16, fp) {
             return None;
         }
+        // SAFETY: read.
+        let record = unsafe { record.assume_init() };
         (record[0], record[1])
     };
     *walked.ips.get_mut(len)? = ret;
@@ -682,7 +718,8 @@ pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
 fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
     // The hottest program (every context switch on the machine): no helper call to read.
-    let record = Record::load::<SCHED_SWITCH_LOAD_LEN>(ctx);
+    let mut record = Record::new();
+    record.load::<SCHED_SWITCH_LOAD_LEN>(ctx);
     let prev = record.i32(&c.sched_switch_prev_pid)? as u32;
     let next = record.i32(&c.sched_switch_next_pid)? as u32;
     record_switch(ctx, &record, prev, next)?;
@@ -787,7 +824,8 @@ pub fn sched_sched_waking(ctx: TracePointContext) -> u32 {
 fn try_sched_sched_waking(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
     // Every wakeup on the machine comes here: no helper call before the filter.
-    let record = Record::load::<SCHED_WAKING_LOAD_LEN>(ctx);
+    let mut record = Record::new();
+    record.load::<SCHED_WAKING_LOAD_LEN>(ctx);
     let wakee = record.i32(&c.sched_waking_pid)? as u32;
     if !is_traced(wakee) {
         return Ok(0);
@@ -1219,7 +1257,8 @@ pub fn sock_sk_data_ready(ctx: TracePointContext) -> u32 {
 
 fn try_sock_sk_data_ready(ctx: &TracePointContext) -> Result<u32, i64> {
     let c = probe_config();
-    let record = Record::load::<SK_DATA_READY_LOAD_LEN>(ctx);
+    let mut record = Record::new();
+    record.load::<SK_DATA_READY_LOAD_LEN>(ctx);
     if record.u16(&c.sk_data_ready_protocol)? != IPPROTO_UDP {
         return Ok(0);
     }
@@ -1270,7 +1309,8 @@ fn try_sock_sock_recv_length(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let c = probe_config();
-    let record = Record::load::<SOCK_RECV_LENGTH_LOAD_LEN>(ctx);
+    let mut record = Record::new();
+    record.load::<SOCK_RECV_LENGTH_LOAD_LEN>(ctx);
     let protocol = record.u16(&c.recv_length_protocol)?;
     let ret = record.i32(&c.recv_length_ret)?;
     let flags = record.i32(&c.recv_length_flags)?;
