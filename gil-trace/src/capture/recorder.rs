@@ -418,7 +418,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
         opts,
     ));
     let recording_cpu_ns = own_cpu_ns().saturating_sub(cpu_at_attach);
-    let stop_reason = match result {
+    let (stop_reason, end_monotonic_ns) = match result {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = &child {
@@ -444,7 +444,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, CaptureError> {
             .collect(),
     };
     let trailer = TraceTrailer {
-        end_monotonic_ns: monotonic_ns(),
+        end_monotonic_ns,
         lost,
         stop_reason: stop_reason.to_string(),
         exit: exit.clone(),
@@ -672,7 +672,7 @@ async fn event_loop(
     mut python: Option<&mut PySampler>,
     mut child: Option<&mut TracedChild>,
     opts: &RecordOptions,
-) -> Result<StopReason, CaptureError> {
+) -> Result<(StopReason, u64), CaptureError> {
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| CaptureError::Io { what, source }
@@ -792,6 +792,9 @@ async fn event_loop(
     drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
     probes.stop_tracing();
     drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
+    // The end of the recording: detaching waits for RCU grace periods (a few hundred ms),
+    // which are not part of it.
+    let end_ns = monotonic_ns();
     // No program runs from here on: what they wrote meanwhile, then what the CPUs gathered
     // and had not written yet, then the entries of calls entered and not yet returned.
     probes.detach();
@@ -808,5 +811,5 @@ async fn event_loop(
         py.write_until(u64::MAX, floor, |sample| writer.push(sample))?;
     }
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
-    Ok(stop_reason.unwrap_or(StopReason::Exit))
+    Ok((stop_reason.unwrap_or(StopReason::Exit), end_ns))
 }
