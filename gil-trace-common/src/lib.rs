@@ -485,9 +485,17 @@ pub struct CallInFlight {
     /// Non-zero when the entry was already written (`split_calls`): the slot then only notes
     /// which call the thread is in.
     pub entry_written: u64,
+    /// A futex call that may wait: its user stack, taken at entry ([`stack_ref`] value with
+    /// [`ENTRY_STACK_TAKEN`] set; 0: not taken). If the call blocks, its switch carries it: the
+    /// user registers do not change while a call blocks, and walking the stack at entry keeps
+    /// the walk out of `sched_switch`, where the run queue is locked.
+    pub entry_stack: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<CallInFlight>() == 120);
+/// Marks [`CallInFlight::entry_stack`] as taken (a stack reference itself fits in 33 bits).
+pub const ENTRY_STACK_TAKEN: u64 = 1 << 63;
+
+const _: () = assert!(core::mem::size_of::<CallInFlight>() == 128);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
 /// The hot tracepoint programs (sched_switch, sched_waking, the sock events) load the start of
@@ -579,7 +587,7 @@ const _: () = assert!(
 mod user {
     // SAFETY: plain-old-data, integer-only repr(C) struct without padding (size asserted).
     unsafe impl aya::Pod for super::RawEvent {}
-    // SAFETY: as RawEvent: two of them and a u64, without padding (size asserted).
+    // SAFETY: as RawEvent: two of them and two u64s, without padding (size asserted).
     unsafe impl aya::Pod for super::CallInFlight {}
     // SAFETY: as above: u32 fields only (size asserted).
     unsafe impl aya::Pod for super::ProbeConfig {}

@@ -30,7 +30,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, stack_hash, stack_ref, ArrivalQueue, CallInFlight, CallPair, CommSource,
+    comm_to_args, stack_hash, stack_ref, ArrivalQueue, ENTRY_STACK_TAKEN, CallInFlight, CallPair, CommSource,
     EventKind, ProbeConfig, RawEvent, StackWalker, SyscallClass, UserStacks, WalkedStack,
     ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, IPPROTO_UDP,
     MAX_STACK_DEPTH, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
@@ -742,11 +742,13 @@ fn record_switch(ctx: &TracePointContext, record: &Record, prev: u32, next: u32)
     // A traced task leaving inside a syscall: its entry is written now, with the switch (one
     // ring record for both, below), unless it was written at entry.
     let mut in_futex = false;
+    let mut entry_stack = 0;
     let mut entry_waiting = None;
     if prev_traced {
         if let Some(slot) = call_in_flight() {
             if slot.pair.enter.tid == prev {
                 in_futex = slot.pair.enter.kind == EventKind::FutexEnter as u32;
+                entry_stack = slot.entry_stack;
                 if slot.entry_written == 0 {
                     entry_waiting = Some(slot);
                 } else {
@@ -770,10 +772,13 @@ fn record_switch(ctx: &TracePointContext, record: &Record, prev: u32, next: u32)
         m if m == UserStacks::Locks as u32 => in_futex,
         _ => false,
     };
-    let stack = if wanted && prev_state & 0xff != 0 {
-        user_stack(ctx, None)
-    } else {
+    let stack = if !wanted || prev_state & 0xff == 0 {
         0
+    } else if in_futex && entry_stack & ENTRY_STACK_TAKEN != 0 {
+        // Walked at the call's entry, outside this switch.
+        entry_stack & !ENTRY_STACK_TAKEN
+    } else {
+        user_stack(ctx, None)
     };
     let switch = event(
         EventKind::SchedSwitch,
@@ -1021,7 +1026,7 @@ fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     if !is_traced(tid) {
         return Ok(0);
     }
-    sys_enter(tid, tgid, nr, class, |i| {
+    sys_enter(ctx, tid, tgid, nr, class, Some(regs), |i| {
         // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
         Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
     })
@@ -1077,7 +1082,7 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let regs_ptr: u64 = ctx.arg(0);
     // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
-    sys_enter(tid, tgid, nr, class, |i| Ok(regs[regs::ARGS[i]]))
+    sys_enter(ctx, tid, tgid, nr, class, None, |i| Ok(regs[regs::ARGS[i]]))
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -1108,11 +1113,17 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
 /// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument. The
 /// entry waits in this CPU's slot for the exit (or a switch) to write it.
 #[inline(always)]
-fn sys_enter(
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into two programs; a struct would only rename the same values"
+)]
+fn sys_enter<C: StackIdContext>(
+    ctx: &C,
     tid: u32,
     tgid: u32,
     nr: i64,
     class: SyscallClass,
+    user_regs: Option<*const u64>,
     arg: impl Fn(usize) -> Result<u64, i64>,
 ) -> Result<u32, i64> {
     let Some(slot) = call_in_flight() else {
@@ -1124,10 +1135,32 @@ fn sys_enter(
     }
     slot.pair.enter = entry(tid, tgid, nr, class, arg)?;
     slot.entry_written = split_calls() as u64;
+    // A lock wait's stack, for its switch should it block (see `CallInFlight::entry_stack`).
+    slot.entry_stack = if user_stacks_mode() != UserStacks::None as u32 && may_wait(&slot.pair.enter) {
+        user_stack(ctx, user_regs) | ENTRY_STACK_TAKEN
+    } else {
+        0
+    };
     if split_calls() {
         write(&slot.pair.enter);
     }
     Ok(0)
+}
+
+/// Whether a futex call's entry is of an operation that may block waiting: FUTEX_WAIT,
+/// FUTEX_LOCK_PI, FUTEX_WAIT_BITSET, FUTEX_WAIT_REQUEUE_PI, FUTEX_LOCK_PI2, futex_wait(2),
+/// futex_waitv(2).
+#[inline(always)]
+fn may_wait(enter: &RawEvent) -> bool {
+    if enter.kind != EventKind::FutexEnter as u32 {
+        return false;
+    }
+    let class = (enter.args[3] >> 40) & 0xff;
+    if class == SyscallClass::FutexWait as u64 || class == SyscallClass::FutexWaitv as u64 {
+        return true;
+    }
+    // FUTEX_CMD_MASK: the op without the private and clock flags.
+    class == SyscallClass::Futex as u64 && matches!(enter.args[1] & 0x7f, 0 | 6 | 9 | 11 | 13)
 }
 
 /// The entry event of syscall `nr` (of `class`).
