@@ -11,7 +11,8 @@
 /// [`EventKind::FutexExit`] (a wake that woke someone), see [`stack_ref`].
 /// 4: [`EventKind::PySample`] (written by the recorder).
 /// 5: [`ProbeConfig::stack_walker`]: stack ids may index the walked stacks' table.
-/// 6: [`ProbeConfig::batch`]: a ring record may hold up to [`STAGED_EVENTS`] events.
+/// 6: [`ProbeConfig::batch`]: a ring record may hold up to [`STAGED_EVENTS`] events;
+///    [`CallInFlight::entry_stack`].
 pub const ABI_VERSION: u32 = 6;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
