@@ -385,11 +385,13 @@ fn stage<T>(record: &T) -> bool {
         }
         core::ptr::write_volatile(&raw mut slot.busy, 1);
     }
+    // Every access to the slot is volatile, so none moves outside `busy` (volatile orders only
+    // volatile accesses; BPF has no compiler fence).
     let n = core::mem::size_of::<T>() / EVENT;
-    if slot.count as usize + n > STAGED_EVENTS {
+    if staged_count(slot) + n > STAGED_EVENTS {
         flush_staged(slot);
     }
-    let at = slot.count as usize;
+    let at = staged_count(slot);
     // SAFETY: T is RawEvent or CallPair: n whole RawEvents.
     let events = unsafe { core::slice::from_raw_parts(record as *const T as *const RawEvent, n) };
     for (i, event) in events.iter().enumerate() {
@@ -398,8 +400,8 @@ fn stage<T>(record: &T) -> bool {
             copy_event(to, event);
         }
     }
-    slot.count = (at + n) as u32;
-    if slot.count as usize >= STAGED_EVENTS {
+    set_staged_count(slot, at + n);
+    if at + n >= STAGED_EVENTS {
         flush_staged(slot);
     }
     // SAFETY: as above.
@@ -421,13 +423,26 @@ fn copy_event(to: &mut RawEvent, from: &RawEvent) {
     }
 }
 
+/// The slot's event count (volatile, like every access of the slot: see `stage`).
+#[inline(always)]
+fn staged_count(slot: &StagedEvents) -> usize {
+    // SAFETY: a field of a map value.
+    unsafe { core::ptr::read_volatile(&raw const slot.count) as usize }
+}
+
+#[inline(always)]
+fn set_staged_count(slot: &mut StagedEvents, count: usize) {
+    // SAFETY: a field of a map value.
+    unsafe { core::ptr::write_volatile(&raw mut slot.count, count as u32) };
+}
+
 /// Writes a staging slot's events to the ring buffer as one record (counted as dropped when
 /// it is full) and empties the slot. The caller holds the slot (`busy`) or runs with
 /// interrupts off.
 #[inline(always)]
 fn flush_staged(slot: &mut StagedEvents) {
-    let count = slot.count as usize;
-    slot.count = 0;
+    let count = staged_count(slot);
+    set_staged_count(slot, 0);
     if count == 0 || count > STAGED_EVENTS {
         return;
     }
@@ -454,7 +469,7 @@ fn flush_staged_if_free() {
     };
     // SAFETY: as in `stage`.
     unsafe {
-        if slot.count == 0 || core::ptr::read_volatile(&raw const slot.busy) != 0 {
+        if staged_count(slot) == 0 || core::ptr::read_volatile(&raw const slot.busy) != 0 {
             return;
         }
         core::ptr::write_volatile(&raw mut slot.busy, 1);
@@ -491,7 +506,14 @@ fn emit(kind: EventKind, tid: u32, tgid: u32, args: [u64; 4]) {
     let mut event = core::mem::MaybeUninit::<RawEvent>::uninit();
     fill_event(&mut event, kind, tid, tgid, args);
     // SAFETY: filled.
-    write(unsafe { event.assume_init_ref() });
+    let event = unsafe { event.assume_init_ref() };
+    if tid == 0 {
+        // An interrupt on an idle CPU (a timer or packet waking a traced thread): this CPU may
+        // stay idle, with no tick and no switch to write a gathered event out, for seconds.
+        output(event);
+    } else {
+        write(event);
+    }
 }
 
 /// The current task's user stack as an event's reference (`stack_ref`; 0 when off or not

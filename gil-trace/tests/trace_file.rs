@@ -790,3 +790,40 @@ fn a_window_report_stops_reading_after_the_window() {
         assert_eq!(v, whole, "--threads {threads}");
     }
 }
+
+#[test]
+fn a_futex_exit_arriving_before_its_entry_still_counts_the_wait() {
+    // CPUs write their events in batches: a wait that blocked on CPU 0 and returned on CPU 1
+    // can reach the writer exit first, when CPU 1 writes out before CPU 0. The trailer's futex
+    // table must see each thread's events in time order anyway.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let futex = |kind: EventKind, ts_ns: u64, cpu: u32, args: [u64; 4]| RawEvent {
+        ts_ns,
+        kind: kind as u32,
+        tid: 101,
+        tgid: 100,
+        cpu,
+        args,
+    };
+    const WORD: u64 = 0x7f00_0000_1000;
+    // futex(WORD, FUTEX_WAIT_PRIVATE (128), val 1), class Futex (1) at bit 40; returns 0.
+    let enter = futex(
+        EventKind::FutexEnter,
+        1_000_000,
+        0,
+        [WORD, 128 | 1 << 32, 0, 1 << 40],
+    );
+    let exit = futex(EventKind::FutexExit, 3_000_000, 1, [0, 1, 0, 0]);
+    write_trace(&path, &[exit, enter]);
+    let reader = TraceReader::open(&path).unwrap();
+    let index = reader.trailer().futex_index.as_ref().expect("futex_index");
+    let word = index
+        .words
+        .iter()
+        .find(|w| w.stats.addr == WORD)
+        .expect("the word is in the table");
+    assert_eq!(word.stats.waits, 1);
+    assert_eq!(word.stats.wait_ns, 2_000_000);
+    assert_eq!(word.waiters, vec![101]);
+}

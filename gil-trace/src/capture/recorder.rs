@@ -798,17 +798,19 @@ async fn event_loop(
     // No program runs from here on: what they wrote meanwhile, then what the CPUs gathered
     // and had not written yet, then the entries of calls entered and not yet returned.
     probes.detach();
-    drain(ring.get_mut(), writer, code, python.as_deref_mut(), probes)?;
+    drain(ring.get_mut(), writer, code, None, probes)?;
     for event in probes.staged_events() {
-        push_event(&event, writer, code, python.as_deref_mut())?;
+        push_event(&event, writer, code, None)?;
     }
     for entry in probes.entries_in_flight() {
         code.observe(&entry);
         writer.push(&entry)?;
     }
+    // The Python samples taken up to the end (the sampler runs on through the detach).
     if let Some(py) = python {
+        py.receive();
         let floor = writer.holdback_floor();
-        py.write_until(u64::MAX, floor, |sample| writer.push(sample))?;
+        py.write_until(end_ns, floor, |sample| writer.push(sample))?;
     }
     mark_losses(probes, writer, &mut lost_seen, &mut lost_checked_ns)?;
     Ok((stop_reason.unwrap_or(StopReason::Exit), end_ns))

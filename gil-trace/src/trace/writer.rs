@@ -289,9 +289,6 @@ impl TraceWriter {
             Ok(kind) => self.counts[kind as usize] += 1,
             Err(_) => self.unknown_kinds += 1,
         }
-        // Both tables need per-thread order only, which arrival order keeps.
-        self.threads.observe_raw(raw);
-        self.futex.observe_raw(raw);
         self.max_ts = self.max_ts.max(raw.ts_ns);
         // Almost always in order: appended. An early one (a syscall's entry comes with its
         // exit) is inserted after the held events with the same or an earlier stamp
@@ -312,6 +309,11 @@ impl TraceWriter {
     }
 
     fn encode(&mut self, raw: &RawEvent) -> Result<(), TraceError> {
+        // Both tables need each thread's events in order, which arrival order does not keep:
+        // CPUs write their events in batches, so a call's exit on one CPU can arrive before
+        // its entry, still gathered on another. Encoding sees them sorted.
+        self.threads.observe_raw(raw);
+        self.futex.observe_raw(raw);
         if self.block_events == 0 {
             self.block_base_ts = raw.ts_ns;
             self.prev_ts = raw.ts_ns;
