@@ -30,13 +30,13 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, stack_hash, stack_ref, ArrivalQueue, ENTRY_STACK_TAKEN, CallInFlight, CallPair, CommSource,
-    EventKind, ProbeConfig, RawEvent, StackWalker, SyscallClass, UserStacks, WalkedStack,
-    ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS, IPPROTO_UDP,
-    MAX_STACK_DEPTH, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
-    RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
-    SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, STACK_PROBES, STAGED_EVENTS, StagedEvents,
-    SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
+    comm_to_args, stack_hash, stack_ref, ArrivalQueue, CallInFlight, CallPair, CommSource,
+    EventKind, ProbeConfig, RawEvent, StackWalker, StagedEvents, SyscallClass, UserStacks,
+    WalkedStack, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS,
+    ENTRY_STACK_TAKEN, IPPROTO_UDP, MAX_STACK_DEPTH, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS,
+    NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN,
+    SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, STACK_PROBES,
+    STAGED_EVENTS, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -243,7 +243,11 @@ impl Record {
         let base = ctx.as_ptr() as *const u8;
         let to = self.0.as_mut_ptr().cast::<u64>();
         for i in 0..PREFIX_WORDS {
-            let word = if i == 0 { 0 } else { Self::word::<LEN>(base, i) };
+            let word = if i == 0 {
+                0
+            } else {
+                Self::word::<LEN>(base, i)
+            };
             // SAFETY: word i of the array; every word is written before any is read.
             unsafe { core::ptr::write_volatile(to.add(i), word) };
         }
@@ -754,7 +758,12 @@ fn try_sched_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
 }
 
 #[inline(always)]
-fn record_switch(ctx: &TracePointContext, record: &Record, prev: u32, next: u32) -> Result<(), i64> {
+fn record_switch(
+    ctx: &TracePointContext,
+    record: &Record,
+    prev: u32,
+    next: u32,
+) -> Result<(), i64> {
     let c = probe_config();
     let prev_traced = is_traced(prev);
     let next_traced = is_traced(next);
@@ -1158,11 +1167,12 @@ fn sys_enter<C: StackIdContext>(
     slot.pair.enter = entry(tid, tgid, nr, class, arg)?;
     slot.entry_written = split_calls() as u64;
     // A lock wait's stack, for its switch should it block (see `CallInFlight::entry_stack`).
-    slot.entry_stack = if user_stacks_mode() != UserStacks::None as u32 && may_wait(&slot.pair.enter) {
-        user_stack(ctx, user_regs) | ENTRY_STACK_TAKEN
-    } else {
-        0
-    };
+    slot.entry_stack =
+        if user_stacks_mode() != UserStacks::None as u32 && may_wait(&slot.pair.enter) {
+            user_stack(ctx, user_regs) | ENTRY_STACK_TAKEN
+        } else {
+            0
+        };
     if split_calls() {
         write(&slot.pair.enter);
     }

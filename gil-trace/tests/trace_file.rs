@@ -796,6 +796,7 @@ fn a_futex_exit_arriving_before_its_entry_still_counts_the_wait() {
     // CPUs write their events in batches: a wait that blocked on CPU 0 and returned on CPU 1
     // can reach the writer exit first, when CPU 1 writes out before CPU 0. The trailer's futex
     // table must see each thread's events in time order anyway.
+    const WORD: u64 = 0x7f00_0000_1000;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.trace");
     let futex = |kind: EventKind, ts_ns: u64, cpu: u32, args: [u64; 4]| RawEvent {
@@ -806,7 +807,6 @@ fn a_futex_exit_arriving_before_its_entry_still_counts_the_wait() {
         cpu,
         args,
     };
-    const WORD: u64 = 0x7f00_0000_1000;
     // futex(WORD, FUTEX_WAIT_PRIVATE (128), val 1), class Futex (1) at bit 40; returns 0.
     let enter = futex(
         EventKind::FutexEnter,
