@@ -341,6 +341,11 @@ struct OverheadRow {
     /// The same with every program returning at once: the tracepoints' own cost.
     dispatch_only: (f64, f64),
     perf: Option<(f64, f64)>,
+    /// Issue 21's criterion, paired within each round: gil-trace's echo ÷ the tracepoints
+    /// alone's, per round (their ratios to untraced share the round's untraced run).
+    vs_dispatch_only: Vec<f64>,
+    /// gil-trace's echo ÷ perf's, per round.
+    vs_perf: Vec<f64>,
     gil_trace_bytes_per_event: f64,
     perf_bytes_per_event: Option<f64>,
     gil_trace_events: u64,
@@ -387,6 +392,11 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
         };
         let bytes = |r: &LabRun| r.bytes_per_sec;
         let iters = |r: &LabRun| r.spinner_iters_per_sec;
+        let paired = |a: Mode, b: Mode| -> Vec<f64> {
+            runs.iter()
+                .filter_map(|r| Some(bytes(&of(r, a)?) / bytes(&of(r, b)?)))
+                .collect()
+        };
         let per_event = |m: Mode| {
             median(
                 runs.iter()
@@ -428,6 +438,8 @@ fn overhead(rounds: usize, dir: &Path, with_perf: bool) -> Result<Vec<OverheadRo
                 ratio(Mode::DispatchOnly, iters),
             ),
             perf: with_perf.then(|| (ratio(Mode::Perf, bytes), ratio(Mode::Perf, iters))),
+            vs_dispatch_only: paired(Mode::GilTrace, Mode::DispatchOnly),
+            vs_perf: paired(Mode::GilTrace, Mode::Perf),
             gil_trace_bytes_per_event: per_event(Mode::GilTrace),
             perf_bytes_per_event: with_perf.then(|| per_event(Mode::Perf)),
             gil_trace_events: events(Mode::GilTrace),
@@ -821,6 +833,31 @@ fn markdown(
             spin(r.no_stacks.1),
             spin(r.dispatch_only.1),
             spin(pi),
+        )?;
+    }
+    writeln!(md, "\nIssue 21's echo criterion, paired within each round (the two runs share the round's untraced run and sit close in time, so the machine's slow and fast spells cancel): gil-trace's echo throughput ÷ that of the tracepoints alone (target ≥ 0.95) and ÷ perf’s (target ≥ 1), the median over the rounds and how many rounds meet it.\n")?;
+    writeln!(
+        md,
+        "| lab | gil-trace ÷ tracepoints alone | rounds ≥ 0.95 | gil-trace ÷ perf | rounds ≥ 1 |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|")?;
+    for r in overhead {
+        let met = |v: &[f64], at: f64| {
+            format!("{} of {}", v.iter().filter(|&&q| q >= at).count(), v.len())
+        };
+        let perf = if r.vs_perf.is_empty() {
+            ("–".to_string(), "–".to_string())
+        } else {
+            (ratio(median(r.vs_perf.clone())), met(&r.vs_perf, 1.0))
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            r.subject.label(),
+            ratio(median(r.vs_dispatch_only.clone())),
+            met(&r.vs_dispatch_only, 0.95),
+            perf.0,
+            perf.1,
         )?;
     }
     writeln!(md, "\n## 2. Capture capacity\n")?;
