@@ -397,6 +397,38 @@ pub enum SyscallClass {
     Poll = 8,
 }
 
+/// futex(2) commands: its op without the flags ([`FUTEX_CMD_MASK`]).
+pub const FUTEX_WAIT: u32 = 0;
+pub const FUTEX_WAKE: u32 = 1;
+pub const FUTEX_REQUEUE: u32 = 3;
+pub const FUTEX_CMP_REQUEUE: u32 = 4;
+pub const FUTEX_WAKE_OP: u32 = 5;
+pub const FUTEX_LOCK_PI: u32 = 6;
+pub const FUTEX_UNLOCK_PI: u32 = 7;
+pub const FUTEX_TRYLOCK_PI: u32 = 8;
+pub const FUTEX_WAIT_BITSET: u32 = 9;
+pub const FUTEX_WAKE_BITSET: u32 = 10;
+pub const FUTEX_WAIT_REQUEUE_PI: u32 = 11;
+pub const FUTEX_CMP_REQUEUE_PI: u32 = 12;
+pub const FUTEX_LOCK_PI2: u32 = 13;
+/// futex(2)'s op without FUTEX_PRIVATE_FLAG (128) and FUTEX_CLOCK_REALTIME (256).
+pub const FUTEX_CMD_MASK: u32 = !(128 | 256);
+
+/// Whether a futex-family call of `class` with `op` (futex(2)'s op, flags included) blocks
+/// waiting on its word: the one definition the programs (which walk a waiting call's stack at
+/// its entry) and the analysis share.
+#[inline(always)]
+pub const fn futex_call_waits(class: SyscallClass, op: u32) -> bool {
+    match class {
+        SyscallClass::Futex => matches!(
+            op & FUTEX_CMD_MASK,
+            FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_WAIT_REQUEUE_PI
+        ),
+        SyscallClass::FutexWait | SyscallClass::FutexWaitv => true,
+        _ => false,
+    }
+}
+
 impl TryFrom<u8> for SyscallClass {
     type Error = u8;
     fn try_from(v: u8) -> Result<Self, u8> {

@@ -30,13 +30,13 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, stack_hash, stack_ref, ArrivalQueue, CallInFlight, CallPair, CommSource,
-    EventKind, ProbeConfig, RawEvent, StackWalker, StagedEvents, SyscallClass, UserStacks,
-    WalkedStack, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS,
-    ENTRY_STACK_TAKEN, IPPROTO_UDP, MAX_STACK_DEPTH, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS,
-    NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN,
-    SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, STACK_PROBES,
-    STAGED_EVENTS, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
+    comm_to_args, futex_call_waits, stack_hash, stack_ref, ArrivalQueue, CallInFlight, CallPair,
+    CommSource, EventKind, ProbeConfig, RawEvent, StackWalker, StagedEvents, SyscallClass,
+    UserStacks, WalkedStack, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
+    DROP_SLOT_STACKS, ENTRY_STACK_TAKEN, IPPROTO_UDP, MAX_STACK_DEPTH, MAX_TRACED_THREADS,
+    MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN,
+    SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES,
+    STACK_PROBES, STAGED_EVENTS, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -1167,32 +1167,18 @@ fn sys_enter<C: StackIdContext>(
     slot.pair.enter = entry(tid, tgid, nr, class, arg)?;
     slot.entry_written = split_calls() as u64;
     // A lock wait's stack, for its switch should it block (see `CallInFlight::entry_stack`).
-    slot.entry_stack =
-        if user_stacks_mode() != UserStacks::None as u32 && may_wait(&slot.pair.enter) {
-            user_stack(ctx, user_regs) | ENTRY_STACK_TAKEN
-        } else {
-            0
-        };
+    // Only futex classes wait; the entry's args[1] holds futex(2)'s op in its low half.
+    slot.entry_stack = if user_stacks_mode() != UserStacks::None as u32
+        && futex_call_waits(class, slot.pair.enter.args[1] as u32)
+    {
+        user_stack(ctx, user_regs) | ENTRY_STACK_TAKEN
+    } else {
+        0
+    };
     if split_calls() {
         write(&slot.pair.enter);
     }
     Ok(0)
-}
-
-/// Whether a futex call's entry is of an operation that may block waiting: FUTEX_WAIT,
-/// FUTEX_LOCK_PI, FUTEX_WAIT_BITSET, FUTEX_WAIT_REQUEUE_PI, FUTEX_LOCK_PI2, futex_wait(2),
-/// futex_waitv(2).
-#[inline(always)]
-fn may_wait(enter: &RawEvent) -> bool {
-    if enter.kind != EventKind::FutexEnter as u32 {
-        return false;
-    }
-    let class = (enter.args[3] >> 40) & 0xff;
-    if class == SyscallClass::FutexWait as u64 || class == SyscallClass::FutexWaitv as u64 {
-        return true;
-    }
-    // FUTEX_CMD_MASK: the op without the private and clock flags.
-    class == SyscallClass::Futex as u64 && matches!(enter.args[1] & 0x7f, 0 | 6 | 9 | 11 | 13)
 }
 
 /// The entry event of syscall `nr` (of `class`).

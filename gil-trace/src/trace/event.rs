@@ -39,20 +39,12 @@ pub struct FutexCall {
     pub has_timeout: bool,
 }
 
-pub const FUTEX_WAIT: u32 = 0;
-pub const FUTEX_WAKE: u32 = 1;
-pub const FUTEX_REQUEUE: u32 = 3;
-pub const FUTEX_CMP_REQUEUE: u32 = 4;
-pub const FUTEX_WAKE_OP: u32 = 5;
-pub const FUTEX_LOCK_PI: u32 = 6;
-pub const FUTEX_UNLOCK_PI: u32 = 7;
-pub const FUTEX_TRYLOCK_PI: u32 = 8;
-pub const FUTEX_WAIT_BITSET: u32 = 9;
-pub const FUTEX_WAKE_BITSET: u32 = 10;
-pub const FUTEX_WAIT_REQUEUE_PI: u32 = 11;
-pub const FUTEX_CMP_REQUEUE_PI: u32 = 12;
-pub const FUTEX_LOCK_PI2: u32 = 13;
-const FUTEX_CMD_MASK: u32 = !(128 | 256);
+use gil_trace_common::{futex_call_waits, FUTEX_CMD_MASK};
+pub use gil_trace_common::{
+    FUTEX_CMP_REQUEUE, FUTEX_CMP_REQUEUE_PI, FUTEX_LOCK_PI, FUTEX_LOCK_PI2, FUTEX_REQUEUE,
+    FUTEX_TRYLOCK_PI, FUTEX_UNLOCK_PI, FUTEX_WAIT, FUTEX_WAIT_BITSET, FUTEX_WAIT_REQUEUE_PI,
+    FUTEX_WAKE, FUTEX_WAKE_BITSET, FUTEX_WAKE_OP,
+};
 
 impl FutexCall {
     /// Decodes a [`EventKind::FutexEnter`] record's arguments.
@@ -76,18 +68,7 @@ impl FutexCall {
 
     /// Does this call block waiting on `uaddr`?
     pub fn is_wait(&self) -> bool {
-        match self.class {
-            SyscallClass::Futex => matches!(
-                self.command(),
-                FUTEX_WAIT
-                    | FUTEX_WAIT_BITSET
-                    | FUTEX_LOCK_PI
-                    | FUTEX_LOCK_PI2
-                    | FUTEX_WAIT_REQUEUE_PI
-            ),
-            SyscallClass::FutexWait | SyscallClass::FutexWaitv => true,
-            _ => false,
-        }
+        futex_call_waits(self.class, self.op)
     }
 
     /// Does this call wake waiters of `uaddr`?
