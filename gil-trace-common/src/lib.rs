@@ -11,9 +11,10 @@
 /// [`EventKind::FutexExit`] (a wake that woke someone), see [`stack_ref`].
 /// 4: [`EventKind::PySample`] (written by the recorder).
 /// 5: [`ProbeConfig::stack_walker`]: stack ids may index the walked stacks' table.
-/// 6: [`ProbeConfig::batch`]: a ring record may hold up to [`STAGED_EVENTS`] events;
-///    [`CallInFlight::entry_stack`].
-pub const ABI_VERSION: u32 = 6;
+/// 6: [`ProbeConfig::batch`]: a ring record may hold up to [`STAGED_EVENTS`] events.
+/// 7: [`CallInFlight`] without the stack of a wait taken at its entry (lock-wait stacks are
+///    walked in `sched_switch` again).
+pub const ABI_VERSION: u32 = 7;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const TASK_COMM_LEN: usize = 16;
@@ -415,8 +416,8 @@ pub const FUTEX_LOCK_PI2: u32 = 13;
 pub const FUTEX_CMD_MASK: u32 = !(128 | 256);
 
 /// Whether a futex-family call of `class` with `op` (futex(2)'s op, flags included) blocks
-/// waiting on its word: the one definition the programs (which walk a waiting call's stack at
-/// its entry) and the analysis share.
+/// waiting on its word (the analysis' `FutexCall::is_wait`; kept with the futex constants, the
+/// kernel's ABI).
 #[inline(always)]
 pub const fn futex_call_waits(class: SyscallClass, op: u32) -> bool {
     match class {
@@ -518,17 +519,9 @@ pub struct CallInFlight {
     /// Non-zero when the entry was already written (`split_calls`): the slot then only notes
     /// which call the thread is in.
     pub entry_written: u64,
-    /// A futex call that may wait: its user stack, taken at entry ([`stack_ref`] value with
-    /// [`ENTRY_STACK_TAKEN`] set; 0: not taken). If the call blocks, its switch carries it: the
-    /// user registers do not change while a call blocks, and walking the stack at entry keeps
-    /// the walk out of `sched_switch`, where the run queue is locked.
-    pub entry_stack: u64,
 }
 
-/// Marks [`CallInFlight::entry_stack`] as taken (a stack reference itself fits in 33 bits).
-pub const ENTRY_STACK_TAKEN: u64 = 1 << 63;
-
-const _: () = assert!(core::mem::size_of::<CallInFlight>() == 128);
+const _: () = assert!(core::mem::size_of::<CallInFlight>() == 120);
 const _: () = assert!(core::mem::align_of::<RawEvent>() == 8);
 
 /// The hot tracepoint programs (sched_switch, sched_waking, the sock events) load the start of
@@ -620,7 +613,7 @@ const _: () = assert!(
 mod user {
     // SAFETY: plain-old-data, integer-only repr(C) struct without padding (size asserted).
     unsafe impl aya::Pod for super::RawEvent {}
-    // SAFETY: as RawEvent: two of them and two u64s, without padding (size asserted).
+    // SAFETY: as RawEvent: two of them and a u64, without padding (size asserted).
     unsafe impl aya::Pod for super::CallInFlight {}
     // SAFETY: as above: u32 fields only (size asserted).
     unsafe impl aya::Pod for super::ProbeConfig {}

@@ -30,13 +30,13 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gil_trace_common::{
-    comm_to_args, futex_call_waits, stack_hash, stack_ref, ArrivalQueue, CallInFlight, CallPair,
-    CommSource, EventKind, ProbeConfig, RawEvent, StackWalker, StagedEvents, SyscallClass,
-    UserStacks, WalkedStack, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL,
-    DROP_SLOT_STACKS, ENTRY_STACK_TAKEN, IPPROTO_UDP, MAX_STACK_DEPTH, MAX_TRACED_THREADS,
-    MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST, RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN,
-    SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN, SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES,
-    STACK_PROBES, STAGED_EVENTS, SYSCALL_TABLE_LEN, TRACED_FLAGS_DEFAULT_LEN,
+    comm_to_args, stack_hash, stack_ref, ArrivalQueue, CallInFlight, CallPair, CommSource,
+    EventKind, ProbeConfig, RawEvent, StackWalker, StagedEvents, SyscallClass, UserStacks,
+    WalkedStack, ARRIVAL_QUEUE_LEN, DROP_SLOTS, DROP_SLOT_FILTER_FULL, DROP_SLOT_STACKS,
+    IPPROTO_UDP, MAX_STACK_DEPTH, MAX_TRACED_THREADS, MAX_TRACKED_SOCKETS, NET_RECV_ARRIVAL_LOST,
+    RECORD_PREFIX_LEN, SCHED_SWITCH_LOAD_LEN, SCHED_WAKING_LOAD_LEN, SK_DATA_READY_LOAD_LEN,
+    SOCK_RECV_LENGTH_LOAD_LEN, STACK_MAP_ENTRIES, STACK_PROBES, STAGED_EVENTS, SYSCALL_TABLE_LEN,
+    TRACED_FLAGS_DEFAULT_LEN,
 };
 
 /// Tracepoint field offsets and tuning, written by userspace at load time.
@@ -773,13 +773,11 @@ fn record_switch(
     // A traced task leaving inside a syscall: its entry is written now, with the switch (one
     // ring record for both, below), unless it was written at entry.
     let mut in_futex = false;
-    let mut entry_stack = 0;
     let mut entry_waiting = None;
     if prev_traced {
         if let Some(slot) = call_in_flight() {
             if slot.pair.enter.tid == prev {
                 in_futex = slot.pair.enter.kind == EventKind::FutexEnter as u32;
-                entry_stack = slot.entry_stack;
                 if slot.entry_written == 0 {
                     entry_waiting = Some(slot);
                 } else {
@@ -803,13 +801,13 @@ fn record_switch(
         m if m == UserStacks::Locks as u32 => in_futex,
         _ => false,
     };
-    let stack = if !wanted || prev_state & 0xff == 0 {
-        0
-    } else if in_futex && entry_stack & ENTRY_STACK_TAKEN != 0 {
-        // Walked at the call's entry, outside this switch.
-        entry_stack & !ENTRY_STACK_TAKEN
-    } else {
+    // Walked here, once the thread is queued on what it waits for, not at the call's entry:
+    // a walk at entry delays the waiter's queueing, which changed who won the lab's new GIL
+    // (the convoy echo's lock waits doubled; docs/performance.md).
+    let stack = if wanted && prev_state & 0xff != 0 {
         user_stack(ctx, None)
+    } else {
+        0
     };
     let switch = event(
         EventKind::SchedSwitch,
@@ -1057,7 +1055,7 @@ fn try_btf_syscalls_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, i64> {
     if !is_traced(tid) {
         return Ok(0);
     }
-    sys_enter(ctx, tid, tgid, nr, class, Some(regs), |i| {
+    sys_enter(tid, tgid, nr, class, |i| {
         // SAFETY: a trusted pt_regs pointer; the verifier checks the load against its type.
         Ok(unsafe { core::ptr::read_volatile(regs.add(regs::ARGS[i])) })
     })
@@ -1113,7 +1111,7 @@ fn try_raw_syscalls_sys_enter(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let regs_ptr: u64 = ctx.arg(0);
     // SAFETY: bpf_probe_read_kernel fails with an error on a bad address, never faults.
     let regs = unsafe { bpf_probe_read_kernel(regs_ptr as *const [u64; regs::WORDS])? };
-    sys_enter(ctx, tid, tgid, nr, class, None, |i| Ok(regs[regs::ARGS[i]]))
+    sys_enter(tid, tgid, nr, class, |i| Ok(regs[regs::ARGS[i]]))
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -1144,17 +1142,11 @@ fn try_raw_syscalls_sys_exit(ctx: &RawTracePointContext) -> Result<u32, i64> {
 /// A traced thread entered syscall `nr` (of `class`); `arg(i)` gives its i-th argument. The
 /// entry waits in this CPU's slot for the exit (or a switch) to write it.
 #[inline(always)]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "inlined into two programs; a struct would only rename the same values"
-)]
-fn sys_enter<C: StackIdContext>(
-    ctx: &C,
+fn sys_enter(
     tid: u32,
     tgid: u32,
     nr: i64,
     class: SyscallClass,
-    user_regs: Option<*const u64>,
     arg: impl Fn(usize) -> Result<u64, i64>,
 ) -> Result<u32, i64> {
     let Some(slot) = call_in_flight() else {
@@ -1166,15 +1158,6 @@ fn sys_enter<C: StackIdContext>(
     }
     slot.pair.enter = entry(tid, tgid, nr, class, arg)?;
     slot.entry_written = split_calls() as u64;
-    // A lock wait's stack, for its switch should it block (see `CallInFlight::entry_stack`).
-    // Only futex classes wait; the entry's args[1] holds futex(2)'s op in its low half.
-    slot.entry_stack = if user_stacks_mode() != UserStacks::None as u32
-        && futex_call_waits(class, slot.pair.enter.args[1] as u32)
-    {
-        user_stack(ctx, user_regs) | ENTRY_STACK_TAKEN
-    } else {
-        0
-    };
     if split_calls() {
         write(&slot.pair.enter);
     }
