@@ -399,6 +399,11 @@ impl<'a> ContentionTracker<'a> {
                     t.tgid = ev.tgid;
                 }
                 let word = self.locks.word((t.tgid, call.uaddr));
+                if let Some(take) = &mut t.take {
+                    // It is doing something after its wait: a preemption from here on does
+                    // not delay its acquisition (see `switched_out`).
+                    take.exit_untouched = false;
+                }
                 t.futex = Some(InFutex {
                     uaddr: call.uaddr,
                     lock: word.lock,

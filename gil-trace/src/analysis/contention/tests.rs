@@ -415,6 +415,22 @@ fn a_wake_right_after_the_wait_is_the_force_switching_handshake() {
 }
 
 #[test]
+fn a_preemption_after_the_handshake_does_not_delay_the_acquisition() {
+    // B takes the lock and wakes the releaser 1 µs after its wait returned, then is preempted
+    // 3 µs after it and runs again 22 µs later: it held the lock from its handshake (the new
+    // GIL in validate, where each preemption used to move the acquisition to the next run).
+    let b = b_acquires(&[
+        testing::futex(MS + 3_000, A, SWITCH, testing::WAIT),
+        testing::futex(MS + 6_000, B, SWITCH, WAKE),
+        waking(MS + 6_500, B, A),
+        exit(MS + 7_000, B, 1),
+        switch(MS + 8_000, B, A, 0), // preempted
+        switch(MS + 30_000, A, B, 0),
+    ]);
+    assert_eq!(b.acquire_ns, MS + 6_000);
+}
+
+#[test]
 fn a_fair_lock_handing_back_is_a_release_not_a_handshake() {
     // A queued on its own condvar (a gate word, where takers wait) and B handed the lock
     // back to it, however soon: B acquired when its wait returned, not when it released
