@@ -56,6 +56,11 @@ pub struct Validation {
     /// That distance per datagram, ns: p50 and p99.
     pub stall_lock_wait_err_p50_ns: u64,
     pub stall_lock_wait_err_p99_ns: u64,
+    /// The same, less [`TAKE_IN_USER_SPACE_NS`] for each of the echo thread's takes in the
+    /// stall (what the kernel cannot see of them), p99: the target's measure. A stall of the
+    /// old GIL holds ~20 takes (the echo thread is made to drop the lock at every check
+    /// interval), so its distance grows with them (~40 µs) while each take's is ~2 µs.
+    pub stall_lock_wait_unexplained_p99_ns: u64,
 }
 
 impl Validation {
@@ -227,16 +232,18 @@ pub fn compare(
             _ => None,
         })
         .collect();
-    let waited_in = |a: u64, b: u64| -> u64 {
+    // The truth's wait within [a, b), and how many takes it spans.
+    let waited_in = |a: u64, b: u64| -> (u64, u64) {
         let first = waits.partition_point(|&(_, end)| end <= a);
         waits[first..]
             .iter()
             .take_while(|&&(start, _)| start < b)
-            .map(|&(start, end)| end.min(b).saturating_sub(start.max(a)))
-            .sum()
+            .fold((0, 0), |(ns, takes), &(start, end)| {
+                (ns + end.min(b).saturating_sub(start.max(a)), takes + 1)
+            })
     };
     let (mut recv_errs, mut acq_errs, mut reply_errs) = (Vec::new(), Vec::new(), Vec::new());
-    let mut stall_errs = Vec::new();
+    let (mut stall_errs, mut stall_unexplained) = (Vec::new(), Vec::new());
     for ((recv, acquire, send), op) in truth_recvs.iter().zip(&ops) {
         let Some(exit) = u(&op["recv_exit_ns"]) else {
             continue;
@@ -252,7 +259,7 @@ pub fn compare(
         let start = u(&op["arrival_ns"]).or_else(|| u(&op["recv_enter_ns"]));
         let end = u(&op["reply_ns"]).or_else(|| u(&op["lock_acquired_ns"]));
         if let (Some(a), Some(b), Some(traced)) = (start, end, u(&op["lock_wait_ns"])) {
-            let want = waited_in(a, b);
+            let (want, takes) = waited_in(a, b);
             let cpu_wait = ["runnable", "wakeup"]
                 .iter()
                 .filter_map(|cause| u(&op["causes"][cause]))
@@ -262,6 +269,7 @@ pub fn compare(
             v.stall_lock_wait_traced_ns += traced;
             v.stall_lock_wait_outside_ns += outside;
             stall_errs.push(outside);
+            stall_unexplained.push(outside.saturating_sub(takes * TAKE_IN_USER_SPACE_NS));
         }
         if let (Some(a), Some(t)) = (u(&op["lock_acquired_ns"]), acquire) {
             acq_errs.push(a.abs_diff(*t));
@@ -282,6 +290,7 @@ pub fn compare(
     (v.io_acquire_err_p50_ns, v.io_acquire_err_p99_ns) = errs(acq_errs);
     (v.reply_err_p50_ns, v.reply_err_p99_ns) = errs(reply_errs);
     (v.stall_lock_wait_err_p50_ns, v.stall_lock_wait_err_p99_ns) = errs(stall_errs);
+    v.stall_lock_wait_unexplained_p99_ns = errs(stall_unexplained).1;
     Ok(v)
 }
 
@@ -289,14 +298,17 @@ pub fn compare(
 pub const MAX_P99_ERR_NS: u64 = 50_000;
 /// Largest acceptable error of the stalls' total lock wait, relative to the truth's...
 pub const MAX_STALL_LOCK_WAIT_ERR: f64 = 0.02;
-/// ...or per datagram on average: the part of a take the kernel cannot see — from the call
-/// to the first futex wait, and from the last wait's return (the futex exit) until the taker
-/// re-locked the lock's mutex and flipped its state, in user space — is ~0.5 µs before and
-/// ~1–2 µs after on the VMs this runs on (fair GIL, kernel 6.18 fc-v1147: p50 0.65 + 0.9 µs,
-/// p90 1.0 + 1.8 µs), and a stall holds up to two takes (the one after the previous send it
+/// ...or per datagram on average: the part of a take the kernel cannot see, and a stall of
+/// the new, priority and fair GILs holds up to two takes (the one after the previous send it
 /// arrived in, the one after its recv). That is more than 2 % of the priority and fair GILs'
 /// waits per datagram (~25–45 µs).
 pub const MAX_STALL_LOCK_WAIT_ERR_PER_DATAGRAM_NS: u64 = 2_000;
+/// The part of one take the kernel cannot see: from the call to the first futex wait, and
+/// from the last wait's return (the futex exit) until the taker re-locked the lock's mutex and
+/// flipped its state, in user space — ~0.5 µs before and ~1–2 µs after on the VMs this runs
+/// on (fair GIL, kernel 6.18 fc-v1147: p50 0.65 + 0.9 µs, p90 1.0 + 1.8 µs; the old GIL's
+/// longest stalls, ~20 takes each, 1.6–1.9 µs per take).
+pub const TAKE_IN_USER_SPACE_NS: u64 = 2_000;
 
 /// The targets: at most 10 % of the truth's contended takes unseen by the kernel, ≥ 99 % of
 /// the rest matched, every datagram matched, every p99
@@ -330,7 +342,8 @@ pub fn meets_targets(v: &Validation) -> Result<(), String> {
         ("recv", v.recv_err_p99_ns),
         ("lock after recv", v.io_acquire_err_p99_ns),
         ("reply", v.reply_err_p99_ns),
-        ("stall lock wait", v.stall_lock_wait_err_p99_ns),
+        // Beyond what the kernel cannot see of each take in the stall.
+        ("stall lock wait", v.stall_lock_wait_unexplained_p99_ns),
     ] {
         if p99 > MAX_P99_ERR_NS {
             return Err(format!("{what} p99 error {p99} ns"));
@@ -519,6 +532,67 @@ mod tests {
             ..v
         };
         assert_eq!(meets_targets(&v), Ok(()));
+    }
+
+    /// One datagram whose stall (arrival at 1 ms → reply at 40 ms) holds `takes` of the echo
+    /// thread's takes, 1 ms of truth wait each; the report's lock wait is the truth's less
+    /// `short_ns`.
+    fn one_stall(takes: u64, short_ns: u64) -> Validation {
+        let taken = |i: u64| 1_000_000 + i * 1_500_000;
+        let mut truth = vec![
+            TruthEvent::Thread {
+                ts_ns: 0,
+                tid: 7,
+                role: "echo".into(),
+                name: "echo".into(),
+            },
+            TruthEvent::Recv {
+                ts_ns: 1_100_000,
+                tid: 7,
+                bytes: 64,
+            },
+        ];
+        truth.extend((1..=takes).map(|i| acquire(taken(i), 1_000_000)));
+        truth.push(TruthEvent::Send {
+            ts_ns: 39_900_000,
+            tid: 7,
+            bytes: 64,
+        });
+        let handoffs: Vec<Value> = (1..=takes)
+            .map(|i| serde_json::json!({"to_tid": 7, "acquire_ns": taken(i)}))
+            .collect();
+        let report = serde_json::json!({
+            "handoff_events": handoffs,
+            "io_ops": [{
+                "tid": 7, "bytes": 64, "arrival_ns": 1_000_000, "recv_exit_ns": 1_100_000,
+                "lock_acquired_ns": taken(1), "reply_ns": 40_000_000,
+                "reply_done_ns": 39_900_000, "lock_wait_ns": takes * 1_000_000 - short_ns,
+                "causes": {"runnable": 0, "wakeup": 0},
+            }],
+        });
+        compare(&report, &truth, None).unwrap()
+    }
+
+    #[test]
+    fn a_stall_of_many_takes_may_miss_what_the_kernel_cannot_see_of_each() {
+        // The old GIL's longest stalls: ~20 takes, each ~1.9 µs short in the trace.
+        let v = one_stall(20, 20 * 1_900);
+        assert_eq!(v.stall_lock_wait_err_p99_ns, 38_000);
+        assert_eq!(v.stall_lock_wait_unexplained_p99_ns, 0);
+        assert_eq!(meets_targets(&v), Ok(()));
+        // 24 takes, 2.2 µs each: 52.8 µs in all, beyond the flat 50 µs but 4.8 µs unexplained.
+        let v = one_stall(24, 24 * 2_200);
+        assert_eq!(v.stall_lock_wait_unexplained_p99_ns, 4_800);
+        assert_eq!(meets_targets(&v), Ok(()));
+    }
+
+    #[test]
+    fn a_stall_short_of_its_truth_beyond_its_takes_fails_the_targets() {
+        let v = one_stall(1, 60_000);
+        assert_eq!(v.stall_lock_wait_unexplained_p99_ns, 58_000);
+        assert!(meets_targets(&v)
+            .unwrap_err()
+            .starts_with("stall lock wait p99 error 58000 ns"));
     }
 
     #[test]
