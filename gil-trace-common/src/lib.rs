@@ -260,6 +260,9 @@ pub enum EventKind {
 }
 
 /// `args[1]` bits of [`EventKind::PySample`].
+/// A Python sample's arguments: `args[0]` its stack, `args[1]` flags, `args[2]` the sampling
+/// period (ns), `args[3]` how long the read took (ns; 0 in traces before it was kept): the
+/// event's time is the read's start, and what it saw was read at some moment of that span.
 pub mod py_sample {
     /// `args[0]` of a sample of a thread with no Python frame (e.g. not yet running Python).
     pub const NO_FRAMES: u64 = u32::MAX as u64;

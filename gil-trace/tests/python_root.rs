@@ -282,7 +282,8 @@ fn python_threads_and_functions_tell_the_convoy_on_both_cpython_builds() {
                 "{py}: {needle:?} not in {verdict}"
             );
         }
-        // The interpreter's GIL holder against the kernel's holder band: measured 89-97 %.
+        // The interpreter's GIL holder against the kernel's holder band at any moment of each
+        // sample's read: measured 99.5-99.8 % (89-97 % at the read's start alone).
         let agreement = &report["python"]["agreement"];
         let compared = agreement["compared"].as_u64().unwrap();
         let agree = agreement["agree"].as_u64().unwrap();
@@ -291,7 +292,7 @@ fn python_threads_and_functions_tell_the_convoy_on_both_cpython_builds() {
             "{py}: too few samples compared: {agreement}"
         );
         assert!(
-            agree as f64 >= 0.75 * compared as f64,
+            agree as f64 >= 0.9 * compared as f64,
             "{py}: the sampled holder and the kernel's agree on {agree} of {compared}"
         );
     }

@@ -300,6 +300,9 @@ impl Sampler {
             s.stats.failed += 1;
             return process_exists(s.stats.tgid);
         };
+        // The read takes tens of µs: a GIL handoff within it can be seen by the sample though
+        // the kernel dates it after the sample's start (the analysis compares over the span).
+        let read_ns = monotonic_ns().saturating_sub(ts_ns);
         s.stats.samples += 1;
         let period_ns = self.period.as_nanos() as u64;
         for trace in traces {
@@ -347,7 +350,7 @@ impl Sampler {
                 tid,
                 tgid: s.stats.tgid,
                 cpu: 0,
-                args: [stack, flags, period_ns, 0],
+                args: [stack, flags, period_ns, read_ns],
             });
         }
         true

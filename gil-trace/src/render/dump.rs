@@ -190,6 +190,7 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
             stack,
             owns_gil,
             active,
+            read_ns,
             ..
         } => (
             "py_sample",
@@ -197,6 +198,7 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
                 ("stack", json!(stack)),
                 ("owns_gil", json!(owns_gil)),
                 ("active", json!(active)),
+                ("read_ns", json!(read_ns)),
             ],
         ),
         EventData::Unknown { kind } => ("unknown", vec![("kind", json!(kind))]),

@@ -162,6 +162,9 @@ pub enum EventData {
         active: bool,
         /// The sampling period: the time each sample stands for.
         period_ns: u64,
+        /// How long the read of the process took, from the event's time (0: not known). The
+        /// GIL flag was read somewhere in that span.
+        read_ns: u64,
     },
     /// A kind this version does not know (from a newer recorder): kept, not interpreted.
     Unknown {
@@ -292,6 +295,7 @@ impl From<RawEvent> for Event {
                     owns_gil: a[1] & py_sample::OWNS_GIL != 0,
                     active: a[1] & py_sample::ACTIVE != 0,
                     period_ns: a[2],
+                    read_ns: a[3],
                 },
                 EventKind::NetRecv => EventData::NetRecv {
                     arrival_ns: (a[0] != 0).then_some(a[0]),

@@ -507,6 +507,7 @@ impl<'a> ContentionTracker<'a> {
             stack,
             owns_gil,
             period_ns,
+            read_ns,
             ..
         } = ev.data
         else {
@@ -523,6 +524,7 @@ impl<'a> ContentionTracker<'a> {
             stack: stack.map(|id| StackKey::python(ev.tgid, id)),
             owns_gil,
             period_ns,
+            read_ns,
             state: state.map(|s| (s, lock.filter(|_| s == ThreadState::LockWait))),
             gil,
         });

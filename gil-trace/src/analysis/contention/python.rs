@@ -32,7 +32,8 @@ pub struct HolderAgreement {
     pub compared: u64,
     /// Of those, the same thread.
     pub agree: u64,
-    /// Samples that named a holder before the band's first acquisition.
+    /// Samples that named a holder before the band's first acquisition (by the end of their
+    /// read).
     pub kernel_unknown: u64,
 }
 
@@ -42,8 +43,8 @@ pub struct HolderAgreement {
 struct HolderBand {
     /// (acquire time, thread), by time; only those a pending sample may need.
     acquisitions: VecDeque<(u64, u32)>,
-    /// Samples naming a holder: (time, thread), by time.
-    pending: VecDeque<(u64, u32)>,
+    /// Samples naming a holder: (time, thread, read span), by time.
+    pending: VecDeque<(u64, u32, u64)>,
 }
 
 /// A sample is compared once the band is this far past it: takes close within this of their
@@ -63,18 +64,24 @@ impl HolderBand {
 
     /// Compares the samples up to `until` with the band.
     fn settle(&mut self, until: u64, agreement: &mut HolderAgreement) {
-        while let Some(&(ts, tid)) = self.pending.front().filter(|&&(ts, _)| ts <= until) {
+        while let Some(&(ts, tid, read_ns)) = self.pending.front().filter(|&&(ts, ..)| ts <= until)
+        {
             self.pending.pop_front();
-            let i = self.acquisitions.partition_point(|&(t, _)| t <= ts);
-            match i.checked_sub(1).map(|i| self.acquisitions[i].1) {
-                Some(holder) => {
+            // The holders from the read's start to its end: the sample saw one of them.
+            let first = self.acquisitions.partition_point(|&(t, _)| t <= ts);
+            let last = self
+                .acquisitions
+                .partition_point(|&(t, _)| t <= ts.saturating_add(read_ns));
+            match first.checked_sub(1).map_or(first, |i| i)..last {
+                holders if holders.is_empty() => agreement.kernel_unknown += 1,
+                holders => {
                     agreement.compared += 1;
-                    agreement.agree += u64::from(holder == tid);
+                    agreement.agree +=
+                        u64::from(self.acquisitions.range(holders).any(|&(_, h)| h == tid));
                 }
-                None => agreement.kernel_unknown += 1,
             }
             // Only the last acquisition before the next sample is needed from now on.
-            let next = self.pending.front().map_or(ts, |&(t, _)| t);
+            let next = self.pending.front().map_or(ts, |&(t, ..)| t);
             let keep_from = self.acquisitions.partition_point(|&(t, _)| t <= next);
             for _ in 0..keep_from.saturating_sub(1) {
                 self.acquisitions.pop_front();
@@ -92,6 +99,8 @@ pub(super) struct Observed {
     pub stack: Option<StackKey>,
     pub owns_gil: bool,
     pub period_ns: u64,
+    /// How long the read took (see `EventData::PySample`).
+    pub read_ns: u64,
     /// The thread's state in the kernel's timeline, and the lock it waits for in a lock wait.
     pub state: Option<(ThreadState, Option<usize>)>,
     /// The identified lock that is its process's GIL.
@@ -150,7 +159,7 @@ impl PySamples {
                     .add(Some(s.tid), stack, s.period_ns);
             }
             let band = self.bands.entry(gil).or_default();
-            band.pending.push_back((s.ts_ns, s.tid));
+            band.pending.push_back((s.ts_ns, s.tid, s.read_ns));
             band.settle(s.ts_ns.saturating_sub(BAND_SETTLES_NS), &mut self.agreement);
         }
     }
@@ -213,6 +222,7 @@ mod tests {
             stack: Some(key(stack)),
             owns_gil,
             period_ns: 5,
+            read_ns: 0,
             state: Some((ThreadState::Running, None)),
             gil: Some(0),
         }
@@ -248,6 +258,46 @@ mod tests {
         assert_eq!((held[0].tid, held[0].ns, held[0].count), (Some(8), 10, 2));
         p.prune(20);
         assert_eq!(p.between(7, 0, 100).own.top(5)[0].count, 1);
+    }
+
+    #[test]
+    fn a_sample_agrees_with_any_holder_while_it_was_read() {
+        // 8 holds from 100, 9 takes over at 130: a sample read from 120 to 160 that names 9
+        // saw the handoff (py_echo under validate: 67 of 81 disagreements were such reads);
+        // one read from 120 to 125 did not, and one naming 7 names no holder of its span.
+        let mut p = PySamples::default();
+        for (tid, read_ns) in [(9, 40), (9, 5), (7, 40)] {
+            let mut s = sample(120, tid, 1, true);
+            s.read_ns = read_ns;
+            p.observe(&s);
+        }
+        p.acquired(0, 100, 8);
+        p.acquired(0, 130, 9);
+        p.settle();
+        assert_eq!(
+            p.agreement,
+            HolderAgreement {
+                compared: 3,
+                agree: 1,
+                kernel_unknown: 0
+            }
+        );
+        // Before the band's first acquisition, unless the read reached it.
+        let mut p = PySamples::default();
+        let mut s = sample(90, 8, 1, true);
+        p.observe(&s);
+        s.read_ns = 20;
+        p.observe(&s);
+        p.acquired(0, 100, 8);
+        p.settle();
+        assert_eq!(
+            (
+                p.agreement.kernel_unknown,
+                p.agreement.compared,
+                p.agreement.agree
+            ),
+            (1, 1, 1)
+        );
     }
 
     #[test]
