@@ -297,3 +297,70 @@ fn python_threads_and_functions_tell_the_convoy_on_both_cpython_builds() {
         );
     }
 }
+
+/// A service with many threads: py-spy's reads grow with them (~0.1 ms a thread), so the
+/// sampler slows down to keep within its share of a CPU, and each sample then stands for the
+/// time since the one before — the sampled time of a thread is its life, not samples × period.
+#[test]
+fn the_sampler_keeps_its_cpu_share_and_its_samples_cover_the_time_with_many_threads() {
+    let py = python().expect("python3 is required for this test");
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("many.trace");
+    let script = "import threading, time\n\
+                  ts = [threading.Thread(target=time.sleep, args=(2,)) for _ in range(150)]\n\
+                  [t.start() for t in ts]\n\
+                  [t.join() for t in ts]\n";
+    let out = record_cmd(&trace, &[])
+        .arg(&py)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "record failed: {}", stderr(&out));
+    let out = gil_trace()
+        .args(["dump", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dump failed: {}", stderr(&out));
+    let samples: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "py_sample")
+        .collect();
+    let field = |e: &serde_json::Value, f: &str| e[f].as_u64().unwrap();
+    // One read per round: the rounds by their time.
+    let mut rounds: Vec<(u64, u64)> = samples
+        .iter()
+        .map(|e| (field(e, "ts_ns"), field(e, "read_ns")))
+        .collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    assert!(rounds.len() >= 5, "{} sample rounds", rounds.len());
+    let (first, last) = (rounds[0].0, rounds.last().unwrap().0);
+    let reading: u64 = rounds.iter().map(|r| r.1).sum();
+    let share = reading as f64 / (last - first) as f64;
+    // 0.10 allowed; a round's read is ~12 ms here, and the last one ends past `last`.
+    assert!(share < 0.15, "the sampler read {share:.2} of the time");
+    // The main thread lives through it all: its samples stand for its sampled span.
+    let main = field(&samples[0], "pid");
+    let own: Vec<&serde_json::Value> = samples.iter().filter(|e| field(e, "tid") == main).collect();
+    let sampled: u64 = own.iter().map(|e| field(e, "period_ns")).sum();
+    let span = field(own.last().unwrap(), "ts_ns") - field(own[0], "ts_ns");
+    let ratio = sampled as f64 / span as f64;
+    assert!(
+        (0.9..1.1).contains(&ratio),
+        "the main thread's samples stand for {sampled} ns of a {span} ns span"
+    );
+    // And the report says the rate was lower than asked, and why.
+    let out = gil_trace()
+        .args(["report", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("Hz, not the 100 Hz asked"), "{warnings}");
+}

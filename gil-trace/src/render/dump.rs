@@ -190,14 +190,15 @@ fn fields(ev: &Event, names: &Names) -> (&'static str, Vec<(&'static str, Value)
             stack,
             owns_gil,
             active,
+            period_ns,
             read_ns,
-            ..
         } => (
             "py_sample",
             vec![
                 ("stack", json!(stack)),
                 ("owns_gil", json!(owns_gil)),
                 ("active", json!(active)),
+                ("period_ns", json!(period_ns)),
                 ("read_ns", json!(read_ns)),
             ],
         ),

@@ -45,7 +45,8 @@ pub struct PythonCode {
     pub threads: Vec<PyThread>,
     /// The interpreters sampled.
     pub processes: Vec<PyProcess>,
-    /// Why a process that looked like CPython could not be read (one line each).
+    /// Why a process that looked like CPython could not be read, or was sampled slower than
+    /// asked (one line each; report warnings).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     /// Thread samples left out because they reached the writer after its holdback (the
