@@ -233,14 +233,16 @@ pub fn compare(
             _ => None,
         })
         .collect();
-    // The truth's wait within [a, b), and how many takes it spans.
+    // The truth's wait within [a, b), and the part of it the kernel may have missed: up to
+    // TAKE_IN_USER_SPACE_NS of each take's wait within the span.
     let waited_in = |a: u64, b: u64| -> (u64, u64) {
         let first = waits.partition_point(|&(_, end)| end <= a);
         waits[first..]
             .iter()
             .take_while(|&&(start, _)| start < b)
-            .fold((0, 0), |(ns, takes), &(start, end)| {
-                (ns + end.min(b).saturating_sub(start.max(a)), takes + 1)
+            .fold((0, 0), |(ns, unseen), &(start, end)| {
+                let within = end.min(b).saturating_sub(start.max(a));
+                (ns + within, unseen + within.min(TAKE_IN_USER_SPACE_NS))
             })
     };
     let (mut recv_errs, mut acq_errs, mut reply_errs) = (Vec::new(), Vec::new(), Vec::new());
@@ -260,7 +262,7 @@ pub fn compare(
         let start = u(&op["arrival_ns"]).or_else(|| u(&op["recv_enter_ns"]));
         let end = u(&op["reply_ns"]).or_else(|| u(&op["lock_acquired_ns"]));
         if let (Some(a), Some(b), Some(traced)) = (start, end, u(&op["lock_wait_ns"])) {
-            let (want, takes) = waited_in(a, b);
+            let (want, unseen) = waited_in(a, b);
             let cpu_wait = ["runnable", "wakeup"]
                 .iter()
                 .filter_map(|cause| u(&op["causes"][cause]))
@@ -276,7 +278,7 @@ pub fn compare(
             v.stall_lock_wait_traced_ns += traced;
             v.stall_lock_wait_outside_ns += outside;
             stall_errs.push(outside);
-            stall_unexplained.push(over + under.saturating_sub(takes * TAKE_IN_USER_SPACE_NS));
+            stall_unexplained.push(over + under.saturating_sub(unseen));
         }
         if let (Some(a), Some(t)) = (u(&op["lock_acquired_ns"]), acquire) {
             acq_errs.push(a.abs_diff(*t));

@@ -185,9 +185,18 @@ struct Spied {
 /// sampler slows down rather than take a CPU from the traced service, and each sample stands
 /// for the time since the one before.
 const MAX_SAMPLER_CPU_SHARE: f64 = 0.1;
+/// The longest the sampler waits between rounds, however slow one was (a read stalled).
+const MAX_SAMPLER_WAIT: Duration = Duration::from_secs(1);
+/// The sampler sleeps in slices of at most this, so a stop is not kept waiting.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
 
 struct Sampler {
     period: Duration,
+    /// The time between rounds now: the period, or longer when the reads would take more
+    /// than their share of a CPU.
+    interval: Duration,
+    /// Whether that ever happened (the rate was then lower than asked).
+    slowed: bool,
     out: mpsc::Sender<RawEvent>,
     config: py_spy::Config,
     code: PythonCode,
@@ -202,6 +211,8 @@ impl Sampler {
         let rate_hz = rate_hz.max(1);
         Sampler {
             period: Duration::from_secs(1) / rate_hz,
+            interval: Duration::from_secs(1) / rate_hz,
+            slowed: false,
             out,
             config: py_spy::Config {
                 // Never stop the traced program to read it: a sample may be torn (then it
@@ -250,11 +261,22 @@ impl Sampler {
                     self.retire(gone);
                 }
             }
-            // At the rate asked for, unless the reads would take more than their share.
-            next = (next + self.period).max(round + round.elapsed().div_f64(MAX_SAMPLER_CPU_SHARE));
+            // At the rate asked for, unless the reads would take more than their share. (A
+            // process's first read, `try_spy`, is once: not counted.)
+            let share = round.elapsed().div_f64(MAX_SAMPLER_CPU_SHARE);
+            self.interval = self.period.max(share.min(MAX_SAMPLER_WAIT));
+            self.slowed |= self.interval > self.period;
+            next = (next + self.period).max(round + self.interval);
             let now = Instant::now();
             if next > now {
-                std::thread::sleep(next - now);
+                let until = next;
+                while !stop.load(Ordering::Relaxed) {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(SLEEP_SLICE));
+                }
             } else {
                 next = now;
             }
@@ -269,14 +291,16 @@ impl Sampler {
     /// reads would have taken more than their share of a CPU): a report warning.
     fn retire(&mut self, s: Spied) {
         if let (Some(first), Some(last)) = (s.first_sample_ns, s.last_sample_ns) {
-            let rounds = s.stats.samples.saturating_sub(1);
+            // Every read, failed ones too: the rate is the sampler's, not the reads' success.
+            let rounds = (s.stats.samples + s.stats.failed).saturating_sub(1);
             let asked_hz = 1e9 / self.period.as_nanos() as f64;
-            let hz = rounds as f64 * 1e9 / (last - first).max(1) as f64;
-            if rounds >= 10 && hz < 0.9 * asked_hz {
+            let hz = rounds as f64 * 1e9 / last.saturating_sub(first).max(1) as f64;
+            if self.slowed && rounds >= 10 && hz < 0.9 * asked_hz {
                 self.code.errors.push(format!(
                     "pid {}: Python stacks sampled at {hz:.0} Hz, not the {asked_hz:.0} Hz asked: \
-                     each read took {:.1} ms, and the sampler keeps its reads within {:.0} % of a \
-                     CPU (each sample stands for the time since the one before)",
+                     each read took {:.1} ms, and the sampler keeps its reads (of every sampled \
+                     process) within {:.0} % of a CPU (each sample stands for the time since the \
+                     one before)",
                     s.stats.tgid,
                     s.read_ns as f64 / 1e6 / s.stats.samples as f64,
                     MAX_SAMPLER_CPU_SHARE * 100.0,
@@ -346,11 +370,13 @@ impl Sampler {
         s.first_sample_ns.get_or_insert(ts_ns);
         s.stats.samples += 1;
         // What the sample stands for: the time since the process's last one (longer than the
-        // period when the sampler slowed down; the period for its first).
+        // period when the sampler slowed down, or a read failed; the interval for its first).
         let period_ns = s
             .last_sample_ns
             .replace(ts_ns)
-            .map_or(self.period.as_nanos() as u64, |last| ts_ns - last);
+            .map_or(self.interval.as_nanos() as u64, |last| {
+                ts_ns.saturating_sub(last)
+            });
         for trace in traces {
             let Some(tid) = trace.os_thread_id else {
                 continue;
